@@ -1,0 +1,48 @@
+"""The `hybridvla` command line: one entry point, one subcommand per capability.
+
+Subcommands register themselves in SUBCOMMANDS as they land; each module exposes
+`add_arguments(parser)` and `run(args) -> int`, and is imported only when its subcommand runs, so that
+`hybridvla --help` stays fast and a missing optional dependency only affects its own subcommand.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("hybridvla_core.doctor", "check the installation: Python packages, ROS 2, messages, rendering"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybridvla",
+        description="HybridVLA for ROS 2: train, evaluate and simulate the diffusion + autoregressive policy.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Arguments are added lazily when this subcommand is the one being parsed (see main).
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # Import only the chosen subcommand's module, then parse again with its arguments.
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+        sub = argparse.ArgumentParser(prog=f"hybridvla {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
+        module.add_arguments(sub)
+        args = sub.parse_args(argv[1:])
+        return int(module.run(args) or 0)
+    parser.parse_args(argv)  # prints help / an error naming the unknown command
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
