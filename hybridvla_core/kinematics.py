@@ -1,0 +1,202 @@
+"""Serial-chain kinematics read from the URDFs in urdf/: forward kinematics, Jacobian, damped
+least-squares IK with joint limits. The one loader used by the guards, the bridges and the simulated lab.
+
+Units: metres and radians; poses are (position (3,), quaternion (x, y, z, w)) in the chain's base frame.
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from hybridvla_core.resources import resource_path
+
+
+def _transform(xyz, rpy) -> np.ndarray:
+    """4x4 homogeneous transform from a URDF origin (rpy = fixed-axis roll, pitch, yaw)."""
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("xyz", rpy).as_matrix()
+    T[:3, 3] = xyz
+    return T
+
+
+def _floats(text: str | None, default: str) -> np.ndarray:
+    return np.array([float(v) for v in (text or default).split()])
+
+
+@dataclass(frozen=True)
+class Joint:
+    name: str
+    kind: str               # revolute | prismatic | fixed | continuous
+    origin: np.ndarray      # 4x4, parent link -> joint frame at q = 0
+    axis: np.ndarray        # (3,) unit axis in the joint frame
+    lower: float            # rad (m for prismatic)
+    upper: float
+    velocity: float         # rad/s (m/s)
+
+
+@dataclass(frozen=True)
+class IKResult:
+    q: np.ndarray           # (n,) joint positions [rad]
+    success: bool           # converged within the tolerances and inside the (margin-shrunk) limits
+    position_error: float   # m
+    rotation_error: float   # rad
+    iterations: int
+
+
+class KinematicChain:
+    """The movable joints between base_link and tip_link of a URDF, in order."""
+
+    def __init__(self, joints: list[Joint], base_link: str, tip_link: str):
+        self.joints = joints
+        self.base_link = base_link
+        self.tip_link = tip_link
+        self.active = [j for j in joints if j.kind != "fixed"]
+        self.joint_names = [j.name for j in self.active]
+        self.lower = np.array([j.lower for j in self.active])
+        self.upper = np.array([j.upper for j in self.active])
+        self.max_velocity = np.array([j.velocity for j in self.active])
+
+    @property
+    def dof(self) -> int:
+        return len(self.active)
+
+    @classmethod
+    def from_urdf(cls, path: str | Path, base_link: str, tip_link: str) -> "KinematicChain":
+        root = ET.parse(path).getroot()
+        by_child = {}
+        for j in root.findall("joint"):
+            origin = j.find("origin")
+            limit = j.find("limit")
+            kind = j.get("type")
+            axis = _floats(j.find("axis").get("xyz") if j.find("axis") is not None else None, "1 0 0")
+            by_child[j.find("child").get("link")] = (
+                j.find("parent").get("link"),
+                Joint(
+                    name=j.get("name"),
+                    kind=kind,
+                    origin=_transform(
+                        _floats(origin.get("xyz") if origin is not None else None, "0 0 0"),
+                        _floats(origin.get("rpy") if origin is not None else None, "0 0 0"),
+                    ),
+                    axis=axis / np.linalg.norm(axis),
+                    lower=float(limit.get("lower", -np.pi)) if limit is not None else -np.pi,
+                    upper=float(limit.get("upper", np.pi)) if limit is not None else np.pi,
+                    velocity=float(limit.get("velocity", np.inf)) if limit is not None else np.inf,
+                ),
+            )
+        chain, link = [], tip_link
+        while link != base_link:
+            if link not in by_child:
+                raise ValueError(f"{path}: no joint chain from {base_link!r} to {tip_link!r} (stopped at {link!r})")
+            link, joint = by_child[link]
+            chain.append(joint)
+        return cls(chain[::-1], base_link, tip_link)
+
+    # --- forward kinematics -------------------------------------------------------------------------
+    def _check_q(self, q) -> np.ndarray:
+        q = np.asarray(q, dtype=float)
+        if q.shape != (self.dof,):
+            raise ValueError(f"joint vector has shape {q.shape}, expected ({self.dof},) for {self.joint_names}")
+        return q
+
+    def _frames(self, q: np.ndarray):
+        """Yield (T_base_joint, joint) for every movable joint, and finally the tip transform."""
+        T = np.eye(4)
+        i = 0
+        frames = []
+        for joint in self.joints:
+            T = T @ joint.origin
+            if joint.kind == "fixed":
+                continue
+            frames.append((T.copy(), joint))
+            motion = np.eye(4)
+            if joint.kind == "prismatic":
+                motion[:3, 3] = joint.axis * q[i]
+            else:
+                motion[:3, :3] = Rotation.from_rotvec(joint.axis * q[i]).as_matrix()
+            T = T @ motion
+            i += 1
+        return frames, T
+
+    def fk_matrix(self, q) -> np.ndarray:
+        """4x4 pose of tip_link in base_link."""
+        return self._frames(self._check_q(q))[1]
+
+    def fk(self, q) -> tuple[np.ndarray, np.ndarray]:
+        """(position [m], quaternion xyzw) of tip_link in base_link."""
+        T = self.fk_matrix(q)
+        return T[:3, 3].copy(), Rotation.from_matrix(T[:3, :3]).as_quat()
+
+    def jacobian(self, q) -> np.ndarray:
+        """6 x n geometric Jacobian (linear; angular) of the tip in the base frame."""
+        frames, T_tip = self._frames(self._check_q(q))
+        J = np.zeros((6, self.dof))
+        for i, (T, joint) in enumerate(frames):
+            axis = T[:3, :3] @ joint.axis
+            if joint.kind == "prismatic":
+                J[:3, i] = axis
+            else:
+                J[:3, i] = np.cross(axis, T_tip[:3, 3] - T[:3, 3])
+                J[3:, i] = axis
+        return J
+
+    # --- inverse kinematics -------------------------------------------------------------------------
+    def within_limits(self, q, margin: float = 0.0) -> bool:
+        q = self._check_q(q)
+        return bool(np.all(q >= self.lower + margin) and np.all(q <= self.upper - margin))
+
+    def ik(
+        self,
+        position,
+        quaternion,
+        q_seed,
+        *,
+        margin: float = 0.0,
+        position_tolerance: float = 1e-4,
+        rotation_tolerance: float = 1e-3,
+        max_iterations: int = 200,
+        damping: float = 1e-2,
+        rotation_weight: float = 1.0,
+    ) -> IKResult:
+        """Damped least-squares IK from q_seed (normally the measured joints), clamped to the limits
+        shrunk by `margin` [rad]. Success means the tolerances were met inside those limits: a target
+        that needs a joint beyond them fails instead of being silently bent."""
+        target_p = np.asarray(position, dtype=float)
+        target_R = Rotation.from_quat(np.asarray(quaternion, dtype=float)).as_matrix()
+        lo, hi = self.lower + margin, self.upper - margin
+        q = np.clip(self._check_q(q_seed).copy(), lo, hi)
+        W = np.diag([1, 1, 1] + [rotation_weight] * 3)
+        for it in range(1, max_iterations + 1):
+            T = self.fk_matrix(q)
+            e_p = target_p - T[:3, 3]
+            e_r = Rotation.from_matrix(target_R @ T[:3, :3].T).as_rotvec()
+            if np.linalg.norm(e_p) < position_tolerance and np.linalg.norm(e_r) < rotation_tolerance:
+                return IKResult(q, True, float(np.linalg.norm(e_p)), float(np.linalg.norm(e_r)), it)
+            J = W @ self.jacobian(q)
+            e = W @ np.concatenate([e_p, e_r])
+            dq = J.T @ np.linalg.solve(J @ J.T + damping**2 * np.eye(6), e)
+            # Limit the step so the linearisation stays valid far from the target.
+            scale = min(1.0, 0.3 / max(np.abs(dq).max(), 1e-12))
+            q = np.clip(q + scale * dq, lo, hi)
+        T = self.fk_matrix(q)
+        e_p = float(np.linalg.norm(target_p - T[:3, 3]))
+        e_r = float(np.linalg.norm(Rotation.from_matrix(target_R @ T[:3, :3].T).as_rotvec()))
+        return IKResult(q, e_p < position_tolerance and e_r < rotation_tolerance, e_p, e_r, max_iterations)
+
+
+# Arms the suite knows: URDF file in urdf/, base link, tool-centre-point link.
+ARMS = {
+    "fr3": ("fr3.urdf", "fr3_link0", "fr3_hand_tcp"),
+}
+
+
+def load_arm(name: str) -> KinematicChain:
+    """The kinematic chain of a known arm, from the URDF shipped in urdf/."""
+    if name not in ARMS:
+        raise ValueError(f"unknown arm model {name!r}; known: {', '.join(sorted(ARMS))}")
+    filename, base, tip = ARMS[name]
+    return KinematicChain.from_urdf(resource_path("urdf", filename), base, tip)
