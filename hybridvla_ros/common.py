@@ -1,0 +1,81 @@
+"""What every hybridvla node shares: QoS profiles, validated parameters, pose conversions, the main wrapper."""
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import Pose
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+# Sensor streams (cameras, measured state): newest sample only, never block the publisher.
+SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Commands (targets, gripper): reliable, but only the newest matters.
+COMMAND_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+# Events and results that a recorder or a person must not miss.
+EVENT_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class ParameterError(ValueError):
+    """A node parameter is missing or invalid: the node stops at start with this one line."""
+
+
+def declare_parameters(node: Node, spec: dict[str, tuple[Any, Callable[[Any], bool] | None, str]]) -> dict[str, Any]:
+    """Declare every parameter with its default and return their values, validated.
+
+    spec: name -> (default, check or None, what a valid value is). A failed check raises ParameterError
+    naming the parameter, the value and what was expected."""
+    values = {}
+    for name, (default, check, expected) in spec.items():
+        value = node.declare_parameter(name, default).value
+        if check is not None and not check(value):
+            raise ParameterError(f"parameter '{name}' = {value!r} is invalid: expected {expected}")
+        values[name] = value
+    return values
+
+
+def pose_to_arrays(pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+    """geometry_msgs/Pose -> (position [m] (3,), quaternion xyzw (4,))."""
+    p, o = pose.position, pose.orientation
+    return np.array([p.x, p.y, p.z]), np.array([o.x, o.y, o.z, o.w])
+
+
+def arrays_to_pose(position, quaternion) -> Pose:
+    """(position [m], quaternion xyzw) -> geometry_msgs/Pose."""
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in quaternion)
+    return pose
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None, executor=None) -> int:
+    """Entry point body shared by every node: init, spin, and on a bad parameter exit with one line."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        if executor is None:
+            rclpy.spin(node)
+        else:
+            executor.add_node(node)
+            executor.spin()
+        return 0
+    except ParameterError as exc:
+        print(f"[{getattr(factory, '__name__', 'node')}] error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    except Exception:  # noqa: BLE001 - print the traceback, exit non-zero
+        traceback.print_exc()
+        return 1
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
