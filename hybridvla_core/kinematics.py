@@ -189,8 +189,12 @@ class KinematicChain:
 
 
 # Arms the suite knows: URDF file in urdf/, base link, tool-centre-point link.
+# piper: one Piper arm; piper_left / piper_right: the arms of the dual-arm robot, each in its own base frame.
 ARMS = {
     "fr3": ("fr3.urdf", "fr3_link0", "fr3_hand_tcp"),
+    "piper": ("piper.urdf", "base_link", "tcp"),
+    "piper_left": ("dual_piper.urdf", "left_base_link", "left_tcp"),
+    "piper_right": ("dual_piper.urdf", "right_base_link", "right_tcp"),
 }
 
 
