@@ -144,6 +144,39 @@ class KinematicChain:
                 J[3:, i] = axis
         return J
 
+    def fk_jacobian(self, q) -> tuple[np.ndarray, np.ndarray]:
+        """(4x4 tip pose, 6 x n Jacobian) in one pass with Rodrigues' formula: the same values as
+        fk_matrix and jacobian, several times faster (the guards call it inside IK on every target)."""
+        q = self._check_q(q)
+        T = np.eye(4)
+        origins, axes, i = [], [], 0
+        for joint in self.joints:
+            T = T @ joint.origin
+            if joint.kind == "fixed":
+                continue
+            axis = T[:3, :3] @ joint.axis
+            origins.append(T[:3, 3].copy())
+            axes.append(axis)
+            motion = np.eye(4)
+            if joint.kind == "prismatic":
+                motion[:3, 3] = joint.axis * q[i]
+            else:
+                x, y, z = joint.axis
+                K = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+                motion[:3, :3] = np.eye(3) + np.sin(q[i]) * K + (1.0 - np.cos(q[i])) * (K @ K)
+            T = T @ motion
+            i += 1
+        J = np.zeros((6, self.dof))
+        for i, (joint, origin, axis) in enumerate(zip(self.active, origins, axes)):
+            if joint.kind == "prismatic":
+                J[:3, i] = axis
+            else:
+                # np.cross costs ~30 us a call; written out it is ~1 us.
+                a, r = axis, T[:3, 3] - origin
+                J[:3, i] = (a[1] * r[2] - a[2] * r[1], a[2] * r[0] - a[0] * r[2], a[0] * r[1] - a[1] * r[0])
+                J[3:, i] = axis
+        return T, J
+
     # --- inverse kinematics -------------------------------------------------------------------------
     def within_limits(self, q, margin: float = 0.0) -> bool:
         q = self._check_q(q)
@@ -171,12 +204,12 @@ class KinematicChain:
         q = np.clip(self._check_q(q_seed).copy(), lo, hi)
         W = np.diag([1, 1, 1] + [rotation_weight] * 3)
         for it in range(1, max_iterations + 1):
-            T = self.fk_matrix(q)
+            T, J = self.fk_jacobian(q)
             e_p = target_p - T[:3, 3]
             e_r = Rotation.from_matrix(target_R @ T[:3, :3].T).as_rotvec()
             if np.linalg.norm(e_p) < position_tolerance and np.linalg.norm(e_r) < rotation_tolerance:
                 return IKResult(q, True, float(np.linalg.norm(e_p)), float(np.linalg.norm(e_r)), it)
-            J = W @ self.jacobian(q)
+            J = W @ J
             e = W @ np.concatenate([e_p, e_r])
             dq = J.T @ np.linalg.solve(J @ J.T + damping**2 * np.eye(6), e)
             # Limit the step so the linearisation stays valid far from the target.

@@ -58,3 +58,12 @@ def test_models_load_in_mujoco():
         data = mujoco.MjData(model)
         mujoco.mj_step(model, data)
         assert np.all(np.isfinite(data.qpos))
+
+
+@pytest.mark.parametrize("name", ["fr3", "piper"])
+def test_one_pass_fk_jacobian_equals_fk_and_jacobian(name):
+    chain = load_arm(name)
+    for q in np.random.default_rng(5).uniform(chain.lower, chain.upper, (20, chain.dof)):
+        T, J = chain.fk_jacobian(q)
+        np.testing.assert_allclose(T, chain.fk_matrix(q), atol=1e-12)
+        np.testing.assert_allclose(J, chain.jacobian(q), atol=1e-12)
