@@ -1,0 +1,101 @@
+"""Action layout, convention, BOUNDS_Q99 normalisation and absolute-target conversions."""
+import json
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from hybridvla_core.actions import (ActionConvention, DatasetStatistics, NormStats, default_mask,
+                                    from_absolute_targets, gripper_indices, load_dataset_statistics,
+                                    save_dataset_statistics, select_statistics, state_from_poses,
+                                    to_absolute_targets)
+
+CONVENTIONS = [ActionConvention("delta", "absolute_euler"), ActionConvention("absolute", "delta_euler"),
+               ActionConvention("delta", "delta_euler", "1=closed"), ActionConvention("absolute", "absolute_euler")]
+
+
+def random_poses(rng, arms):
+    return [(rng.uniform(-0.5, 0.5, 3), Rotation.random(random_state=rng.integers(1 << 30)).as_quat())
+            for _ in range(arms)]
+
+
+def test_gripper_layout():
+    assert gripper_indices(7) == [6]
+    assert gripper_indices(14) == [6, 13]
+    assert default_mask(14).tolist().count(False) == 2
+    with pytest.raises(ValueError, match="7 .* or 14"):
+        gripper_indices(8)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("action_dim", [7, 14])
+def test_absolute_targets_round_trip(convention, action_dim):
+    rng = np.random.default_rng(action_dim)
+    for _ in range(20):
+        poses = random_poses(rng, action_dim // 7)
+        action = rng.uniform(-1.0, 1.0, action_dim)
+        action[gripper_indices(action_dim)] = rng.integers(0, 2, action_dim // 7)
+        targets = to_absolute_targets(action, poses, convention)
+        assert len(targets) == action_dim // 7
+        back = from_absolute_targets(targets, poses, convention)
+        # Euler angles are compared as rotations (several triples name one rotation).
+        for arm in range(action_dim // 7):
+            sl = slice(arm * 7, arm * 7 + 7)
+            np.testing.assert_allclose(back[sl][:3], action[sl][:3], atol=1e-9)
+            assert back[sl][6] == pytest.approx(action[sl][6])
+            relative = Rotation.from_euler("xyz", back[sl][3:6]).inv() * Rotation.from_euler("xyz", action[sl][3:6])
+            assert relative.magnitude() < 1e-9
+
+
+def test_delta_translation_adds_to_measured_position_and_gripper_meaning():
+    pose = (np.array([0.3, 0.0, 0.5]), np.array([0.0, 0.0, 0.0, 1.0]))
+    action = np.array([0.01, -0.02, 0.03, 0.0, 0.0, np.pi / 2, 1.0])
+    (target,) = to_absolute_targets(action, [pose], ActionConvention("delta", "absolute_euler", "1=open"))
+    np.testing.assert_allclose(target.position, [0.31, -0.02, 0.53])
+    np.testing.assert_allclose(Rotation.from_quat(target.quaternion_xyzw).as_euler("xyz"), [0, 0, np.pi / 2], atol=1e-12)
+    assert target.gripper == 1.0
+    (closed,) = to_absolute_targets(action, [pose], ActionConvention(gripper="1=closed"))
+    assert closed.gripper == 0.0
+
+
+def test_bad_inputs_name_the_problem():
+    pose = (np.zeros(3), np.array([0, 0, 0, 1.0]))
+    with pytest.raises(ValueError, match="non-finite"):
+        to_absolute_targets(np.array([np.nan] * 7), [pose], ActionConvention())
+    with pytest.raises(ValueError, match="expected 2 measured"):
+        to_absolute_targets(np.zeros(14), [pose], ActionConvention())
+    with pytest.raises(ValueError, match="convention.translation"):
+        ActionConvention(translation="relative")
+
+
+def test_state_from_poses_layout():
+    quat = Rotation.from_euler("xyz", [0.1, -0.2, 0.3]).as_quat()
+    state = state_from_poses([(np.array([1.0, 2.0, 3.0]), quat, 0.0), (np.zeros(3), quat, 1.0)])
+    np.testing.assert_allclose(state, [1, 2, 3, 0.1, -0.2, 0.3, 0, 0, 0, 0, 0.1, -0.2, 0.3, 1])
+
+
+def test_normalisation_round_trip_and_mask(tmp_path):
+    rng = np.random.default_rng(0)
+    actions = rng.normal(0, [0.01, 0.02, 0.03, 0.5, 0.5, 1.0, 0.3], size=(2000, 7))
+    actions[:, 6] = rng.integers(0, 2, 2000)
+    stats = DatasetStatistics.from_samples(actions, actions, num_trajectories=10)
+    inside = np.clip(actions, stats.action.q01, stats.action.q99)
+    normalised = stats.action.normalize(inside)
+    assert normalised.min() >= -1 and normalised.max() <= 1
+    np.testing.assert_array_equal(normalised[:, 6], inside[:, 6])  # gripper unnormalised
+    np.testing.assert_allclose(stats.action.unnormalize(normalised), inside, atol=1e-7)
+    # Reference schema on disk, selected by unnorm key.
+    save_dataset_statistics(tmp_path / "dataset_statistics.json", {"lab": stats})
+    raw = json.loads((tmp_path / "dataset_statistics.json").read_text())
+    assert set(raw["lab"]["action"]) == {"mean", "std", "max", "min", "q01", "q99", "mask"}
+    assert raw["lab"]["num_trajectories"] == 10
+    loaded = select_statistics(load_dataset_statistics(tmp_path / "dataset_statistics.json"), "lab")
+    np.testing.assert_allclose(loaded.action.normalize(inside), normalised)
+    with pytest.raises(ValueError, match="unnorm_key 'other'"):
+        select_statistics({"lab": stats}, "other")
+
+
+def test_normalisation_clips_outliers():
+    stats = NormStats.from_samples(np.linspace(-1, 1, 101)[:, None].repeat(7, 1))
+    out = stats.normalize(np.full(7, 5.0))
+    assert np.all(out[:6] == 1.0) and out[6] == 5.0
