@@ -1,0 +1,70 @@
+"""Checkpoint directory: config.json (ModelConfig, the LLM's HF config inline so no base directory is needed),
+model.safetensors, dataset_statistics.json (reference schema), and the tokenizer files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from hybridvla_core.actions import DatasetStatistics, load_dataset_statistics, save_dataset_statistics
+from hybridvla_core.model.config import LLMConfig, ModelConfig
+from hybridvla_core.model.hybridvla import HybridVLA
+from hybridvla_core.model.text_tokenizer import load_tokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATISTICS_FILE = "dataset_statistics.json"
+
+
+def build_model(config: ModelConfig, tokenizer=None, device: str | torch.device = "cpu") -> HybridVLA:
+    """Build with random weights (pretrained LLM weights when config.llm.pretrained) directly on `device`."""
+    tokenizer = load_tokenizer(config.llm.tokenizer_path) if tokenizer is None else tokenizer
+    with torch.device(device):
+        return HybridVLA(config, tokenizer)
+
+
+def _self_contained_config(model: HybridVLA) -> dict:
+    data = model.config.to_dict()
+    hf_config = json.loads(model.llm.config.to_json_string(use_diff=False))
+    data["llm"] = {**data["llm"], "path": None, "pretrained": False, "tokenizer_path": None, "hf_config": hf_config}
+    return data
+
+
+def save_checkpoint(model: HybridVLA, directory: str | Path, statistics: dict[str, DatasetStatistics]) -> Path:
+    from safetensors.torch import save_model
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(_self_contained_config(model), indent=2))
+    save_model(model, str(directory / WEIGHTS_FILE))  # handles tied embeddings
+    save_dataset_statistics(directory / STATISTICS_FILE, statistics)
+    model.tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def load_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: not a checkpoint directory (no {CONFIG_FILE})")
+    return ModelConfig.from_dict(json.loads(path.read_text()))
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> tuple[HybridVLA, dict[str, DatasetStatistics]]:
+    """Rebuild the model from config.json and load its weights exactly (strict)."""
+    from safetensors.torch import load_model
+
+    directory = Path(directory)
+    config = load_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{directory}: no {WEIGHTS_FILE}")
+    tokenizer = load_tokenizer(str(directory)) if (directory / "tokenizer_config.json").is_file() else None
+    config.llm = LLMConfig(**{**config.llm.__dict__, "gradient_checkpointing": False})
+    model = build_model(config, tokenizer, device)
+    load_model(model, str(weights), strict=True, device=str(device))
+    statistics = load_dataset_statistics(directory / STATISTICS_FILE)
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval(), statistics

@@ -1,0 +1,157 @@
+"""The model's config schema: plain dataclasses that round-trip through JSON (config.json of a checkpoint)
+and YAML (the `model:` section of a training config)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from hybridvla_core.actions import ActionConvention, num_arms
+
+LLM_FAMILIES = ("llama", "phi", "qwen2")
+VISION_KINDS = ("dinov2_siglip", "clip", "small")
+AR_CONDITIONINGS = ("denoised", "noisy")
+
+
+def _from_mapping(cls, data: Mapping, where: str):
+    """Build dataclass cls from a mapping, naming unknown fields in the error."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**dict(data))
+
+
+@dataclass
+class LLMConfig:
+    """family: llama | phi | qwen2. Either `path` (a local directory with config.json, and weights when
+    pretrained=True) or `hf_config` (an inline dict of the HF config, random weights)."""
+
+    family: str = "llama"
+    path: str | None = None
+    hf_config: dict | None = None
+    pretrained: bool = False  # load weights from `path` with from_pretrained
+    tokenizer_path: str | None = None  # local HF tokenizer; None = the built-in tiny byte tokenizer
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.family not in LLM_FAMILIES:
+            raise ValueError(f"llm.family must be one of {LLM_FAMILIES}, got {self.family!r}")
+        if (self.path is None) == (self.hf_config is None):
+            raise ValueError("llm: give exactly one of 'path' (local directory) or 'hf_config' (inline dict)")
+        if self.pretrained and self.path is None:
+            raise ValueError("llm.pretrained needs llm.path")
+
+
+@dataclass
+class VisionConfig:
+    """kind: dinov2_siglip (DINOv2-reg4 + SigLIP fused on channels) | clip | small (a little patch ViT).
+    `hf_configs` overrides the towers' HF config fields (e.g. a tiny DINOv2 for tests), keyed by
+    "dinov2" / "siglip" / "clip"; `small` sets the small tower (width, depth, heads, patch)."""
+
+    kind: str = "small"
+    image_size: int = 224  # pixels, square; frames are resized without crop
+    hf_configs: dict = field(default_factory=dict)
+    small: dict = field(default_factory=lambda: {"width": 64, "depth": 2, "heads": 4, "patch": 8})
+
+    def __post_init__(self) -> None:
+        if self.kind not in VISION_KINDS:
+            raise ValueError(f"vision.kind must be one of {VISION_KINDS}, got {self.kind!r}")
+        if self.image_size <= 0:
+            raise ValueError(f"vision.image_size must be positive, got {self.image_size}")
+
+
+@dataclass
+class ViewConfig:
+    """A camera view; `tokens` = token budget (a perfect square smaller than the tower's patch count pools
+    the patch grid, DiVLA's view-adaptive tokenisation); None = all patches."""
+
+    name: str
+    tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a view needs a name")
+        if self.tokens is not None:
+            side = int(round(self.tokens ** 0.5))
+            if self.tokens <= 0 or side * side != self.tokens:
+                raise ValueError(f"view {self.name!r}: tokens must be a positive perfect square, got {self.tokens}")
+
+
+@dataclass
+class DiffusionConfig:
+    train_steps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+    ddim_steps: int = 4
+    repeated_samples: int = 4  # k noisy copies of every training sample
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule != "squaredcos_cap_v2" or self.prediction_type != "epsilon":
+            raise ValueError("diffusion: only beta_schedule squaredcos_cap_v2 with epsilon prediction is supported")
+        if not 1 <= self.ddim_steps <= self.train_steps:
+            raise ValueError(f"diffusion.ddim_steps must be in 1..{self.train_steps}, got {self.ddim_steps}")
+        if self.repeated_samples < 1:
+            raise ValueError("diffusion.repeated_samples must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    llm: LLMConfig
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    views: list = field(default_factory=lambda: [ViewConfig("front")])
+    action_dim: int = 7
+    chunk: int = 1  # action chunk length T (>= 1): noisy-action tokens between state/t and <EOD>
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    theta: float = 0.96  # ensemble threshold on the mean non-gripper token confidence
+    # How AR tokens are conditioned, in training and inference alike:
+    #   "denoised": on [t=0, the denoised action] (paper; one prefill per step at inference),
+    #   "noisy": on [random t, noisy action] as the reference trains (reference schedule at inference).
+    ar_conditioning: str = "denoised"
+    convention: ActionConvention = field(default_factory=ActionConvention)
+    unnorm_key: str | None = None
+    # Filled in when the model is built from its tokenizer; saved so a checkpoint is self-describing.
+    tokens: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        num_arms(self.action_dim)
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        if not 0.0 <= self.theta <= 1.0:
+            raise ValueError(f"theta must be in [0, 1], got {self.theta}")
+        if self.ar_conditioning not in AR_CONDITIONINGS:
+            raise ValueError(f"ar_conditioning must be one of {AR_CONDITIONINGS}, got {self.ar_conditioning!r}")
+        if not self.views:
+            raise ValueError("views: at least one camera view is needed")
+        names = [v.name for v in self.views]
+        if len(set(names)) != len(names):
+            raise ValueError(f"views: duplicate names in {names}")
+
+    @property
+    def view_names(self) -> list[str]:
+        return [v.name for v in self.views]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["convention"] = self.convention.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "ModelConfig":
+        data = dict(data)
+        if "llm" not in data:
+            raise ValueError("model config: 'llm' is required")
+        data["llm"] = _from_mapping(LLMConfig, data["llm"], "llm")
+        if "vision" in data:
+            data["vision"] = _from_mapping(VisionConfig, data["vision"], "vision")
+        if "views" in data:
+            data["views"] = [
+                ViewConfig(v) if isinstance(v, str) else _from_mapping(ViewConfig, v, "views[]") for v in data["views"]
+            ]
+        if "diffusion" in data:
+            data["diffusion"] = _from_mapping(DiffusionConfig, data["diffusion"], "diffusion")
+        if "convention" in data:
+            data["convention"] = ActionConvention.from_dict(data["convention"])
+        return _from_mapping(cls, data, "model config")

@@ -1,0 +1,48 @@
+"""DDPM training schedule (squaredcos_cap_v2, epsilon prediction) and deterministic DDIM sampling (eta 0,
+no clipping), written from the formulas of Nichol & Dhariwal (2021) and Song et al. (2021)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def cosine_betas(train_steps: int, max_beta: float = 0.999) -> torch.Tensor:
+    """betas of the squaredcos_cap_v2 schedule: 1 - abar(t+1)/abar(t), abar(s) = cos^2((s + 0.008)/1.008 * pi/2)."""
+    def alpha_bar(s: float) -> float:
+        return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = [min(1 - alpha_bar((i + 1) / train_steps) / alpha_bar(i / train_steps), max_beta)
+             for i in range(train_steps)]
+    return torch.tensor(betas, dtype=torch.float64)
+
+
+class DiffusionSchedule:
+    def __init__(self, train_steps: int = 100):
+        self.train_steps = train_steps
+        self.alphas_cumprod = torch.cumprod(1.0 - cosine_betas(train_steps), dim=0)  # float64
+
+    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; timesteps (B,) integer."""
+        abar = self.alphas_cumprod.to(clean.device)[timesteps].to(clean.dtype)
+        shape = (-1,) + (1,) * (clean.dim() - 1)
+        return abar.sqrt().view(shape) * clean + (1 - abar).sqrt().view(shape) * noise
+
+    def predict_clean(self, noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x_0 estimate from one epsilon prediction."""
+        abar = self.alphas_cumprod.to(noisy.device)[timesteps].to(noisy.dtype)
+        shape = (-1,) + (1,) * (noisy.dim() - 1)
+        return (noisy - (1 - abar).sqrt().view(shape) * eps) / abar.sqrt().view(shape)
+
+    def ddim_timesteps(self, steps: int) -> list[int]:
+        """'leading' spacing: 4 steps of 100 -> [75, 50, 25, 0]."""
+        ratio = self.train_steps // steps
+        return [i * ratio for i in reversed(range(steps))]
+
+    def ddim_step(self, sample: torch.Tensor, eps: torch.Tensor, timestep: int, steps: int) -> torch.Tensor:
+        """x_{t - ratio} from x_t with eta = 0; the step after t = 0 uses abar = 1 (returns the x_0 estimate)."""
+        previous = timestep - self.train_steps // steps
+        abar = self.alphas_cumprod[timestep].item()
+        abar_previous = self.alphas_cumprod[previous].item() if previous >= 0 else 1.0
+        clean = (sample - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
+        return math.sqrt(abar_previous) * clean + math.sqrt(1 - abar_previous) * eps

@@ -1,0 +1,179 @@
+"""The training loop: hybrid loss (diffusion MSE + CE on the action tokens and EOS), AdamW, gradient
+clipping, bf16 autocast on CUDA, optional frozen vision, periodic checkpoints, resume, and DDP under torchrun
+(NCCL on GPUs, gloo on CPU).
+
+Training config (YAML), every section a mapping:
+    model:    ModelConfig fields (llm, vision, views, chunk, diffusion, theta, ar_conditioning); action_dim,
+              convention and unnorm_key are taken from the training set
+    init_from: optional checkpoint directory to fine-tune (its model config replaces `model`)
+    data:     {path: training-set directory (hybridvla_core.model.trainset)}
+    train:    TrainConfig fields below
+Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
+<output_dir>/final/ at the end. A run restarted with the same output_dir resumes from the newest step.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from hybridvla_core.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from hybridvla_core.model.config import ModelConfig, _from_mapping
+from hybridvla_core.model.text_tokenizer import prompt_text
+from hybridvla_core.model.trainset import TrainsetDataset, read_index
+from hybridvla_core.actions import ActionConvention
+
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/hybridvla"
+    max_steps: int = 1000
+    batch_size: int = 8  # per process
+    learning_rate: float = 2e-5  # reference: constant
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    save_every: int = 500  # steps; 0 = only the final checkpoint
+    seed: int = 0
+    num_workers: int = 0
+    bf16: bool = True  # autocast on CUDA; CPU trains in fp32
+    freeze_vision: bool = False  # the reference freezes the vision encoder when fine-tuning
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ValueError("train.max_steps and train.batch_size must be >= 1")
+
+
+def _collate(samples: list[dict], tokenizer) -> dict:
+    return {
+        "pixels": torch.stack([s["pixels"] for s in samples]),
+        "prompts": [tokenizer(prompt_text(s["instruction"]), add_special_tokens=False)["input_ids"] for s in samples],
+        "states": torch.stack([s["state"] for s in samples]),
+        "actions": torch.stack([s["action"] for s in samples]),
+    }
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+def _latest_step_dir(output_dir: Path) -> Path | None:
+    directory = output_dir / "checkpoints"
+    steps = sorted(p for p in directory.glob("step-*") if STEP_DIR.match(p.name) and (p / TRAINER_STATE).is_file()) \
+        if directory.is_dir() else []
+    return steps[-1] if steps else None
+
+
+def _model_config(spec: dict, index: dict) -> ModelConfig:
+    data = dict(spec)
+    data.update(action_dim=index["action_dim"], convention=index["convention"], unnorm_key=index["unnorm_key"])
+    data.setdefault("views", index["views"])
+    config = ModelConfig.from_dict(data)
+    if config.chunk > index["chunk"]:
+        raise ValueError(f"model.chunk {config.chunk} exceeds the training set's chunk {index['chunk']}")
+    return config
+
+
+def train(spec: dict) -> dict:
+    """Run training from a parsed config; returns {"checkpoint": final directory, "history": [loss dicts]}."""
+    for section in ("data", "train"):
+        if section not in spec:
+            raise ValueError(f"training config lacks the '{section}' section")
+    settings = _from_mapping(TrainConfig, spec["train"], "train")
+    index = read_index(spec["data"]["path"])
+    rank, world, device = _distributed()
+    output_dir = Path(settings.output_dir)
+
+    torch.manual_seed(settings.seed)  # identical initial weights on every rank
+    resume_dir = _latest_step_dir(output_dir)
+    init_dir = resume_dir or spec.get("init_from")
+    if init_dir:
+        model, _ = load_checkpoint(init_dir, device)
+    else:
+        if "model" not in spec:
+            raise ValueError("training config needs 'model' (or 'init_from')")
+        model = build_model(_model_config(spec["model"], index), device=device)
+    config = model.config
+    model.vision_backbone.requires_grad_(not settings.freeze_vision)
+    if config.action_dim != index["action_dim"] or ActionConvention.from_dict(index["convention"]) != config.convention:
+        raise ValueError("the training set's action_dim/convention differ from the model's")
+
+    dataset = TrainsetDataset(spec["data"]["path"], config.vision.image_size, config.view_names)
+    statistics = {index["unnorm_key"]: dataset.statistics}
+    sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True, seed=settings.seed) \
+        if world > 1 else None
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
+        drop_last=len(dataset) >= settings.batch_size * world,
+        num_workers=settings.num_workers, collate_fn=partial(_collate, tokenizer=model.tokenizer),
+        generator=torch.Generator().manual_seed(settings.seed),
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    step = 0
+    if resume_dir is not None:
+        state = torch.load(resume_dir / TRAINER_STATE, map_location=device, weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    torch.manual_seed(settings.seed + 1000 * rank + step)  # different diffusion noise per rank and resume
+    wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=settings.bf16 and device.type == "cuda")
+
+    from tqdm import tqdm
+
+    history = []
+    bar = tqdm(total=settings.max_steps, initial=step, disable=rank != 0 or not settings.progress, desc="train")
+    model.train()
+    epoch = step // max(len(loader), 1)
+    while step < settings.max_steps:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            with autocast:
+                out = wrapped(batch["pixels"].to(device), batch["prompts"], batch["states"].to(device),
+                              batch["actions"][:, :config.chunk].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            optimizer.step()
+            step += 1
+            record = {k: float(out[k].detach()) for k in ("loss", "diffusion_loss", "ar_loss")}
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(dif=f"{record['diffusion_loss']:.4f}", ce=f"{record['ar_loss']:.4f}")
+            if rank == 0 and settings.save_every and step % settings.save_every == 0 and step < settings.max_steps:
+                _save_step(model, optimizer, statistics, output_dir / "checkpoints" / f"step-{step:08d}", step)
+            if step >= settings.max_steps:
+                break
+        epoch += 1
+    bar.close()
+    final = output_dir / "final"
+    if rank == 0:
+        _save_step(model, optimizer, statistics, output_dir / "checkpoints" / f"step-{step:08d}", step)
+        save_checkpoint(model, final, statistics)
+    if world > 1:
+        dist.barrier()
+    return {"checkpoint": final, "history": history, "model": model}
+
+
+def _save_step(model, optimizer, statistics, directory: Path, step: int) -> None:
+    save_checkpoint(model, directory, statistics)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step}, directory / TRAINER_STATE)

@@ -1,0 +1,162 @@
+"""The training-set directory format, its writer (for the bag -> dataset builder) and its torch Dataset.
+
+    <dir>/index.json               {"format": "hybridvla-trainset", "version": 1, "views": [names in order],
+                                    "action_dim": 7|14, "chunk": T, "convention": {translation, rotation, gripper},
+                                    "unnorm_key": name, "num_samples": N, "num_episodes": M,
+                                    "shards": [{"dir": "shard-00000", "samples": n}, ...]}
+    <dir>/dataset_statistics.json  reference schema, one entry keyed by unnorm_key, over every action row and state
+    <dir>/shard-XXXXX/             one .npy per field (memory-mapped when read):
+        image_<view>.npy  (n, H, W, 3) uint8 RGB, any H, W (resized without crop when read)
+        state.npy         (n, D) float32, robot units: per arm [x, y, z (m), roll, pitch, yaw (rad, scipy "xyz"), gripper 0..1]
+        action.npy        (n, T, D) float32, robot units in the convention; row i = the action taken at step t + i
+                          (the builder repeats the episode's last action past its end)
+        instruction.npy   (n,) unicode
+        episode.npy       (n,) int64
+Actions and states are stored in robot units; the reader normalises them with the statistics (BOUNDS_Q99), so
+statistics can be recomputed without rewriting shards. Derive actions from recorded absolute targets with
+hybridvla_core.actions.from_absolute_targets.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hybridvla_core.actions import (ActionConvention, DatasetStatistics, load_dataset_statistics, num_arms,
+                                    save_dataset_statistics, select_statistics)
+from hybridvla_core.model.vision import images_to_pixels
+
+FORMAT = "hybridvla-trainset"
+VERSION = 1
+INDEX_FILE = "index.json"
+STATISTICS_FILE = "dataset_statistics.json"
+
+
+class TrainsetWriter:
+    """with TrainsetWriter(dir, ["front", "wrist"], 7, chunk=1, convention=..., unnorm_key="lab") as w:
+           w.add({"front": img, "wrist": img}, state, action, "pick up the cube", episode=0)"""
+
+    def __init__(self, directory: str | Path, views: list[str], action_dim: int, chunk: int = 1,
+                 convention: ActionConvention | None = None, unnorm_key: str = "dataset", shard_size: int = 1024):
+        num_arms(action_dim)
+        if chunk < 1 or not views:
+            raise ValueError("a training set needs chunk >= 1 and at least one view")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.views, self.action_dim, self.chunk = list(views), action_dim, chunk
+        self.convention = convention or ActionConvention()
+        self.unnorm_key, self.shard_size = unnorm_key, shard_size
+        self._buffer: dict[str, list] = {}
+        self._shards: list[dict] = []
+        self._all_actions: list[np.ndarray] = []
+        self._all_states: list[np.ndarray] = []
+        self._episodes: set[int] = set()
+
+    def add(self, images: Mapping[str, np.ndarray], state, action, instruction: str, episode: int) -> None:
+        state = np.asarray(state, dtype=np.float32)
+        action = np.asarray(action, dtype=np.float32).reshape(self.chunk, self.action_dim)
+        if state.shape != (self.action_dim,):
+            raise ValueError(f"state must have shape ({self.action_dim},), got {state.shape}")
+        if not (np.all(np.isfinite(state)) and np.all(np.isfinite(action))):
+            raise ValueError("state or action contains non-finite values")
+        for view in self.views:
+            if view not in images:
+                raise ValueError(f"sample lacks view {view!r}")
+            image = np.asarray(images[view])
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"view {view!r} must be HxWx3 uint8, got {image.dtype} {image.shape}")
+            self._buffer.setdefault(f"image_{view}", []).append(image)
+        self._buffer.setdefault("state", []).append(state)
+        self._buffer.setdefault("action", []).append(action)
+        self._buffer.setdefault("instruction", []).append(str(instruction))
+        self._buffer.setdefault("episode", []).append(int(episode))
+        self._all_actions.append(action)
+        self._all_states.append(state)
+        self._episodes.add(int(episode))
+        if len(self._buffer["state"]) >= self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        name = f"shard-{len(self._shards):05d}"
+        (self.directory / name).mkdir(exist_ok=True)
+        for field_name, values in self._buffer.items():
+            np.save(self.directory / name / f"{field_name}.npy", np.stack(values) if field_name != "instruction"
+                    else np.asarray(values, dtype=np.str_))
+        self._shards.append({"dir": name, "samples": len(self._buffer["state"])})
+        self._buffer = {}
+
+    def close(self) -> Path:
+        self._flush()
+        if not self._shards:
+            raise ValueError("no samples were added to the training set")
+        statistics = DatasetStatistics.from_samples(np.stack(self._all_actions), np.stack(self._all_states),
+                                                    num_trajectories=len(self._episodes))
+        save_dataset_statistics(self.directory / STATISTICS_FILE, {self.unnorm_key: statistics})
+        index = {
+            "format": FORMAT, "version": VERSION, "views": self.views, "action_dim": self.action_dim,
+            "chunk": self.chunk, "convention": self.convention.to_dict(), "unnorm_key": self.unnorm_key,
+            "num_samples": sum(s["samples"] for s in self._shards), "num_episodes": len(self._episodes),
+            "shards": self._shards,
+        }
+        (self.directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
+        return self.directory
+
+    def __enter__(self) -> "TrainsetWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def read_index(directory: str | Path) -> dict:
+    path = Path(directory) / INDEX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: not a training set (no {INDEX_FILE})")
+    index = json.loads(path.read_text())
+    if index.get("format") != FORMAT or index.get("version") != VERSION:
+        raise ValueError(f"{path}: expected format {FORMAT} version {VERSION}")
+    return index
+
+
+class TrainsetDataset(Dataset):
+    """Samples: {"pixels": (V, 3, S, S) float32 in [0, 1], "instruction": str, "state": (D,) and
+    "action": (T, D) float32 normalised (BOUNDS_Q99, grippers as stored)}."""
+
+    def __init__(self, directory: str | Path, image_size: int, views: list[str] | None = None,
+                 statistics: DatasetStatistics | None = None):
+        self.directory = Path(directory)
+        self.index = read_index(directory)
+        self.views = list(views) if views is not None else self.index["views"]
+        absent = [v for v in self.views if v not in self.index["views"]]
+        if absent:
+            raise ValueError(f"training set {directory} lacks view(s) {absent}; it has {self.index['views']}")
+        self.image_size = image_size
+        self.all_statistics = load_dataset_statistics(self.directory / STATISTICS_FILE)
+        self.statistics = statistics or select_statistics(self.all_statistics, self.index["unnorm_key"])
+        self._shards = [self._open_shard(s["dir"]) for s in self.index["shards"]]
+        self._starts = np.cumsum([0] + [s["samples"] for s in self.index["shards"]])
+
+    def _open_shard(self, name: str) -> dict:
+        fields = ["state", "action", "instruction"] + [f"image_{v}" for v in self.views]
+        return {f: np.load(self.directory / name / f"{f}.npy", mmap_mode="r", allow_pickle=False) for f in fields}
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, item: int) -> dict:
+        shard_index = int(np.searchsorted(self._starts, item, side="right") - 1)
+        shard, row = self._shards[shard_index], item - int(self._starts[shard_index])
+        images = [np.asarray(shard[f"image_{v}"][row]) for v in self.views]
+        return {
+            "pixels": images_to_pixels(images, self.image_size, "cpu", torch.float32),
+            "instruction": str(shard["instruction"][row]),
+            "state": torch.as_tensor(self.statistics.proprio.normalize(shard["state"][row]), dtype=torch.float32),
+            "action": torch.as_tensor(self.statistics.action.normalize(shard["action"][row]), dtype=torch.float32),
+        }

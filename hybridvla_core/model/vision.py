@@ -1,0 +1,138 @@
+"""Vision towers: every tower maps images in [0, 1] (N, 3, S, S) to patch features (N, grid*grid, feature_dim).
+
+dinov2_siglip: DINOv2 ViT-L/14 with 4 registers + SigLIP so400m/14, each taking the second-to-last layer's
+patch tokens, concatenated on channels (1024 + 1152 = 2176); clip: CLIP ViT-L/14, second-to-last layer;
+small: a little patch ViT for tests and the simulated lab. Shapes default to the reference's; `hf_configs`
+overrides fields (tiny towers in tests).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridvla_core.model.config import VisionConfig
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+DINOV2_L_REG4 = dict(
+    hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4, patch_size=14,
+    num_register_tokens=4, layerscale_value=1e-5,
+)
+SIGLIP_SO400M = dict(
+    hidden_size=1152, num_hidden_layers=27, num_attention_heads=16, intermediate_size=4304, patch_size=14,
+    vision_use_head=False,
+)
+CLIP_L14 = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, patch_size=14)
+
+
+class _Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
+
+
+def _second_to_last_patches(model: nn.Module, pixels: torch.Tensor, skip_prefix: int) -> torch.Tensor:
+    # hidden_states[-2] is the output of the second-to-last block (before any final norm), as the reference.
+    hidden = model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+    return hidden[:, skip_prefix:]
+
+
+class SmallViT(nn.Module):
+    """Patchify conv + learned positions + pre-norm transformer blocks."""
+
+    def __init__(self, image_size: int, width: int, depth: int, heads: int, patch: int):
+        super().__init__()
+        if image_size % patch:
+            raise ValueError(f"vision.image_size {image_size} must be a multiple of the small tower's patch {patch}")
+        self.grid = image_size // patch
+        self.feature_dim = width
+        self.normalize = _Normalize(SIGLIP_MEAN, SIGLIP_STD)
+        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch)
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid * self.grid, width) * 0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True,
+                                       norm_first=True)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(self.normalize(pixels)).flatten(2).transpose(1, 2) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+class DinoSigLIPTower(nn.Module):
+    def __init__(self, image_size: int, overrides: dict):
+        super().__init__()
+        from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig, SiglipVisionModel
+
+        dino = Dinov2WithRegistersConfig(**{**DINOV2_L_REG4, "image_size": image_size, **overrides.get("dinov2", {})})
+        siglip = SiglipVisionConfig(**{**SIGLIP_SO400M, "image_size": image_size, **overrides.get("siglip", {})})
+        if image_size // dino.patch_size != image_size // siglip.patch_size:
+            raise ValueError("vision: DINOv2 and SigLIP must give the same patch grid to be fused on channels")
+        self.dino_featurizer = Dinov2WithRegistersModel(dino)
+        self.siglip_featurizer = SiglipVisionModel(siglip)
+        self.dino_normalize = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.siglip_normalize = _Normalize(SIGLIP_MEAN, SIGLIP_STD)
+        self.dino_prefix = 1 + dino.num_register_tokens  # CLS + registers precede the patches
+        self.grid = image_size // dino.patch_size
+        self.feature_dim = dino.hidden_size + siglip.hidden_size
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        dino = _second_to_last_patches(self.dino_featurizer, self.dino_normalize(pixels), self.dino_prefix)
+        siglip = _second_to_last_patches(self.siglip_featurizer, self.siglip_normalize(pixels), 0)
+        return torch.cat([dino, siglip], dim=-1)
+
+
+class CLIPTower(nn.Module):
+    def __init__(self, image_size: int, overrides: dict):
+        super().__init__()
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        config = CLIPVisionConfig(**{**CLIP_L14, "image_size": image_size, **overrides.get("clip", {})})
+        self.featurizer = CLIPVisionModel(config)
+        self.normalize = _Normalize(CLIP_MEAN, CLIP_STD)
+        self.grid = image_size // config.patch_size
+        self.feature_dim = config.hidden_size
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _second_to_last_patches(self.featurizer, self.normalize(pixels), 1)
+
+
+def build_vision_tower(config: VisionConfig) -> nn.Module:
+    if config.kind == "small":
+        return SmallViT(config.image_size, **config.small)
+    if config.kind == "dinov2_siglip":
+        return DinoSigLIPTower(config.image_size, config.hf_configs)
+    return CLIPTower(config.image_size, config.hf_configs)
+
+
+def pool_to_budget(features: torch.Tensor, grid: int, tokens: int | None) -> torch.Tensor:
+    """Average-pool the patch grid to `tokens` (a perfect square) tokens; None keeps every patch."""
+    if tokens is None or tokens >= grid * grid:
+        return features
+    side = int(round(tokens ** 0.5))
+    batch, _, channels = features.shape
+    spatial = features.transpose(1, 2).reshape(batch, channels, grid, grid)
+    return F.adaptive_avg_pool2d(spatial, side).flatten(2).transpose(1, 2)
+
+
+def images_to_pixels(images: list, image_size: int, device, dtype) -> torch.Tensor:
+    """HxWx3 uint8 RGB arrays -> (N, 3, S, S) in [0, 1], resized without crop (bilinear, antialiased)."""
+    resized = []
+    for image in images:
+        tensor = torch.as_tensor(image, device=device).permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255.0
+        if tensor.shape[-2:] != (image_size, image_size):
+            tensor = F.interpolate(tensor, size=(image_size, image_size), mode="bilinear", antialias=True,
+                                   align_corners=False)
+        resized.append(tensor)
+    return torch.cat(resized).to(dtype)

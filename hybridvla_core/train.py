@@ -1,0 +1,49 @@
+"""`hybridvla train CONFIG.yaml`: fine-tune or train a HybridVLA on a training-set directory.
+
+Multi-GPU (or multi-process CPU with gloo): `torchrun --nproc_per_node N -m hybridvla_core.train CONFIG.yaml`.
+The config format is documented in hybridvla_core.model.training.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="training config (YAML): model, data, train sections")
+    parser.add_argument("--max-steps", type=int, help="override train.max_steps")
+    parser.add_argument("--output-dir", help="override train.output_dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from hybridvla_core.model.training import train
+
+    if not args.config.is_file():
+        print(f"hybridvla train: config {args.config} not found", file=sys.stderr)
+        return 2
+    spec = yaml.safe_load(args.config.read_text()) or {}
+    spec.setdefault("train", {})
+    if args.max_steps is not None:
+        spec["train"]["max_steps"] = args.max_steps
+    if args.output_dir is not None:
+        spec["train"]["output_dir"] = args.output_dir
+    try:
+        result = train(spec)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"hybridvla train: {error}", file=sys.stderr)
+        return 2
+    print(f"final checkpoint: {result['checkpoint']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hybridvla train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
