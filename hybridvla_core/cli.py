@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("hybridvla_core.doctor", "check the installation: Python packages, ROS 2, messages, rendering"),
+    "sim": ("hybridvla_core.sim.cli", "the simulated lab without ROS: run the scripted experts, record bags"),
 }
 
 

@@ -1,0 +1,242 @@
+"""The one home of rosbag2 I/O for the whole suite (pure Python through `rosbags`; no ROS needed).
+
+- `typestore()`: the standard ROS 2 message types plus hybridvla_msgs, registered from the .msg files
+  (source tree or <prefix>/share/hybridvla_msgs/msg), so bags carry the same definitions as the built package.
+- `EpisodeWriter`: one episode = one rosbag2 directory with MCAP storage, full message definitions per
+  connection (ros2msg text, as `ros2 bag record` writes them) and string metadata in metadata.yaml's
+  custom_data (instruction, seed, ...). Accepts rosbags message objects (`write`) or serialized CDR bytes
+  from rclpy raw subscriptions (`write_cdr`).
+- `msg`: builders of the message objects the suite records, every unit stated.
+- Readers: `read_messages`, `topic_summary`, `bag_metadata`.
+
+Timestamps are integer nanoseconds (the bag's receive time and every header stamp); the caller decides the
+clock (simulation time or wall time) and uses it consistently within a bag.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import yaml
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from hybridvla_core.resources import SOURCE_ROOT
+
+DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
+DEFAULT_DISTRO = "kilted"  # definitions of the types the suite records are identical in humble..kilted
+INTERFACE_PACKAGES = ("hybridvla_msgs",)
+
+
+def interface_dir(package: str) -> Path:
+    """Directory holding `package`'s msg/ folder: the source tree first, then share/<package> under this
+    interpreter's prefix and every AMENT_PREFIX_PATH entry."""
+    prefixes = [sys.prefix] + [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    candidates = [SOURCE_ROOT / package] + [Path(p) / "share" / package for p in prefixes]
+    for c in candidates:
+        if (c / "msg").is_dir():
+            return c
+    raise FileNotFoundError(f"{package}/msg not found; searched: {', '.join(str(c) for c in candidates)}")
+
+
+@functools.lru_cache(maxsize=None)
+def typestore(distro: str = DEFAULT_DISTRO, packages: tuple[str, ...] = INTERFACE_PACKAGES) -> Typestore:
+    """A rosbags typestore with the distro's standard types and the suite's own interface packages."""
+    if distro not in DISTROS:
+        raise ValueError(f"unknown ROS 2 distro {distro!r}; known: {', '.join(DISTROS)}")
+    store = get_typestore(DISTROS[distro])
+    types = {}
+    for package in packages:
+        for path in sorted((interface_dir(package) / "msg").glob("*.msg")):
+            types.update(get_types_from_msg(path.read_text(), f"{package}/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+class EpisodeWriter:
+    """Writes one episode into a rosbag2 directory (MCAP storage).
+
+        with EpisodeWriter("bags/episode_0000", metadata={"instruction": "...", "seed": "3"}) as bag:
+            bag.write("/joint_states", t_ns, msg.joint_state(...))
+
+    Topics are registered on first use with the message's own type. The directory must not exist yet.
+    If the body raises, the bag is still closed properly, so what was written stays readable.
+    """
+
+    def __init__(self, path: str | Path, *, metadata: dict[str, str] | None = None,
+                 store: Typestore | None = None):
+        self.path = Path(path)
+        self.store = store or typestore()
+        self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+        for key, value in (metadata or {}).items():
+            self.set_metadata(key, value)
+
+    def set_metadata(self, key: str, value: Any) -> None:
+        """Store key -> str(value) in metadata.yaml's custom_data (any time before close)."""
+        self._writer.set_custom_data(key, str(value))
+
+    def _connection(self, topic: str, msgtype: str):
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(topic, msgtype, typestore=self.store)
+            self._connections[topic] = conn
+        elif conn.msgtype != msgtype:
+            raise ValueError(f"topic {topic} already carries {conn.msgtype}, not {msgtype}")
+        return conn
+
+    def write(self, topic: str, t_ns: int, message: Any) -> None:
+        """Serialize a rosbags message object (e.g. from `msg`) and write it at receive time t_ns."""
+        self.write_cdr(topic, message.__msgtype__, t_ns, self.store.serialize_cdr(message, message.__msgtype__))
+
+    def write_cdr(self, topic: str, msgtype: str, t_ns: int, data: bytes) -> None:
+        """Write already serialized CDR bytes (e.g. from an rclpy subscription with raw=True)."""
+        self._writer.write(self._connection(topic, msgtype), int(t_ns), bytes(data))
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> "EpisodeWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- message builders -------------------------------------------------------------------------------------
+class msg:  # noqa: N801 - a namespace of builders, used as msg.image(...)
+    """Builders of rosbags message objects; t_ns is the header stamp in nanoseconds."""
+
+    @staticmethod
+    def _types(store: Typestore | None = None):
+        return (store or typestore()).types
+
+    @staticmethod
+    def time(t_ns: int):
+        T = msg._types()["builtin_interfaces/msg/Time"]
+        return T(sec=int(t_ns // 1_000_000_000), nanosec=int(t_ns % 1_000_000_000))
+
+    @staticmethod
+    def header(t_ns: int, frame_id: str = ""):
+        return msg._types()["std_msgs/msg/Header"](stamp=msg.time(t_ns), frame_id=frame_id)
+
+    @staticmethod
+    def pose(position, quaternion):
+        """position [m] (3,), quaternion (x, y, z, w)."""
+        t = msg._types()
+        p, q = [float(v) for v in position], [float(v) for v in quaternion]
+        return t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=p[0], y=p[1], z=p[2]),
+                                           orientation=t["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
+
+    @staticmethod
+    def pose_stamped(t_ns: int, frame_id: str, position, quaternion):
+        return msg._types()["geometry_msgs/msg/PoseStamped"](header=msg.header(t_ns, frame_id),
+                                                             pose=msg.pose(position, quaternion))
+
+    @staticmethod
+    def image(t_ns: int, frame_id: str, rgb: np.ndarray):
+        """sensor_msgs/Image rgb8 from an (H, W, 3) uint8 array."""
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"rgb8 image needs shape (H, W, 3), got {rgb.shape}")
+        h, w = rgb.shape[:2]
+        return msg._types()["sensor_msgs/msg/Image"](header=msg.header(t_ns, frame_id), height=h, width=w,
+                                                     encoding="rgb8", is_bigendian=0, step=w * 3,
+                                                     data=rgb.reshape(-1))
+
+    @staticmethod
+    def camera_info(t_ns: int, frame_id: str, width: int, height: int, fx: float, fy: float, cx: float, cy: float):
+        """Pinhole camera without distortion; fx, fy, cx, cy in pixels."""
+        t = msg._types()
+        return t["sensor_msgs/msg/CameraInfo"](
+            header=msg.header(t_ns, frame_id), height=int(height), width=int(width), distortion_model="plumb_bob",
+            d=np.zeros(5), k=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], float), r=np.eye(3).ravel(),
+            p=np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], float), binning_x=0, binning_y=0,
+            roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+    @staticmethod
+    def joint_state(t_ns: int, names: list[str], position, velocity=None, effort=None, frame_id: str = ""):
+        """positions in rad (revolute) or m (prismatic); velocity and effort optional (empty)."""
+        empty = np.zeros(0)
+        return msg._types()["sensor_msgs/msg/JointState"](
+            header=msg.header(t_ns, frame_id), name=list(names), position=np.asarray(position, float),
+            velocity=empty if velocity is None else np.asarray(velocity, float),
+            effort=empty if effort is None else np.asarray(effort, float))
+
+    @staticmethod
+    def arm_state(t_ns: int, frame_id: str, arm: str, position, quaternion, gripper: float, gripper_width: float,
+                  joint_names: list[str], joint_positions, enabled: bool = True):
+        """hybridvla_msgs/ArmState: TCP pose [m, xyzw] in frame_id, gripper 0 closed..1 open, width [m]."""
+        return msg._types()["hybridvla_msgs/msg/ArmState"](
+            header=msg.header(t_ns, frame_id), arm=arm, pose=msg.pose(position, quaternion), gripper=float(gripper),
+            gripper_width=float(gripper_width), joint_names=list(joint_names),
+            joint_positions=np.asarray(joint_positions, float), enabled=bool(enabled))
+
+    @staticmethod
+    def arm_target(t_ns: int, frame_id: str, arm: str, position, quaternion, gripper: float, confidence: float,
+                   source: int):
+        """hybridvla_msgs/ArmTarget: absolute TCP target [m, xyzw] in frame_id, gripper 0 closed..1 open."""
+        return msg._types()["hybridvla_msgs/msg/ArmTarget"](
+            header=msg.header(t_ns, frame_id), arm=arm, pose=msg.pose(position, quaternion), gripper=float(gripper),
+            confidence=float(confidence), source=int(source))
+
+    @staticmethod
+    def episode_event(t_ns: int, kind: int, episode_index: int, instruction: str):
+        return msg._types()["hybridvla_msgs/msg/EpisodeEvent"](
+            header=msg.header(t_ns), kind=int(kind), episode_index=int(episode_index), instruction=instruction)
+
+
+def constant(msgtype: str, name: str) -> int:
+    """A constant of a registered message type, e.g. constant("hybridvla_msgs/msg/ArmTarget", "SOURCE_TELEOP")."""
+    return getattr(typestore().types[msgtype], name)
+
+
+def stamp_ns(header) -> int:
+    """Header stamp of a deserialized message, in nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+# --- readers ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BagMessage:
+    topic: str
+    msgtype: str
+    t_ns: int          # receive time recorded in the bag
+    message: Any       # deserialized rosbags message object
+
+
+def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+    """Every message of a bag (any storage rosbags reads), in time order, optionally only some topics."""
+    with AnyReader([Path(path)], default_typestore=typestore()) as reader:
+        wanted = set(topics) if topics is not None else None
+        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            yield BagMessage(conn.topic, conn.msgtype, t_ns, reader.deserialize(raw, conn.msgtype))
+
+
+def topic_summary(path: str | Path) -> dict[str, tuple[str, int]]:
+    """topic -> (message type, message count)."""
+    with AnyReader([Path(path)], default_typestore=typestore()) as reader:
+        out: dict[str, tuple[str, int]] = {}
+        for c in reader.connections:
+            _, count = out.get(c.topic, (c.msgtype, 0))
+            out[c.topic] = (c.msgtype, count + c.msgcount)
+        return out
+
+
+def bag_metadata(path: str | Path) -> dict[str, str]:
+    """The custom_data of a rosbag2 directory's metadata.yaml (empty if none)."""
+    info = yaml.safe_load((Path(path) / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    return dict(info.get("custom_data") or {})

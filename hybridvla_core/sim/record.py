@@ -1,0 +1,101 @@
+"""Recording simulated episodes as rosbag2 (MCAP) bags with exactly the topics and types of a real
+teleoperated recording (names from the sim config), through hybridvla_core.bags.
+
+Per episode: cameras (sensor_msgs/Image rgb8 + CameraInfo), joint states, TCP pose, ArmState, the commanded
+ArmTarget (source TELEOP: the expert stands in for the teleoperator) and EpisodeEvent start/stop with the
+instruction. Every stamp is simulation time offset to the wall clock (`epoch_ns` + sim time), the same
+clock as the bag's receive times; the bag's metadata holds instruction, seed, task, robot and success.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hybridvla_core import bags
+from hybridvla_core.bags import EpisodeWriter, msg
+from hybridvla_core.sim.config import SimConfig
+from hybridvla_core.sim.env import SimEnv
+from hybridvla_core.sim.experts import Command
+
+EVENT = "hybridvla_msgs/msg/EpisodeEvent"
+
+
+def camera_frame(camera: str) -> str:
+    """Optical frame id of a camera, realsense-ros style."""
+    return f"camera_{camera}_color_optical_frame"
+
+
+def joint_state_message(env: SimEnv, arm: str, t_ns: int):
+    """The arm's JointState as its driver publishes it: FR3 /joint_states = 7 joints + 2 fingers [rad, m];
+    Piper joint_states_single = joint1..joint6 [rad] + joint7 = gripper width [m]."""
+    r = env.read(arm)
+    if env.robot == "fr3":
+        return msg.joint_state(t_ns, r.joint_names + r.finger_names, np.concatenate([r.q, r.fingers]))
+    return msg.joint_state(t_ns, [f"joint{i}" for i in range(1, 8)], np.concatenate([r.q, [r.gripper_width]]))
+
+
+class BagRecorder:
+    """An EpisodeSink (hybridvla_core.sim.runner) writing one bag per episode into `directory`."""
+
+    def __init__(self, directory: str | Path, config: SimConfig, epoch_ns: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.cfg = config
+        self.epoch_ns = int(epoch_ns)  # wall-clock ns that simulation time 0 maps to
+        self.episode_index = 0
+        self.writer: EpisodeWriter | None = None
+        self.paths: list[Path] = []
+
+    def _ns(self, t: float) -> int:
+        return self.epoch_ns + int(round(t * 1e9))
+
+    def start(self, env: SimEnv, t: float) -> None:
+        path = self.directory / f"episode_{self.episode_index:04d}_seed{env.seed}"
+        self.writer = EpisodeWriter(path, metadata={
+            "instruction": env.instruction, "seed": env.seed, "task": env.task.name, "robot": env.robot,
+            "episode_index": self.episode_index, "source": "sim_expert"})
+        self.paths.append(path)
+        t_ns = self._ns(t)
+        self.writer.write(self.cfg.topics_episode_events, t_ns,
+                          msg.episode_event(t_ns, bags.constant(EVENT, "START"), self.episode_index, env.instruction))
+
+    def state(self, env: SimEnv, t: float) -> None:
+        t_ns, w, cfg = self._ns(t), self.writer, self.cfg
+        for arm, controller in env.arms.items():
+            r = env.read(arm)
+            frame = controller.spec.root_link
+            if env.robot == "fr3":
+                w.write(cfg.topics_joint_states, t_ns, joint_state_message(env, arm, t_ns))
+                w.write(cfg.topics_current_pose, t_ns, msg.pose_stamped(t_ns, frame, r.position, r.quaternion))
+            else:
+                w.write(cfg.arm_topic(cfg.topics_arm_joint_states, arm), t_ns, joint_state_message(env, arm, t_ns))
+            w.write(cfg.arm_topic(cfg.topics_arm_state, arm), t_ns,
+                    msg.arm_state(t_ns, frame, arm, r.position, r.quaternion, r.gripper, r.gripper_width,
+                                  r.joint_names, r.q))
+
+    def camera(self, env: SimEnv, t: float, name: str) -> None:
+        t_ns, frame = self._ns(t), camera_frame(name)
+        w, h = env.image_size
+        self.writer.write(self.cfg.camera_topic(self.cfg.topics_camera_image, name), t_ns,
+                          msg.image(t_ns, frame, env.render(name)))
+        self.writer.write(self.cfg.camera_topic(self.cfg.topics_camera_info, name), t_ns,
+                          msg.camera_info(t_ns, frame, w, h, *env.intrinsics(name)))
+
+    def command(self, env: SimEnv, t: float, commands: dict[str, Command]) -> None:
+        t_ns = self._ns(t)
+        teleop = bags.constant("hybridvla_msgs/msg/ArmTarget", "SOURCE_TELEOP")
+        for arm, c in commands.items():
+            self.writer.write(self.cfg.arm_topic(self.cfg.topics_arm_target, arm), t_ns,
+                              msg.arm_target(t_ns, env.arms[arm].spec.root_link, arm, c.position, c.quaternion,
+                                             c.gripper, 1.0, teleop))
+
+    def stop(self, env: SimEnv, t: float, success: bool) -> None:
+        t_ns = self._ns(t)
+        kind = bags.constant(EVENT, "STOP_SUCCESS" if success else "STOP_FAILURE")
+        self.writer.write(self.cfg.topics_episode_events, t_ns,
+                          msg.episode_event(t_ns, kind, self.episode_index, env.instruction))
+        self.writer.set_metadata("success", str(bool(success)).lower())
+        self.writer.close()
+        self.writer = None
+        self.episode_index += 1

@@ -1,0 +1,178 @@
+"""Tasks of the simulated lab: their objects, seeded episode layouts, instructions and success detectors.
+
+A task owns the objects it adds to the scene (MJCF), draws a layout from a numpy Generator (so one seed is
+one episode), places the objects, and says whether the episode succeeded. Positions in metres in the world
+frame (table top at z = 0), angles in radians.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from hybridvla_core.sim.scene import TABLE_HEIGHT
+
+COLOURS = {  # rgba
+    "red": (0.85, 0.1, 0.1, 1.0),
+    "green": (0.1, 0.65, 0.15, 1.0),
+    "blue": (0.1, 0.25, 0.9, 1.0),
+    "yellow": (0.95, 0.85, 0.1, 1.0),
+}
+BLOCK_HALF = 0.02      # m: 4 cm cubes
+BLOCK_MASS = 0.05      # kg
+BOWL_RADIUS = 0.065    # m, inner radius
+BOWL_WALL = 0.035      # m, wall height above the table
+BOWL_WALL_THICKNESS = 0.008
+BALL_RADIUS = 0.04     # m
+BALL_MASS = 0.04       # kg
+BOX_HALF = (0.09, 0.09)  # m, inner half sizes of the target box (x, y)
+BOX_WALL = 0.05        # m, wall height
+
+
+def _set_free_pose(model, data, joint: str, pos, yaw: float = 0.0) -> None:
+    adr = model.joint(joint).qposadr[0]
+    data.qpos[adr:adr + 3] = pos
+    data.qpos[adr + 3:adr + 7] = np.roll(Rotation.from_euler("z", yaw).as_quat(), 1)  # wxyz
+    dadr = model.joint(joint).dofadr[0]
+    data.qvel[dadr:dadr + 6] = 0.0
+
+
+def _free_pos(model, data, joint: str) -> np.ndarray:
+    adr = model.joint(joint).qposadr[0]
+    return data.qpos[adr:adr + 3].copy()
+
+
+def _free_speed(model, data, joint: str) -> float:
+    dadr = model.joint(joint).dofadr[0]
+    return float(np.linalg.norm(data.qvel[dadr:dadr + 3]))
+
+
+def _touching(model, data, geom_ids: set[int], body_ids: set[int]) -> bool:
+    """Whether any of geom_ids is in contact with a geom of body_ids."""
+    for c in data.contact[: data.ncon]:
+        g1, g2 = int(c.geom1), int(c.geom2)
+        if (g1 in geom_ids and model.geom_bodyid[g2] in body_ids) or (g2 in geom_ids and model.geom_bodyid[g1] in body_ids):
+            return True
+    return False
+
+
+def _sample_positions(rng, radii: list[float], x_range, y_range, tries: int = 200) -> list[np.ndarray]:
+    """One point per radius in the box, pairwise farther apart than the sum of their radii: placed one after
+    the other by rejection sampling, starting over when a point finds no room."""
+    for _ in range(tries):
+        pts: list[np.ndarray] = []
+        for r in radii:
+            for _ in range(100):
+                p = np.array([rng.uniform(*x_range), rng.uniform(*y_range)])
+                if all(np.linalg.norm(p - q) > r + rq for q, rq in zip(pts, radii)):
+                    pts.append(p)
+                    break
+            else:
+                break
+        if len(pts) == len(radii):
+            return pts
+    raise RuntimeError("could not place the objects apart; the workspace is too small for them")
+
+
+@dataclass
+class PickPlaceLayout:
+    """One episode of "put the <block> block in the <bowl> bowl"."""
+    block: str                                             # colour of the commanded block
+    bowl: str                                              # colour of the commanded bowl
+    blocks: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # colour -> (x m, y m, yaw rad)
+    bowls: dict[str, tuple[float, float]] = field(default_factory=dict)          # colour -> (x m, y m)
+
+
+class PickPlaceTask:
+    """FR3 tabletop: four coloured blocks and four coloured bowls exist in the model; each episode puts the
+    commanded block, 1..3 distractor blocks, the commanded bowl and 0..1 distractor bowl on the table and
+    parks the rest on the floor, out of view."""
+    name = "pick_place"
+    robot = "fr3"
+    x_range = (0.36, 0.62)   # m, in front of the robot, inside comfortable reach
+    y_range = (-0.28, 0.28)
+
+    def objects_xml(self) -> str:
+        parts = []
+        for colour, rgba in COLOURS.items():
+            c = " ".join(map(str, rgba))
+            parts.append(
+                f'<body name="block_{colour}" pos="0 0 0"><freejoint name="block_{colour}"/>'
+                f'<geom name="block_{colour}" type="box" size="{BLOCK_HALF} {BLOCK_HALF} {BLOCK_HALF}" rgba="{c}" '
+                f'mass="{BLOCK_MASS}" condim="4" friction="1 0.01 0.0001"/></body>')
+            walls = []
+            n = 16
+            r = BOWL_RADIUS + BOWL_WALL_THICKNESS / 2
+            half_len = np.pi * r / n * 1.05
+            for i in range(n):
+                a = 2 * np.pi * i / n
+                walls.append(f'<geom type="box" size="{BOWL_WALL_THICKNESS / 2} {half_len:.5f} {BOWL_WALL / 2}" '
+                             f'pos="{r * np.cos(a):.5f} {r * np.sin(a):.5f} {BOWL_WALL / 2}" euler="0 0 {a:.5f}" rgba="{c}"/>')
+            parts.append(
+                f'<body name="bowl_{colour}" mocap="true" pos="0 0 0">'
+                f'<geom name="bowl_{colour}_base" type="cylinder" size="{BOWL_RADIUS + BOWL_WALL_THICKNESS} 0.002" '
+                f'pos="0 0 0.002" rgba="{c}"/>' + "".join(walls) + "</body>")
+        return "\n".join(parts)
+
+    def sample(self, rng: np.random.Generator) -> PickPlaceLayout:
+        colours = list(COLOURS)
+        block = colours[rng.integers(len(colours))]
+        bowl = colours[rng.integers(len(colours))]
+        others = [c for c in colours if c != block]
+        distractor_blocks = list(rng.choice(others, size=rng.integers(1, 4), replace=False))
+        other_bowls = [c for c in colours if c != bowl]
+        distractor_bowls = list(rng.choice(other_bowls, size=rng.integers(0, 2), replace=False))
+        block_colours = [block] + [str(c) for c in distractor_blocks]
+        bowl_colours = [bowl] + [str(c) for c in distractor_bowls]
+        # Keep-out radii: bowl outer radius + margin; block half diagonal + finger clearance.
+        radii = [0.085] * len(bowl_colours) + [0.04] * len(block_colours)
+        pts = _sample_positions(rng, radii, self.x_range, self.y_range)
+        layout = PickPlaceLayout(block=block, bowl=bowl)
+        for colour, p in zip(bowl_colours, pts):
+            layout.bowls[colour] = (float(p[0]), float(p[1]))
+        for colour, p in zip(block_colours, pts[len(bowl_colours):]):
+            layout.blocks[colour] = (float(p[0]), float(p[1]), float(rng.uniform(-np.pi / 4, np.pi / 4)))
+        return layout
+
+    def instruction(self, layout: PickPlaceLayout) -> str:
+        return f"put the {layout.block} block in the {layout.bowl} bowl"
+
+    def apply(self, model, data, layout: PickPlaceLayout) -> None:
+        for i, colour in enumerate(COLOURS):
+            if colour in layout.blocks:
+                x, y, yaw = layout.blocks[colour]
+                _set_free_pose(model, data, f"block_{colour}", (x, y, BLOCK_HALF + 1e-4), yaw)
+            else:  # parked on the floor behind the robot
+                _set_free_pose(model, data, f"block_{colour}", (-1.5, 1.0 + 0.2 * i, -TABLE_HEIGHT + BLOCK_HALF))
+            mocap = model.body(f"bowl_{colour}").mocapid[0]
+            if colour in layout.bowls:
+                data.mocap_pos[mocap] = (*layout.bowls[colour], 0.0)
+            else:
+                data.mocap_pos[mocap] = (-1.5, -1.0 - 0.3 * i, -TABLE_HEIGHT)
+
+    def block_position(self, model, data, colour: str) -> np.ndarray:
+        return _free_pos(model, data, f"block_{colour}")
+
+    def block_yaw(self, model, data, colour: str) -> float:
+        adr = model.joint(f"block_{colour}").qposadr[0]
+        return float(Rotation.from_quat(np.roll(data.qpos[adr + 3:adr + 7], -1)).as_euler("xyz")[2])
+
+    def success(self, model, data, layout: PickPlaceLayout, finger_geoms: set[int]) -> bool:
+        """The commanded block rests inside the commanded bowl and no finger touches it."""
+        p = self.block_position(model, data, layout.block)
+        bowl = np.array(layout.bowls[layout.bowl])
+        inside = np.linalg.norm(p[:2] - bowl) < BOWL_RADIUS and p[2] < BOWL_WALL + BLOCK_HALF
+        released = not _touching(model, data, finger_geoms, {model.body(f"block_{layout.block}").id})
+        resting = _free_speed(model, data, f"block_{layout.block}") < 0.05
+        return bool(inside and released and resting)
+
+
+TASKS = {"pick_place": PickPlaceTask}
+
+
+def make_task(name: str):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name]()

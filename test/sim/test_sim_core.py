@@ -1,0 +1,138 @@
+"""The simulated lab's core: the MuJoCo arm has urdf/fr3.urdf's kinematics, the Cartesian controller and
+the gripper do what the real ones do, a seed is an episode, and cameras show the scene."""
+import mujoco
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from hybridvla_core.kinematics import load_arm
+from hybridvla_core.sim.config import config_from_parameters, load_config
+from hybridvla_core.sim.env import SimEnv
+from hybridvla_core.sim.experts import TOP_DOWN, make_expert
+from hybridvla_core.sim.tasks import COLOURS
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = SimEnv("fr3", "pick_place", image_width=160, image_height=120)
+    yield e
+    e.close()
+
+
+def test_mujoco_tcp_equals_urdf_forward_kinematics(env):
+    chain = load_arm("fr3")
+    rng = np.random.default_rng(0)
+    arm = env.arms["fr3"]
+    for _ in range(5):
+        q = rng.uniform(chain.lower, chain.upper)
+        env.data.qpos[arm.qadr] = q
+        mujoco.mj_forward(env.model, env.data)
+        reading = env.read("fr3")
+        p, quat = chain.fk(q)
+        np.testing.assert_allclose(reading.position, p, atol=1e-9)
+        assert (Rotation.from_quat(reading.quaternion) * Rotation.from_quat(quat).inv()).magnitude() < 1e-7
+
+
+def test_cartesian_target_is_reached_at_bounded_speed(env):
+    env.reset(1)
+    start = env.read("fr3").position
+    target = np.array([0.45, -0.15, 0.25])
+    rot = Rotation.from_euler("z", 0.3) * TOP_DOWN
+    env.set_target("fr3", target, rot.as_quat())
+    path = []
+    for _ in range(30):  # 3 s
+        env.advance(0.1)
+        path.append(env.read("fr3").position)
+    reading = env.read("fr3")
+    assert np.linalg.norm(reading.position - target) < 0.005
+    assert (Rotation.from_quat(reading.quaternion) * rot.inv()).magnitude() < 0.02
+    # Never faster than max_linear_speed (0.5 m/s) plus servo lag: after 0.1 s at most ~5 cm from the start.
+    assert np.linalg.norm(path[0] - start) < 0.5 * 0.1 + 0.01
+
+
+def test_gripper_closes_on_a_block_and_lifts_it(env):
+    env.reset(2)
+    colour = env.layout.block
+    block = env.task.block_position(env.model, env.data, colour)
+    yaw = env.task.block_yaw(env.model, env.data, colour)
+    rot = (Rotation.from_euler("z", yaw) * TOP_DOWN).as_quat()
+    env.set_target("fr3", block + [0, 0, 0.15], rot)
+    env.advance(1.5)
+    env.set_target("fr3", block + [0, 0, 0.004], rot)
+    env.advance(1.5)
+    env.set_gripper("fr3", 0.0)
+    env.advance(1.0)
+    width = env.read("fr3").gripper_width
+    assert abs(width - 0.04) < 0.003  # stopped by the 4 cm block, not closed
+    env.set_target("fr3", block + [0, 0, 0.2], rot)
+    env.advance(1.5)
+    assert env.task.block_position(env.model, env.data, colour)[2] > 0.15
+
+
+def test_same_seed_same_episode_and_different_seed_different_episode():
+    def run(seed):
+        e = SimEnv("fr3", "pick_place")
+        instruction = e.reset(seed)
+        expert = make_expert(e)
+        expert.reset()
+        for _ in range(30):  # 3 s of the expert: reaches and grasps
+            for arm, c in expert.act(0.1).items():
+                e.set_target(arm, c.position, c.quaternion)
+                e.set_gripper(arm, c.gripper)
+            e.advance(0.1)
+        return instruction, e.state_vector()
+
+    a, b, c = run(7), run(7), run(8)
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_reset_reuses_the_environment_deterministically(env):
+    env.reset(5)
+    first = env.state_vector()
+    env.advance(1.0)
+    env.reset(5)
+    np.testing.assert_array_equal(env.state_vector(), first)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_front_camera_shows_the_commanded_block_in_its_colour(env, seed):
+    env.reset(seed)
+    image = env.render("front")
+    assert image.shape == (120, 160, 3) and image.dtype == np.uint8
+    block = env.task.block_position(env.model, env.data, env.layout.block)
+    u, v = env.project("front", block)
+    patch = image[int(v) - 2:int(v) + 3, int(u) - 2:int(u) + 3].reshape(-1, 3).astype(float)
+    want = np.array(COLOURS[env.layout.block][:3]) * 255
+    # The patch's hue matches the block's colour better than any other block colour (shading changes brightness).
+    def hue_distance(rgb, ref):
+        return np.linalg.norm(rgb / (rgb.sum() + 1e-9) - ref / ref.sum())
+    mean = patch.mean(axis=0)
+    distances = {c: hue_distance(mean, np.array(rgba[:3]) * 255) for c, rgba in COLOURS.items()}
+    assert min(distances, key=distances.get) == env.layout.block, (mean, want)
+    # ... and the same pixel does not show that colour once the block is moved away.
+    env.task.apply(env.model, env.data, type(env.layout)(env.layout.block, env.layout.bowl, {}, {}))
+    mujoco.mj_forward(env.model, env.data)
+    moved = env.render("front")[int(v) - 2:int(v) + 3, int(u) - 2:int(u) + 3].reshape(-1, 3).mean(axis=0)
+    assert hue_distance(moved, want) > 2 * hue_distance(mean, want)
+
+
+def test_wrist_camera_moves_with_the_hand(env):
+    env.reset(4)
+    before = env.render("wrist").astype(int)
+    env.set_target("fr3", [0.45, 0.2, 0.3], TOP_DOWN.as_quat())
+    env.advance(2.0)
+    after = env.render("wrist").astype(int)
+    assert np.abs(after - before).mean() > 5
+
+
+def test_config_files_validate_and_bad_values_name_the_field():
+    cfg = load_config(robot="fr3")
+    assert (cfg.robot, cfg.task, cfg.topics_target_pose) == ("fr3", "pick_place", "/target_pose")
+    with pytest.raises(ValueError, match="'camera_width'"):
+        config_from_parameters({"camera_width": 3})
+    with pytest.raises(ValueError, match="'task'"):
+        config_from_parameters({"robot": "fr3", "task": "lift_ball"})
+    with pytest.raises(ValueError, match="unknown parameter 'camera_fps'"):
+        config_from_parameters({"camera_fps": 3})
