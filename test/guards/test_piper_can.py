@@ -1,0 +1,138 @@
+"""piper_sdk units, dual-arm slots, and the piper_sdk backend on a python-can virtual bus against a simulated
+Piper that consumes the command frames and answers with feedback frames."""
+import itertools
+import math
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hybridvla_core.guards import GuardConfig, GuardPipeline, Target
+from hybridvla_core.piper_can import (GRIPPER_MAX_M, PiperSdkArm, SimulatedPiper, join_dual, m_to_sdk_micrometre,
+                                      rad_to_sdk_joint, sdk_joint_to_rad, sdk_micrometre_to_m, split_dual)
+
+READY = np.array([0.0, 1.2, -1.0, 0.0, 0.6, 0.0])
+_channels = itertools.count()
+# piper_sdk 0.6 still passes python-can the old bustype= keyword.
+pytestmark = pytest.mark.filterwarnings("ignore:The .bustype. argument is deprecated:DeprecationWarning")
+
+
+def test_units_known_values():
+    assert rad_to_sdk_joint(math.pi) == 180_000 and rad_to_sdk_joint(-math.pi / 2) == -90_000
+    assert sdk_joint_to_rad(90_000) == pytest.approx(math.pi / 2)
+    assert m_to_sdk_micrometre(0.07) == 70_000 and m_to_sdk_micrometre(0.001) == 1000
+    assert sdk_micrometre_to_m(35_000) == pytest.approx(0.035)
+    # The SDK's own limit table: joint1 +-150 deg = +-2.6179 rad.
+    assert rad_to_sdk_joint(2.6179) == 149_995
+
+
+@given(st.floats(-math.pi, math.pi))
+def test_joint_units_round_trip_within_half_a_unit(rad):
+    assert abs(sdk_joint_to_rad(rad_to_sdk_joint(rad)) - rad) <= math.radians(0.0005) + 1e-15
+
+
+@given(st.integers(-180_000, 180_000))
+def test_sdk_joint_values_survive_the_round_trip_exactly(value):
+    assert rad_to_sdk_joint(sdk_joint_to_rad(value)) == value
+
+
+@given(st.floats(0, GRIPPER_MAX_M))
+def test_length_units_round_trip(metres):
+    assert abs(sdk_micrometre_to_m(m_to_sdk_micrometre(metres)) - metres) <= 0.5e-6 + 1e-15
+
+
+@given(st.integers(0, 70_000))
+def test_sdk_lengths_survive_the_round_trip_exactly(value):
+    assert m_to_sdk_micrometre(sdk_micrometre_to_m(value)) == value
+
+
+def test_dual_arm_slots_both_ways():
+    vector = np.arange(14.0)
+    arms = split_dual(vector, ["left", "right"])
+    np.testing.assert_array_equal(arms["left"], np.arange(7.0))  # slot 0 = first in arm_order
+    np.testing.assert_array_equal(arms["right"], np.arange(7.0, 14.0))
+    np.testing.assert_array_equal(join_dual(arms, ["left", "right"]), vector)
+    swapped = split_dual(vector, ["right", "left"])
+    np.testing.assert_array_equal(swapped["right"], np.arange(7.0))
+    np.testing.assert_array_equal(join_dual(swapped, ["right", "left"]), vector)
+    with pytest.raises(ValueError, match="two different arms"):
+        split_dual(vector, ["left", "left"])
+    with pytest.raises(ValueError, match="14-dim"):
+        split_dual(np.zeros(7), ["left", "right"])
+    with pytest.raises(ValueError, match="no values for arm"):
+        join_dual({"left": np.zeros(7)}, ["left", "right"])
+
+
+@pytest.fixture
+def sim_arm():
+    channel = f"vcan_test_{next(_channels)}"
+    sim = SimulatedPiper(channel, joints_rad=READY)
+    arm = PiperSdkArm(channel, bustype="virtual", speed_percent=100)
+    deadline = time.monotonic() + 5.0
+    while arm.read() is None:
+        assert time.monotonic() < deadline, "no feedback frames from the simulated Piper"
+        time.sleep(0.005)
+    yield sim, arm
+    arm.close()
+    sim.close()
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_guarded_targets_reach_the_arm_and_read_back_through_the_sdk(sim_arm):
+    sim, arm = sim_arm
+    guards = GuardPipeline(GuardConfig("left", "piper_left", (0.15, -0.35, 0.05), (0.55, 0.35, 0.5),
+                                       watchdog_period=1.0))
+    q, gripper, _ = arm.read()
+    np.testing.assert_allclose(q, READY, atol=1e-5)  # 0x2A5..0x2A7 parsed by the SDK
+    guards.set_measured(q, time.monotonic(), gripper=gripper / GRIPPER_MAX_M)
+    assert guards.enable(time.monotonic())[0]
+    assert arm.enable(timeout=2.0) and sim.enabled  # 0x471, enable bits in 0x261..0x266
+    start = guards.measured.position.copy()
+    goal = start + np.array([0.05, 0.04, -0.03])  # several steps away
+    for _ in range(200):
+        now = time.monotonic()
+        q, gripper, _ = arm.read()
+        guards.set_measured(q, now, gripper=gripper / GRIPPER_MAX_M)
+        result = guards.submit(Target(goal, guards.measured.quaternion, 0.5, now), now)
+        command = result.command
+        arm.send(command.joints, command.gripper * GRIPPER_MAX_M)
+        if np.linalg.norm(guards.measured.position - goal) < 1e-3:
+            break
+        wait_for(lambda: np.abs(arm.read()[0] - command.joints).max() < 2e-5, timeout=1.0)
+    # Every joint the guards sent came back through the SDK, to the SDK's 0.001-degree resolution.
+    assert wait_for(lambda: np.abs(arm.read()[0] - command.joints).max() <= math.radians(0.0005) + 1e-9)
+    assert np.linalg.norm(guards.measured.position - goal) < 2e-3
+    assert wait_for(lambda: abs(arm.read()[1] - 0.5 * GRIPPER_MAX_M) < 1e-6)  # 0x159 -> 0x2A8
+    assert min(sim.frames[cid] for cid in (0x151, 0x155, 0x156, 0x157, 0x159)) >= 3
+
+
+def test_joints_out_of_range_or_nan_never_go_on_the_bus(sim_arm):
+    sim, arm = sim_arm
+    before = sim.frames[0x155]
+    with pytest.raises(ValueError, match="malformed"):
+        arm.send([0.0, float("nan"), 0.0, 0.0, 0.0, 0.0], 0.01)
+    with pytest.raises(ValueError, match="malformed"):
+        arm.send([0.0] * 5, 0.01)
+    time.sleep(0.05)
+    assert sim.frames[0x155] == before
+
+
+def test_emergency_stop_reaches_the_arm(sim_arm):
+    sim, arm = sim_arm
+    assert arm.enable(timeout=2.0)
+    arm.emergency_stop()
+    assert wait_for(lambda: sim.estopped)
+    held = sim.joints_rad()
+    arm.send(READY + 0.1, 0.0)  # the stopped arm no longer follows
+    time.sleep(0.1)
+    np.testing.assert_allclose(sim.joints_rad(), held)
