@@ -1,0 +1,178 @@
+"""The recorder as its own process records episodes from another process over Fast DDS with zero loss, its
+bags open with rosbags and carry their message definitions, and a SIGKILL mid-episode leaves the earlier
+episodes intact and the open one marked and recoverable."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+from hybridvla_msgs.msg import EpisodeEvent  # noqa: E402
+from hybridvla_msgs.srv import EpisodeControl  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rosbags.highlevel import AnyReader  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from hybridvla_core import bags, recording  # noqa: E402
+
+HELPERS = Path(__file__).parent / "helpers"
+CAMERAS = ["/camera/front/color/image_raw", "/camera/wrist/color/image_raw"]
+STATES = ["/joint_states", "/hybridvla/fr3/arm_state"]
+TARGET = "/hybridvla/fr3/target"
+EVENTS = "/hybridvla/episode_events"
+TOPICS = CAMERAS + STATES + [TARGET, EVENTS]
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+
+
+class Lab:
+    """The publisher process, the recorder process and a client node in this process."""
+
+    def __init__(self, tmp_path: Path, name: str):
+        self.out = tmp_path / "bags"
+        params = tmp_path / "recorder.yaml"
+        params.write_text(yaml.safe_dump({"recorder": {"ros__parameters": {
+            "output_dir": str(self.out), "robot": "fr3", "topics": TOPICS,
+            "expected_hz": [15.0, 15.0, 100.0, 100.0, 10.0, 0.0], "min_free_gb": 0.0, "status_period_s": 0.2}}}))
+        env = {**os.environ, "CI": "true"}
+        self.publisher = subprocess.Popen([sys.executable, str(HELPERS / "lab_publisher.py")], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, text=True, env=env)
+        assert self.publisher.stdout.readline().strip() == "ready"
+        self.recorder = subprocess.Popen(
+            [sys.executable, "-m", "hybridvla_ros.recorder_node", "--ros-args", "--params-file", str(params)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.node = Node(name)
+        self.status = {}
+        self.events = []
+        self.node.create_subscription(String, "/recorder/status", self._on_status, 10)
+        self.node.create_subscription(EpisodeEvent, EVENTS, self.events.append, 50)
+        self.client = self.node.create_client(EpisodeControl, "/recorder/episode")
+        assert self.client.wait_for_service(timeout_sec=60), "recorder service did not come up"
+        # Every topic subscribed before the first episode (the recorder discovers publishers every 0.5 s).
+        self.spin_until(lambda: self.node.count_subscribers(CAMERAS[0]) and self.node.count_subscribers(TARGET)
+                        and self.node.count_subscribers(STATES[1]), "recorder never subscribed")
+
+    def _on_status(self, msg):
+        self.status = json.loads(msg.data)
+
+    def spin_until(self, done, what, timeout=90.0):
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, what
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def call(self, command, instruction=""):
+        future = self.client.call_async(EpisodeControl.Request(command=command, instruction=instruction))
+        self.spin_until(future.done, f"no answer to command {command}")
+        return future.result()
+
+    def publish(self, seconds):
+        self.publisher.stdin.write(f"run {seconds}\n")
+        self.publisher.stdin.flush()
+        line = self.publisher.stdout.readline()
+        assert line.startswith("done "), line
+        return json.loads(line[5:])
+
+    def wait_received(self, counts):
+        """Until the recorder's live statistics show every published message (or fail with the numbers)."""
+        def got():
+            topics = self.status.get("topics", {})
+            return all(topics.get(t, {}).get("count", 0) >= n for t, n in counts.items())
+        self.spin_until(got, f"recorder did not receive everything: published {counts}, status {self.status}")
+
+    def close(self):
+        self.node.destroy_node()
+        self.publisher.stdin.close()
+        self.publisher.wait(timeout=30)
+        if self.recorder.poll() is None:
+            self.recorder.send_signal(signal.SIGINT)
+            self.recorder.wait(timeout=30)
+
+
+@pytest.fixture
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def bag_counts(path):
+    with AnyReader([path], default_typestore=bags.typestore()) as reader:
+        return {c.topic: c.msgcount for c in reader.connections}, {c.topic: c.msgdef for c in reader.connections}
+
+
+def test_episodes_recorded_without_loss(ros, tmp_path):
+    lab = Lab(tmp_path, "hvtest_rec_client")
+    try:
+        published = []
+        instructions = ["put the red block in the blue bowl", "put the green block in the red bowl", "wave"]
+        for i, instruction in enumerate(instructions):
+            reply = lab.call(EpisodeControl.Request.START, instruction)
+            assert reply.success and reply.episode_index == i, reply.message
+            counts = lab.publish(2.0)
+            lab.wait_received(counts)
+            reply = lab.call(EpisodeControl.Request.STOP_FAILURE if i == 1 else EpisodeControl.Request.STOP_SUCCESS)
+            assert reply.success, reply.message
+            published.append(counts)
+        # A discarded episode leaves nothing on disk and its index is used again.
+        assert lab.call(EpisodeControl.Request.START, "discard me").episode_index == 3
+        lab.publish(0.5)
+        assert lab.call(EpisodeControl.Request.DISCARD).success
+        assert not lab.call(EpisodeControl.Request.STOP_SUCCESS).success  # nothing open
+        lab.spin_until(lambda: len(lab.events) >= 8, "episode events not published live")
+    finally:
+        lab.close()
+    assert lab.recorder.returncode == 0, lab.recorder.stdout.read()
+    kinds = [(e.kind, e.episode_index) for e in lab.events]
+    assert kinds == [(0, 0), (1, 0), (0, 1), (2, 1), (0, 2), (1, 2), (0, 3), (3, 3)]
+
+    paths = recording.episode_dirs(lab.out)
+    assert [p.name for p in paths] == ["episode_0000", "episode_0001", "episode_0002"]
+    for path, counts, instruction in zip(paths, published, instructions):
+        assert not recording.is_incomplete(path)
+        in_bag, definitions = bag_counts(path)
+        assert {t: n for t, n in in_bag.items() if t != EVENTS} == counts  # every published message, no more
+        assert in_bag[EVENTS] == 2
+        assert counts[CAMERAS[0]] == 30 and counts[STATES[0]] == 200
+        assert "uint32 height" in definitions[CAMERAS[0]].data
+        assert "float32 confidence" in definitions[TARGET].data  # the custom type's definition travels along
+        meta = bags.bag_metadata(path)
+        assert meta["instruction"] == instruction and meta["robot"] == "fr3"
+        stats = json.loads(meta["topic_stats"])
+        assert all(stats[t]["drops"] == 0 and stats[t]["refused"] == 0 for t in counts)
+    assert [bags.bag_metadata(p)["outcome"] for p in paths] == ["success", "failure", "success"]
+    events = [m.message for m in bags.read_messages(paths[1], [EVENTS])]
+    assert [(e.kind, e.instruction) for e in events] == [(0, instructions[1]), (2, instructions[1])]
+
+
+def test_sigkill_mid_episode_keeps_earlier_episodes(ros, tmp_path):
+    lab = Lab(tmp_path, "hvtest_kill_client")
+    try:
+        assert lab.call(EpisodeControl.Request.START, "first").success
+        first = lab.publish(1.0)
+        lab.wait_received(first)
+        assert lab.call(EpisodeControl.Request.STOP_SUCCESS).success
+        assert lab.call(EpisodeControl.Request.START, "second").success
+        second = lab.publish(2.0)
+        lab.wait_received(second)
+        lab.recorder.send_signal(signal.SIGKILL)
+        lab.recorder.wait(timeout=30)
+    finally:
+        lab.close()
+    done, open_one = recording.episode_dirs(lab.out)
+    assert not recording.is_incomplete(done) and recording.is_incomplete(open_one)
+    in_bag, _ = bag_counts(done)
+    assert {t: n for t, n in in_bag.items() if t != EVENTS} == first
+    # The open episode: its completed chunks come back as a proper bag marked incomplete.
+    recovered, count = recording.recover_episode(open_one)
+    assert recovered == open_one and (lab.out / "episode_0001.crashed").is_dir()
+    in_bag, _ = bag_counts(recovered)
+    meta = bags.bag_metadata(recovered)
+    assert meta["outcome"] == "incomplete" and meta["instruction"] == "second"
+    assert 0 < count == sum(in_bag.values()) <= sum(second.values()) + 1
+    assert in_bag[CAMERAS[0]] > 0
