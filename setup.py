@@ -8,6 +8,8 @@ PACKAGE = "hybridvla_ros"
 # Every node is a console script: `ros2 run hybridvla_ros <name>` on a ROS 2 PC, plain `<name>` in the
 # development venv. Add one line per node as it lands.
 NODES = {
+    "camera_node": "hybridvla_ros.camera_node:main",
+    "policy_node": "hybridvla_ros.policy_node:main",
 }
 
 setup(
