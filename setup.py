@@ -10,6 +10,7 @@ PACKAGE = "hybridvla_ros"
 NODES = {
     "camera_node": "hybridvla_ros.camera_node:main",
     "policy_node": "hybridvla_ros.policy_node:main",
+    "sim_lab": "hybridvla_ros.sim_lab_node:main",
 }
 
 setup(

@@ -55,6 +55,7 @@ class ArmController:
         self.dadr = np.array([model.joint(j).dofadr[0] for j in self.chain.joint_names])
         self.act = np.array([model.actuator(j).id for j in self.chain.joint_names])
         self.finger_qadr = np.array([model.joint(j).qposadr[0] for j in spec.finger_joints])
+        self.finger_dadr = np.array([model.joint(j).dofadr[0] for j in spec.finger_joints])
         self.gripper_act = model.actuator(f"{spec.name}_gripper").id
         self.default_forcerange = model.actuator_forcerange[self.gripper_act].copy()
         self.tcp_site = model.site(spec.tcp_link).id
@@ -117,6 +118,10 @@ class ArmController:
         self.gripper_speed = self.default_gripper_speed if speed is None or speed <= 0 else float(speed)
         limit = self.default_forcerange if force is None or force <= 0 else np.array([-2 * force, 2 * force])
         self.model.actuator_forcerange[self.gripper_act] = limit
+
+    def gripper_busy(self, data: mujoco.MjData) -> bool:
+        """Whether the fingers are still on their way (setpoint moving, or fingers faster than 2 mm/s)."""
+        return abs(self.width_sp - self.width_goal) > 1e-9 or float(np.abs(data.qvel[self.finger_dadr]).max()) > 2e-3
 
     # --- control tick ------------------------------------------------------------------------------------
     def update(self, data: mujoco.MjData, dt: float) -> None:
@@ -235,6 +240,9 @@ class SimEnv:
 
     def set_gripper_width(self, arm: str, width: float, speed: float | None = None, force: float | None = None) -> None:
         self.arms[arm].set_gripper_width(width, speed, force)
+
+    def gripper_busy(self, arm: str) -> bool:
+        return self.arms[arm].gripper_busy(self.data)
 
     # --- observations ------------------------------------------------------------------------------------
     def read(self, arm: str) -> ArmReading:

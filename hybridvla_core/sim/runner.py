@@ -3,10 +3,12 @@ episode loop used by `hybridvla sim run-experts` (and by anything that records e
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from hybridvla_core.sim.config import SimConfig
 from hybridvla_core.sim.env import SimEnv
 from hybridvla_core.sim.experts import Command, make_expert
 
@@ -125,3 +127,50 @@ def _emitter(env: SimEnv, expert, rates: Rates, sink: EpisodeSink | None):
             for name in env.cameras:
                 sink.camera(env, t, name)
     return emit
+
+
+class LiveLab:
+    """The simulated lab run live (the sim_lab node's core): an environment stepped one controller period at
+    a time, paced to wall time when the config says realtime, with the state and camera streams due on
+    simulation time. Commands and reads from other threads hold `lock`.
+
+    Stamps: `stamp_ns()` = wall-clock time at construction + simulation time, one clock for every message."""
+
+    def __init__(self, config: SimConfig):
+        self.cfg = config
+        self.env = SimEnv(**config.env_kwargs())
+        self.lock = threading.RLock()
+        self.pacer = Pacer(1.0) if config.realtime else None
+        self.next_seed = config.seed
+        self.reset()
+        # Simulation time now = wall time now; the pacer holds that mapping from here on.
+        self.epoch_ns = time.time_ns() - int(round(self.env.time * 1e9))
+        if self.pacer is not None:
+            self.pacer.wait(self.env.time)
+
+    def reset(self, seed: int | None = None) -> str:
+        """Start the episode of `seed` (default: the next seed) and return its instruction."""
+        with self.lock:
+            seed = self.next_seed if seed is None else int(seed)
+            instruction = self.env.reset(seed)
+            self.next_seed = seed + 1
+            self.ticker = Ticker({"state": self.cfg.state_rate_hz, "camera": self.cfg.camera_rate_hz},
+                                 start=self.env.time)
+            return instruction
+
+    def step(self) -> list[str]:
+        """Advance one controller period; return the streams now due ("state", "camera")."""
+        with self.lock:
+            self.env.advance(self.env.control_dt)
+            due = self.ticker.due(self.env.time)
+            t = self.env.time
+        if self.pacer is not None:
+            self.pacer.wait(t)
+        return due
+
+    def stamp_ns(self) -> int:
+        return self.epoch_ns + int(round(self.env.time * 1e9))
+
+    def close(self) -> None:
+        with self.lock:
+            self.env.close()

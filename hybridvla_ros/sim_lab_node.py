@@ -1,0 +1,279 @@
+"""sim_lab: the simulated lab behind the real robots' ROS interfaces (the logic is hybridvla_core.sim).
+
+FR3 (robot: fr3), as franka_ros2 + crisp_controllers + franka_gripper:
+  in   target_pose (geometry_msgs/PoseStamped in fr3_link0; m, xyzw; reliable, depth 1)
+  out  current_pose (PoseStamped in fr3_link0, BEST_EFFORT), joint_states (fr3_joint1..7 rad + fingers m),
+       <gripper_ns>/joint_states (fr3_finger_joint1/2, m)
+  actions <gripper_ns>/move, /grasp, /homing (franka_msgs: width m, speed m/s, force N, epsilon m)
+AgileX (robot: agilex), as piper_ros per arm (left, right):
+  in   /<arm>/joint_ctrl_single (sensor_msgs/JointState: position[0:6] rad, position[6] gripper width m)
+  out  /<arm>/joint_states_single (joint1..joint6 rad, joint7 = gripper width m)
+Both:
+  cameras /camera/<view>/color/image_raw (Image rgb8) + camera_info; /clock (rosgraph_msgs/Clock);
+  optional /hybridvla/<arm>/arm_state (publish_arm_state); ~/reset (std_srvs/Trigger: next seed),
+  ~/success (std_msgs/Bool, 5 Hz), ~/instruction (std_msgs/String, transient local).
+Every stamp and /clock: simulation time offset to the wall clock at start (equal to wall time while the
+simulation keeps real time), so nodes with or without use_sim_time see fresh images.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
+from hybridvla_msgs.msg import ArmState
+from rclpy.action import ActionServer, CancelResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from hybridvla_core.sim.config import PARAMETERS, config_from_parameters
+from hybridvla_core.sim.record import camera_frame
+from hybridvla_core.sim.runner import LiveLab
+from hybridvla_ros.common import (COMMAND_QOS, SENSOR_QOS, ParameterError, arrays_to_pose, declare_parameters,
+                                  pose_to_arrays, run_node)
+from hybridvla_ros.images import numpy_to_image
+
+# Drivers publish their state reliable, depth 1 (a best-effort subscriber still receives it).
+STATE_QOS = COMMAND_QOS
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+GRIPPER_TIMEOUT_S = 5.0   # s of wall time before a gripper action gives up
+
+
+def _stamp(t_ns: int) -> Time:
+    return Time(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)
+
+
+class SimLabNode(Node):
+    def __init__(self):
+        super().__init__("sim_lab")
+        values = declare_parameters(self, PARAMETERS)
+        try:
+            self.cfg = config_from_parameters(values)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+        cfg = self.cfg
+        self.lab = LiveLab(cfg)
+        env = self.lab.env
+        group = ReentrantCallbackGroup()
+        self.cameras = {name: (self.create_publisher(Image, cfg.camera_topic(cfg.topics_camera_image, name), STATE_QOS),
+                               self.create_publisher(CameraInfo, cfg.camera_topic(cfg.topics_camera_info, name), STATE_QOS))
+                        for name in env.cameras}
+        self.clock_pub = self.create_publisher(Clock, "/clock", STATE_QOS)
+        self.arm_state_pubs = {}
+        if cfg.publish_arm_state:
+            self.arm_state_pubs = {arm: self.create_publisher(ArmState, cfg.arm_topic(cfg.topics_arm_state, arm), STATE_QOS)
+                                   for arm in env.arms}
+        if cfg.robot == "fr3":
+            # Only the FR3 needs franka_msgs (on a development machine: the test-only stand-in).
+            from franka_msgs.action import Grasp, Homing, Move
+            self.actions = {"move": Move, "grasp": Grasp, "homing": Homing}
+            self.create_subscription(PoseStamped, cfg.topics_target_pose, self.on_target_pose, COMMAND_QOS,
+                                     callback_group=group)
+            self.pose_pub = self.create_publisher(PoseStamped, cfg.topics_current_pose, SENSOR_QOS)
+            self.joint_pub = self.create_publisher(JointState, cfg.topics_joint_states, STATE_QOS)
+            self.finger_pub = self.create_publisher(JointState, f"{cfg.topics_gripper_ns}/joint_states", STATE_QOS)
+            for name, action, execute in (("move", Move, self.execute_move), ("grasp", Grasp, self.execute_grasp),
+                                          ("homing", Homing, self.execute_homing)):
+                ActionServer(self, action, f"{cfg.topics_gripper_ns}/{name}", execute, callback_group=group,
+                             cancel_callback=lambda _goal: CancelResponse.ACCEPT)
+        else:
+            self.piper_pubs = {}
+            for arm in env.arms:
+                self.create_subscription(JointState, cfg.arm_topic(cfg.topics_joint_ctrl, arm),
+                                         lambda m, arm=arm: self.on_joint_ctrl(arm, m), COMMAND_QOS, callback_group=group)
+                self.piper_pubs[arm] = self.create_publisher(
+                    JointState, cfg.arm_topic(cfg.topics_arm_joint_states, arm), STATE_QOS)
+        self.success_pub = self.create_publisher(Bool, "~/success", STATE_QOS)
+        self.instruction_pub = self.create_publisher(String, "~/instruction", LATCHED_QOS)
+        self.create_service(Trigger, "~/reset", self.on_reset, callback_group=group)
+        self.create_timer(0.2, self.publish_success, callback_group=group)
+        self.instruction_pub.publish(String(data=env.instruction))
+        self.get_logger().info(f"sim_lab: {cfg.robot} / {cfg.task}, seed {env.seed}: {env.instruction!r}"
+                               f"{' (real time)' if cfg.realtime else ' (as fast as possible)'}")
+        self._running = True
+        self._thread = threading.Thread(target=self.loop, name="sim_lab", daemon=True)
+        self._thread.start()
+
+    # --- the simulation thread ------------------------------------------------------------------------------
+    def loop(self) -> None:
+        while self._running and rclpy.ok():
+            due = self.lab.step()
+            if "state" in due:
+                self.publish_state()
+            if "camera" in due:
+                self.publish_cameras()
+
+    def publish_state(self) -> None:
+        env = self.lab.env
+        with self.lab.lock:
+            stamp = _stamp(self.lab.stamp_ns())
+            readings = {arm: env.read(arm) for arm in env.arms}
+        self.clock_pub.publish(Clock(clock=stamp))
+        for arm, r in readings.items():
+            frame = env.arms[arm].spec.root_link
+            if self.cfg.robot == "fr3":
+                pose = PoseStamped(pose=arrays_to_pose(r.position, r.quaternion))
+                pose.header.stamp, pose.header.frame_id = stamp, frame
+                self.pose_pub.publish(pose)
+                self.joint_pub.publish(self._joints(stamp, r.joint_names + r.finger_names, np.concatenate([r.q, r.fingers])))
+                self.finger_pub.publish(self._joints(stamp, r.finger_names, r.fingers))
+            else:
+                self.piper_pubs[arm].publish(self._joints(stamp, [f"joint{i}" for i in range(1, 8)],
+                                                          np.concatenate([r.q, [r.gripper_width]])))
+            if arm in self.arm_state_pubs:
+                m = ArmState(arm=arm, pose=arrays_to_pose(r.position, r.quaternion), gripper=r.gripper,
+                             gripper_width=r.gripper_width, joint_names=r.joint_names,
+                             joint_positions=[float(v) for v in r.q], enabled=True)
+                m.header.stamp, m.header.frame_id = stamp, frame
+                self.arm_state_pubs[arm].publish(m)
+
+    @staticmethod
+    def _joints(stamp, names, positions) -> JointState:
+        m = JointState(name=list(names), position=[float(v) for v in positions])
+        m.header.stamp = stamp
+        return m
+
+    def publish_cameras(self) -> None:
+        env = self.lab.env
+        with self.lab.lock:
+            stamp = _stamp(self.lab.stamp_ns())
+            images = {name: env.render(name) for name in self.cameras}
+        width, height = env.image_size
+        for name, (image_pub, info_pub) in self.cameras.items():
+            frame = camera_frame(name)
+            image_pub.publish(numpy_to_image(images[name], "rgb8", stamp=stamp, frame_id=frame))
+            fx, fy, cx, cy = env.intrinsics(name)
+            info = CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5,
+                              k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+                              r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                              p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+            info.header.stamp, info.header.frame_id = stamp, frame
+            info_pub.publish(info)
+
+    def publish_success(self) -> None:
+        with self.lab.lock:
+            success = self.lab.env.success()
+        self.success_pub.publish(Bool(data=success))
+
+    # --- commands -------------------------------------------------------------------------------------------
+    def on_target_pose(self, msg: PoseStamped) -> None:
+        position, quaternion = pose_to_arrays(msg.pose)
+        frame = self.lab.env.arms["fr3"].spec.root_link
+        if msg.header.frame_id not in ("", frame):
+            self.get_logger().warn(f"target_pose in frame {msg.header.frame_id!r} ignored: expected {frame}",
+                                   throttle_duration_sec=5.0)
+            return
+        try:
+            with self.lab.lock:
+                self.lab.env.set_target("fr3", position, quaternion / np.linalg.norm(quaternion))
+        except ValueError as exc:
+            self.get_logger().warn(f"target_pose ignored: {exc}", throttle_duration_sec=5.0)
+
+    def on_joint_ctrl(self, arm: str, msg: JointState) -> None:
+        if len(msg.position) < 6 or not np.all(np.isfinite(msg.position)):
+            self.get_logger().warn(f"{arm} joint_ctrl_single ignored: needs 6 (+1 gripper) finite positions",
+                                   throttle_duration_sec=5.0)
+            return
+        with self.lab.lock:
+            self.lab.env.set_joint_target(arm, np.asarray(msg.position[:6], float))
+            if len(msg.position) > 6:
+                self.lab.env.set_gripper_width(arm, float(msg.position[6]))
+
+    def on_reset(self, _request, response):
+        instruction = self.lab.reset()
+        self.instruction_pub.publish(String(data=instruction))
+        response.success = True
+        response.message = f"seed {self.lab.env.seed}: {instruction}"
+        self.get_logger().info(f"reset: {response.message}")
+        return response
+
+    # --- franka_gripper actions -----------------------------------------------------------------------------
+    def _run_gripper(self, goal_handle, action, width: float, speed: float, force: float | None):
+        """Command the fingers and wait until they stop; returns the final width [m] or None if canceled."""
+        env = self.lab.env
+        with self.lab.lock:
+            env.set_gripper_width("fr3", width, speed, force)
+        deadline = time.monotonic() + GRIPPER_TIMEOUT_S
+        feedback = action.Feedback()
+        while True:
+            time.sleep(0.02)
+            with self.lab.lock:
+                busy = env.gripper_busy("fr3")
+                current = env.read("fr3").gripper_width
+            if goal_handle.is_cancel_requested:
+                with self.lab.lock:
+                    env.set_gripper_width("fr3", current)
+                goal_handle.canceled()
+                return None
+            feedback.current_width = current
+            goal_handle.publish_feedback(feedback)
+            if not busy or time.monotonic() > deadline:
+                return current
+
+    def _result(self, goal_handle, action, success: bool, error: str = ""):
+        result = action.Result(success=success, error=error)
+        if goal_handle.is_active:
+            goal_handle.succeed()
+        return result
+
+    def execute_move(self, goal_handle):
+        Move = self.actions["move"]
+        g = goal_handle.request
+        width = self._run_gripper(goal_handle, Move, g.width, g.speed, None)
+        if width is None:
+            return Move.Result(success=False, error="canceled")
+        ok = abs(width - g.width) < 0.005
+        return self._result(goal_handle, Move, ok, "" if ok else f"fingers stopped at {width:.4f} m, asked {g.width:.4f} m")
+
+    def execute_grasp(self, goal_handle):
+        Grasp = self.actions["grasp"]
+        g = goal_handle.request
+        # As the real gripper: close with the force until blocked; success if the width ends within epsilon.
+        width = self._run_gripper(goal_handle, Grasp, 0.0, g.speed, g.force)
+        if width is None:
+            return Grasp.Result(success=False, error="canceled")
+        ok = g.width - g.epsilon.inner <= width <= g.width + g.epsilon.outer
+        return self._result(goal_handle, Grasp, ok, "" if ok else
+                            f"grasp width {width:.4f} m outside {g.width:.4f} -{g.epsilon.inner} +{g.epsilon.outer} m")
+
+    def execute_homing(self, goal_handle):
+        Homing = self.actions["homing"]
+        width = self._run_gripper(goal_handle, Homing, self.lab.env.arms["fr3"].gripper_max, 0.0, None)
+        if width is None:
+            return Homing.Result(success=False, error="canceled")
+        return self._result(goal_handle, Homing, True)
+
+    def close(self) -> None:
+        self._running = False
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+        self.lab.close()
+
+
+class _LazyMultiThreadedExecutor:
+    """run_node takes an executor object, but an rclpy executor can only be built once rclpy.init has run
+    (inside run_node): build it when the node is added. Several threads, so that gripper actions can wait."""
+
+    def add_node(self, node: Node) -> None:
+        self.executor = MultiThreadedExecutor(num_threads=4)
+        self.executor.add_node(node)
+
+    def spin(self) -> None:
+        self.executor.spin()
+
+
+def main(args=None) -> int:
+    return run_node(SimLabNode, args, executor=_LazyMultiThreadedExecutor())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

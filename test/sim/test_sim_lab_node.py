@@ -1,0 +1,159 @@
+"""The sim_lab node in its own process, driven over Fast DDS the way the real stack drives franka_ros2:
+target_pose moves the simulated TCP (read back on current_pose), franka_gripper's Grasp closes on a block,
+cameras arrive on the realsense-style names on the same clock, ~/reset moves on to the next seed, and a
+bad parameter stops the node at start with one line."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+franka_action = pytest.importorskip("franka_msgs.action", reason="test-only franka_msgs not built (make setup)")
+
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.action import ActionClient  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from hybridvla_core.resources import resource_path  # noqa: E402
+from hybridvla_core.sim.env import SimEnv  # noqa: E402
+from hybridvla_core.sim.experts import TOP_DOWN  # noqa: E402
+from hybridvla_ros.common import COMMAND_QOS, SENSOR_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
+
+pytestmark = pytest.mark.ros
+SEED = 3
+NODE = [sys.executable, "-m", "hybridvla_ros.sim_lab_node", "--ros-args",
+        "--params-file", str(resource_path("config", "sim_franka.yaml"))]
+
+
+def spin_until(node, condition, timeout, what):
+    """Spin until condition() holds; fail naming `what` after `timeout` s (a wait, not a timing check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    log = tmp_path_factory.mktemp("sim_lab") / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(NODE + ["-p", f"seed:={SEED}", "-p", "camera_width:=96", "-p", "camera_height:=72"],
+                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+    rclpy.init()
+    node = Node("sim_lab_test")
+    state = {"pose": None, "fingers": None, "image": None}
+    node.create_subscription(PoseStamped, "/current_pose", lambda m: state.__setitem__("pose", m), SENSOR_QOS)
+    node.create_subscription(JointState, "/franka_gripper/joint_states", lambda m: state.__setitem__("fingers", m),
+                             SENSOR_QOS)
+    node.create_subscription(Image, "/camera/front/color/image_raw", lambda m: state.__setitem__("image", m),
+                             SENSOR_QOS)
+    target = node.create_publisher(PoseStamped, "/target_pose", COMMAND_QOS)
+    try:
+        spin_until(node, lambda: state["pose"] is not None or proc.poll() is not None, 60, "the first current_pose")
+        assert proc.poll() is None, log.read_text()
+        yield node, state, target, proc
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def move_to(node, state, target, position, quaternion, tolerance=0.01, timeout=30):
+    msg = PoseStamped(pose=arrays_to_pose(position, quaternion))
+    msg.header.frame_id = "fr3_link0"
+    target.publish(msg)
+    spin_until(node, lambda: np.linalg.norm(pose_to_arrays(state["pose"].pose)[0] - position) < tolerance,
+               timeout, f"the TCP to reach {position}")
+    return pose_to_arrays(state["pose"].pose)
+
+
+def run_action(node, client, goal, timeout=30):
+    spin_until(node, lambda: client.wait_for_server(timeout_sec=0.0), 30, f"action server {client._action_name}")
+    future = client.send_goal_async(goal)
+    spin_until(node, future.done, timeout, "goal acceptance")
+    result = future.result().get_result_async()
+    spin_until(node, result.done, timeout, "the action result")
+    return result.result().result
+
+
+def test_target_pose_moves_the_tcp_to_within_1cm(lab):
+    node, state, target, _ = lab
+    goal = np.array([0.45, 0.12, 0.3])
+    rotation = Rotation.from_euler("z", 0.2) * TOP_DOWN
+    position, quaternion = move_to(node, state, target, goal, rotation.as_quat(), tolerance=0.01)
+    assert np.linalg.norm(position - goal) < 0.01
+    assert (Rotation.from_quat(quaternion) * rotation.inv()).magnitude() < 0.05
+    assert state["pose"].header.frame_id == "fr3_link0"
+
+
+def test_cameras_publish_rgb8_on_the_state_clock(lab):
+    node, state, _, _ = lab
+    spin_until(node, lambda: state["image"] is not None, 20, "a front camera image")
+    image, pose = state["image"], state["pose"]
+    assert (image.encoding, image.width, image.height) == ("rgb8", 96, 72)
+    t_image = image.header.stamp.sec + image.header.stamp.nanosec * 1e-9
+    t_pose = pose.header.stamp.sec + pose.header.stamp.nanosec * 1e-9
+    assert abs(t_image - t_pose) < 1.0      # one clock for images and state
+    assert abs(t_image - time.time()) < 5.0  # offset to wall time: fresh for nodes without use_sim_time
+
+
+def test_grasp_goal_closes_the_gripper_on_a_block_and_fails_on_air(lab):
+    node, state, target, _ = lab
+    Grasp, Homing = franka_action.Grasp, franka_action.Homing
+    grasp = ActionClient(node, Grasp, "/franka_gripper/grasp")
+    homing = ActionClient(node, Homing, "/franka_gripper/homing")
+    # The same seed in this process gives the node's episode: where the commanded block is.
+    env = SimEnv("fr3", "pick_place")
+    env.reset(SEED)
+    block = env.task.block_position(env.model, env.data, env.layout.block)
+    yaw = env.task.block_yaw(env.model, env.data, env.layout.block)
+    env.close()
+    goal = Grasp.Goal(width=0.04, speed=0.1, force=20.0)
+    goal.epsilon.inner = goal.epsilon.outer = 0.005
+    # In the air nothing stops the fingers: the grasp must fail.
+    result = run_action(node, grasp, goal)
+    assert not result.success and "outside" in result.error
+    assert run_action(node, homing, Homing.Goal()).success
+    spin_until(node, lambda: state["fingers"] is not None and sum(state["fingers"].position) > 0.075, 20,
+               "open fingers after homing")
+    rotation = (Rotation.from_euler("z", (yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4) * TOP_DOWN).as_quat()
+    move_to(node, state, target, block + [0, 0, 0.15], rotation)
+    move_to(node, state, target, block + [0, 0, 0.004], rotation, tolerance=0.005)
+    result = run_action(node, grasp, goal)
+    assert result.success, result.error
+    assert abs(sum(state["fingers"].position) - 0.04) < 0.005
+    # Lift: the block stays between the fingers (they do not close further).
+    move_to(node, state, target, block + [0, 0, 0.2], rotation)
+    rclpy.spin_once(node, timeout_sec=0.1)
+    assert abs(sum(state["fingers"].position) - 0.04) < 0.005
+
+
+def test_reset_service_starts_the_next_seed(lab):
+    node, _, _, _ = lab
+    client = node.create_client(Trigger, "/sim_lab/reset")
+    spin_until(node, lambda: client.wait_for_service(timeout_sec=0.0), 20, "the ~/reset service")
+    future = client.call_async(Trigger.Request())
+    spin_until(node, future.done, 20, "the reset response")
+    env = SimEnv("fr3", "pick_place")
+    expected = env.reset(SEED + 1)
+    env.close()
+    assert future.result().success and future.result().message == f"seed {SEED + 1}: {expected}"
+
+
+def test_bad_parameter_stops_the_node_with_one_line():
+    proc = subprocess.run(NODE + ["-p", "camera_rate_hz:=-5.0"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ))
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "camera_rate_hz" in lines[0], lines
