@@ -11,6 +11,7 @@ NODES = {
     "camera_node": "hybridvla_ros.camera_node:main",
     "policy_node": "hybridvla_ros.policy_node:main",
     "sim_lab": "hybridvla_ros.sim_lab_node:main",
+    "franka_bridge": "hybridvla_ros.franka_bridge_node:main",
 }
 
 setup(

@@ -1,0 +1,94 @@
+"""What the arm bridge nodes decide without ROS: their guard parameters and the Franka gripper commands.
+
+Guard parameters of one arm live under a prefix (franka_bridge: "guards.", agilex_bridge: "guards.<arm>.") and
+map one to one onto GuardConfig fields; units as in GuardConfig (m, rad, s; gripper dimensionless 0..1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hybridvla_core.guards import GuardConfig
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _box(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(_finite_number(x) for x in v)
+
+
+# field -> (default, check, what a valid value is); the defaults suit a tabletop arm at policy rate (10 Hz).
+GUARD_PARAMETERS: dict[str, tuple[Any, Any, str]] = {
+    "workspace_min": ([0.25, -0.45, 0.02], _box, "3 finite numbers [m], TCP box corner in the base frame"),
+    "workspace_max": ([0.75, 0.45, 0.75], _box, "3 finite numbers [m], TCP box corner in the base frame"),
+    "max_translation_step": (0.03, lambda v: _finite_number(v) and v > 0, "a number > 0 [m per command]"),
+    "max_rotation_step": (0.15, lambda v: _finite_number(v) and v > 0, "a number > 0 [rad per command]"),
+    "joint_margin": (0.05, lambda v: _finite_number(v) and 0 <= v < 0.5, "0 <= margin < 0.5 [rad]"),
+    "max_joint_step": (0.5, lambda v: _finite_number(v) and v > 0, "a number > 0 [rad per command]"),
+    "gripper_min": (0.0, lambda v: _finite_number(v) and 0 <= v <= 1, "0..1"),
+    "gripper_max": (1.0, lambda v: _finite_number(v) and 0 <= v <= 1, "0..1"),
+    "watchdog_period": (0.5, lambda v: _finite_number(v) and v > 0, "a number > 0 [s]"),
+    "ik_iterations": (20, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+}
+
+
+def guard_parameter_spec(prefix: str, overrides: dict[str, Any] | None = None) -> dict[str, tuple[Any, Any, str]]:
+    """The guard parameters under `prefix` for hybridvla_ros.common.declare_parameters."""
+    overrides = overrides or {}
+    return {prefix + name: (overrides.get(name, default), check, expected)
+            for name, (default, check, expected) in GUARD_PARAMETERS.items()}
+
+
+def guard_config(arm: str, model: str, values: dict[str, Any], prefix: str) -> GuardConfig:
+    """GuardConfig from declared parameter values; raises ValueError naming the parameter on a bad combination."""
+    fields = {name: values[prefix + name] for name in GUARD_PARAMETERS}
+    fields["workspace_min"] = tuple(float(v) for v in fields["workspace_min"])
+    fields["workspace_max"] = tuple(float(v) for v in fields["workspace_max"])
+    config = GuardConfig(arm=arm, model=model, **fields)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("guard config '", f"parameter '{prefix}", 1)) from None
+    return config
+
+
+@dataclass(frozen=True)
+class GripperGoal:
+    action: str        # "grasp" (close on whatever is there) or "move" (open to a width)
+    width: float       # m
+
+
+class FrankaGripperCommander:
+    """Turns the guarded gripper command (0 closed .. 1 open) into franka_gripper goals: Grasp to close, Move
+    to open to gripper * max_width. A goal goes out only when it differs from the last one sent (an open
+    width by more than `resend_width` [m]). A goal the server never accepted is forgotten so that the next
+    command retries it; a goal that ran and failed is not repeated until the command changes."""
+
+    def __init__(self, max_width: float = 0.08, close_below: float = 0.5, resend_width: float = 0.005):
+        if not (0 < max_width <= 0.08 and 0 < close_below < 1 and resend_width > 0):
+            raise ValueError(f"gripper: max_width {max_width} m must be in (0, 0.08], close_below {close_below} "
+                             f"in (0, 1), resend_width {resend_width} m > 0")
+        self.max_width = max_width
+        self.close_below = close_below
+        self.resend_width = resend_width
+        self.last: GripperGoal | None = None
+
+    def decide(self, gripper: float) -> GripperGoal | None:
+        """The goal to send for this command, or None when it would repeat the last one."""
+        if gripper < self.close_below:
+            goal = GripperGoal("grasp", 0.0)
+        else:
+            goal = GripperGoal("move", round(min(max(gripper, 0.0), 1.0) * self.max_width, 4))
+        last = self.last
+        if last is not None and last.action == goal.action and abs(last.width - goal.width) <= self.resend_width:
+            return None
+        self.last = goal
+        return goal
+
+    def not_accepted(self, goal: GripperGoal) -> None:
+        """The server was absent or rejected the goal: allow it to be sent again."""
+        if self.last == goal:
+            self.last = None

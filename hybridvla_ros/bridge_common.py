@@ -1,0 +1,123 @@
+"""ROS pieces both arm bridges share: message conversions around hybridvla_core.guards and the control services."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from geometry_msgs.msg import Pose
+from hybridvla_msgs.msg import ArmState, ArmTarget, GuardEvent
+from rclpy.node import Node
+from std_srvs.srv import SetBool, Trigger
+
+from hybridvla_core.guards import GuardEventRecord, GuardPipeline, GuardResult, Target
+from hybridvla_ros.common import arrays_to_pose, pose_to_arrays
+
+
+def now_s(node: Node) -> float:
+    """The node's clock in seconds (the time base of target stamps and the watchdog)."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def stamp_s(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def target_from_msg(msg: ArmTarget) -> Target:
+    """ArmTarget -> guard Target (m, xyzw, 0..1, header stamp in s); values pass unchecked: the guards check."""
+    position, quaternion = pose_to_arrays(msg.pose)
+    return Target(position, quaternion, float(msg.gripper), stamp_s(msg.header.stamp))
+
+
+def _pose_or_identity(position, quaternion) -> Pose:
+    if position is None or quaternion is None:
+        return arrays_to_pose(np.zeros(3), [0.0, 0.0, 0.0, 1.0])
+    return arrays_to_pose(position, quaternion)
+
+
+def event_msg(node: Node, arm: str, record: GuardEventRecord, frame_id: str) -> GuardEvent:
+    """GuardEventRecord -> GuardEvent (requested values as asked, even NaN: the report says what came in)."""
+    m = GuardEvent(arm=arm, kind=int(record.kind), detail=record.detail,
+                   magnitude=float(record.magnitude),
+                   requested=_pose_or_identity(record.requested_position, record.requested_quaternion),
+                   sent=_pose_or_identity(record.sent_position, record.sent_quaternion),
+                   requested_gripper=float(record.requested_gripper), sent_gripper=float(record.sent_gripper))
+    m.header.stamp = node.get_clock().now().to_msg()
+    m.header.frame_id = frame_id
+    return m
+
+
+def arm_state_msg(node: Node, arm: str, frame_id: str, guards: GuardPipeline, joint_names: list[str],
+                  gripper_width: float, gripper_max_width: float) -> ArmState | None:
+    """The measured state of one arm as ArmState, or None before the first measurement."""
+    m = guards.measured
+    if m is None:
+        return None
+    msg = ArmState(arm=arm, pose=arrays_to_pose(m.position, m.quaternion),
+                   gripper=float(np.clip(gripper_width / gripper_max_width, 0.0, 1.0)),
+                   gripper_width=float(gripper_width), joint_names=list(joint_names),
+                   joint_positions=[float(v) for v in m.joints], enabled=guards.enabled)
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.header.frame_id = frame_id
+    return msg
+
+
+class ControlServices:
+    """~/enable (SetBool), ~/hold, ~/estop, ~/clear_estop (Trigger) over one or more guard pipelines.
+
+    on_result(result) publishes the events of a transition; on_estop() lets a backend stop the hardware."""
+
+    def __init__(self, node: Node, pipelines: dict[str, GuardPipeline], on_result: Callable[[str, GuardResult], None],
+                 on_enable: Callable[[str], tuple[bool, str]] | None = None, on_estop: Callable[[], None] | None = None):
+        self.node, self.pipelines, self.on_result = node, pipelines, on_result
+        self.on_enable, self.on_estop = on_enable, on_estop
+        node.create_service(SetBool, "~/enable", self._enable)
+        node.create_service(Trigger, "~/hold", self._hold)
+        node.create_service(Trigger, "~/estop", self._estop)
+        node.create_service(Trigger, "~/clear_estop", self._clear)
+
+    def _enable(self, request, response):
+        now = now_s(self.node)
+        if not request.data:
+            for arm, g in self.pipelines.items():
+                self.on_result(arm, g.disable(now, "disabled by ~/enable false"))
+            response.success, response.message = True, "disabled: holding"
+            return response
+        messages, ok = [], True
+        for arm, g in self.pipelines.items():
+            arm_ok, why = g.enable(now)
+            if arm_ok and self.on_enable is not None:
+                arm_ok, why = self.on_enable(arm)
+                if not arm_ok:
+                    self.on_result(arm, g.disable(now, f"backend refused: {why}"))
+            ok &= arm_ok
+            messages.append(f"{arm}: {why}")
+        if not ok:  # all arms or none
+            for arm, g in self.pipelines.items():
+                if g.enabled:
+                    self.on_result(arm, g.disable(now, "another arm could not be enabled"))
+        response.success, response.message = ok, "; ".join(messages)
+        self.node.get_logger().info(f"enable: {response.message}")
+        return response
+
+    def _hold(self, _request, response):
+        now = now_s(self.node)
+        for arm, g in self.pipelines.items():
+            self.on_result(arm, g.disable(now, "hold requested"))
+        response.success, response.message = True, "holding; ~/enable true resumes"
+        return response
+
+    def _estop(self, _request, response):
+        now = now_s(self.node)
+        if self.on_estop is not None:
+            self.on_estop()
+        for arm, g in self.pipelines.items():
+            self.on_result(arm, g.estop(now))
+        self.node.get_logger().error("e-stop latched")
+        response.success, response.message = True, "e-stop latched; ~/clear_estop then ~/enable true"
+        return response
+
+    def _clear(self, _request, response):
+        for g in self.pipelines.values():
+            g.clear_estop()
+        response.success, response.message = True, "e-stop cleared; still disabled"
+        return response

@@ -1,0 +1,93 @@
+"""Test-side ROS helpers for the bridge tests: a node spinning in a background thread, recording what arrives,
+and the bridge process started the way a launch file would (python -m <module> --ros-args --params-file ...)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout: float = 20.0, period: float = 0.02):
+    """Poll until predicate() is truthy; return its value, or None on timeout (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(period)
+    return None
+
+
+class Spinner:
+    """rclpy in this test process: one context, a MultiThreadedExecutor in a thread."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.nodes = []
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def start(self):
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - shutdown races end the spin
+            pass
+
+    def call(self, node, srv_type, name, request, timeout=20.0):
+        client = node.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} did not appear"
+        future = client.call_async(request)
+        assert wait_for(future.done, timeout), f"service {name} did not answer"
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        for node in self.nodes:
+            node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+        self.thread.join(timeout=2.0)
+
+
+class Process:
+    """A node process with its output captured to a file (read it on failure)."""
+
+    def __init__(self, module: str, params_file: str | Path, *overrides: str, log: Path):
+        args = [sys.executable, "-m", module, "--ros-args", "--params-file", str(params_file)]
+        for o in overrides:
+            args += ["-p", o]
+        self.log = log
+        self._out = open(log, "w")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT, env=os.environ.copy())
+
+    def output(self) -> str:
+        if not self._out.closed:
+            self._out.flush()
+        return self.log.read_text()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)  # SIGINT, as ros2 launch does
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
