@@ -12,6 +12,7 @@ NODES = {
     "policy_node": "hybridvla_ros.policy_node:main",
     "sim_lab": "hybridvla_ros.sim_lab_node:main",
     "franka_bridge": "hybridvla_ros.franka_bridge_node:main",
+    "agilex_bridge": "hybridvla_ros.agilex_bridge_node:main",
 }
 
 setup(
