@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.time import Time
@@ -173,7 +174,12 @@ class PolicyNode(Node):
                 continue
             self.last_skip = ""
             self.rate.add(self._now())
-            self._publish(outcome)
+            try:
+                self._publish(outcome)
+            except RCLError:
+                if self.context.ok():
+                    raise
+                break  # shutdown (Ctrl-C) invalidated the publishers while this step ran
 
     def _publish(self, step) -> None:
         result = step.result
