@@ -104,6 +104,7 @@ class PiperSdkBackend:
     def __init__(self, node: "AgilexBridge", arms: list[str], v: dict):
         self.node = node
         self.timeout = v["piper_sdk.enable_timeout"]
+        self.last_stamp: dict[str, float] = {}   # SDK feedback time of the last reading used, per arm
         ports = dict(zip(arms, v["piper_sdk.can_ports"]))
         self.sims = {a: SimulatedPiper(p, joints_rad=(0.0, 1.2, -1.2, 0.0, 0.9, 0.0))
                      for a, p in ports.items()} if v["piper_sdk.simulate"] else {}
@@ -125,7 +126,10 @@ class PiperSdkBackend:
     def poll(self) -> None:
         for arm, sdk in self.arms.items():
             reading = sdk.read()
-            if reading is not None:
+            # The SDK keeps its last values when the feedback stops: only a new frame is a measurement, so a
+            # silent arm ages out and the guards hold.
+            if reading is not None and reading[2] != self.last_stamp.get(arm):
+                self.last_stamp[arm] = reading[2]
                 self.node.measured(arm, reading[0], reading[1])
 
     def emergency_stop(self) -> None:
