@@ -1,0 +1,96 @@
+"""`hybridvla dataset ...`: training sets from recorded bags.
+
+    hybridvla dataset build BAGS... -o DIR [--rate 10] [--chunk 1] [--translation delta] [--drop-idle] ...
+    hybridvla dataset recover EPISODE_DIR...    (bags left open by a recorder crash -> proper bags)
+
+BAGS are bag directories (ours, `hybridvla sim run-experts --record`, or plain `ros2 bag record`, MCAP or
+sqlite3) or directories holding them. Each unusable bag gets one line and is left out.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n for n in text.split(",") if n] if text else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybridvla_core.datasets.extract import TopicLayout
+
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    b = sub.add_parser("build", help="resample bags, derive actions, write train/ and val/ training sets")
+    b.add_argument("bags", nargs="+", type=Path, help="bag directories or directories of bags")
+    b.add_argument("-o", "--output", type=Path, required=True, help="output directory (new or empty)")
+    b.add_argument("--rate", type=float, default=10.0, help="steps per second [Hz] (default 10)")
+    b.add_argument("--chunk", type=int, default=1, help="actions per sample (the model's chunk or more; default 1)")
+    b.add_argument("--translation", choices=("delta", "absolute"), default="delta",
+                   help="action convention: translation (default delta)")
+    b.add_argument("--rotation", choices=("absolute_euler", "delta_euler"), default="absolute_euler",
+                   help="action convention: rotation (default absolute_euler)")
+    b.add_argument("--gripper", choices=("1=open", "1=closed"), default="1=open",
+                   help="action convention: gripper (default 1=open)")
+    b.add_argument("--views", help="camera names in model order, e.g. front,wrist (default: every camera found)")
+    b.add_argument("--arms", help="arm names, e.g. fr3 or left,right (default: every arm state found)")
+    d = TopicLayout()
+    b.add_argument("--camera-topic", default=d.camera, help=f"Image topic pattern (default {d.camera})")
+    b.add_argument("--state-topic", default=d.state, help=f"ArmState topic pattern (default {d.state})")
+    b.add_argument("--target-topic", default=d.target, help=f"ArmTarget topic pattern (default {d.target})")
+    b.add_argument("--events-topic", default=d.events, help=f"EpisodeEvent topic (default {d.events})")
+    b.add_argument("--instruction", help="instruction for bags that carry none (plain ros2 bag record bags)")
+    b.add_argument("--drop-idle", action="store_true", help="leave out steps where the commanded target did not move")
+    b.add_argument("--idle-m", type=float, default=0.001, help="idle below this target translation [m] (0.001)")
+    b.add_argument("--idle-rad", type=float, default=0.005, help="idle below this target rotation [rad] (0.005)")
+    b.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes for validation (0.1)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the episode split (0)")
+    b.add_argument("--unnorm-key", default="recorded", help="name of the statistics entry (recorded)")
+    b.add_argument("--include-failed", action="store_true", help="also use episodes stopped as failure/interrupted")
+    b.add_argument("--max-age-s", type=float, default=0.5,
+                   help="skip steps whose newest frame or state is older than this [s] (0.5)")
+    r = sub.add_parser("recover", help="turn episodes left open by a recorder crash into proper bags")
+    r.add_argument("episodes", nargs="+", type=Path)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "recover":
+        return _recover(args.episodes)
+    from tqdm import tqdm
+
+    from hybridvla_core.actions import ActionConvention
+    from hybridvla_core.datasets.build import BuildOptions, build_dataset
+    from hybridvla_core.datasets.extract import TopicLayout
+
+    try:
+        options = BuildOptions(
+            rate_hz=args.rate, chunk=args.chunk,
+            convention=ActionConvention(args.translation, args.rotation, args.gripper),
+            layout=TopicLayout(args.camera_topic, args.state_topic, args.target_topic, args.events_topic),
+            views=_names(args.views), arms=_names(args.arms), instruction=args.instruction,
+            drop_idle=args.drop_idle, idle_m=args.idle_m, idle_rad=args.idle_rad, val_fraction=args.val_fraction,
+            seed=args.seed, unnorm_key=args.unnorm_key, include_failed=args.include_failed, max_age_s=args.max_age_s)
+        report = build_dataset(args.bags, args.output, options, log=lambda line: tqdm.write(line, file=sys.stderr))
+    except ValueError as exc:
+        print(f"hybridvla dataset build: {exc}", file=sys.stderr)
+        return 1
+    used = len(report["bags"])
+    print(f"{used} episodes ({report['train_samples']} train / {report['val_samples']} val samples, "
+          f"{len(report['left_out'])} bags left out), views {report['views']}, arms {report['arms']}")
+    print(f"train with data.path: {args.output / 'train'}")
+    return 0
+
+
+def _recover(paths: list[Path]) -> int:
+    from hybridvla_core.recording import recover_episode
+
+    status = 0
+    for path in paths:
+        try:
+            bag, count = recover_episode(path)
+            print(f"{bag}: {count} messages recovered (metadata outcome: incomplete)")
+        except (ValueError, OSError) as exc:
+            print(f"hybridvla dataset recover: {exc}", file=sys.stderr)
+            status = 1
+    return status

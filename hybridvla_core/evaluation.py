@@ -1,0 +1,291 @@
+"""`hybridvla eval-bags`: run checkpoints offline on every recorded observation of some bags and compare.
+
+    hybridvla eval-bags --checkpoint C BAGS... [--compare C2] [-o OUT] [--rate 10] [--mode hybrid]
+
+Each bag is resampled exactly as `hybridvla dataset build` does (hybridvla_core.datasets.extract), the
+recorded actions are derived in each checkpoint's own action convention, and the policy predicts one action
+per step (seeded, bags in the order given). Per checkpoint it reports:
+  - per-dimension mean absolute error and RMSE of the final, diffusion and autoregressive actions against
+    the recorded ones (robot units: m, rad; gripper dims excluded from these),
+  - gripper accuracy: predicted and recorded gripper on the same side of 0.5 (in the convention's sense),
+  - the distribution of the mean AR token confidence, and how often the ensemble fused the two branches
+    (confidence above theta) vs fell back to diffusion,
+  - latency of Policy.predict [ms]: mean, p50, p90, p99, max, and the mean of every stage.
+Writes OUT/summary.json, OUT/summary.txt (the table also printed), OUT/steps_<label>.npz (every step's
+prediction, recorded action, confidence, source and latency), and PNG plots. A bag or checkpoint that cannot
+be used gets one line and is left out; the others are still evaluated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hybridvla_core.actions import gripper_indices
+from hybridvla_core.datasets.extract import BagError, Episode, TopicLayout, extract_episode, find_bags
+
+SOURCES = ("average", "diffusion", "autoregressive")  # ActionResult.source; "average" = ensemble fused
+CONFIDENCE_BINS = np.linspace(0.0, 1.0, 21)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bags", nargs="+", type=Path, help="bag directories or directories of bags")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
+    parser.add_argument("--compare", type=Path, help="a second checkpoint, reported side by side")
+    parser.add_argument("-o", "--output", type=Path, default=Path("eval_bags"), help="output directory (eval_bags)")
+    parser.add_argument("--rate", type=float, default=10.0, help="steps per second [Hz] (default 10)")
+    parser.add_argument("--mode", choices=("hybrid", "diffusion", "autoregressive"), default="hybrid")
+    parser.add_argument("--theta", type=float, help="ensemble threshold (default: the checkpoint's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (0)")
+    parser.add_argument("--max-steps", type=int, default=0, help="at most this many steps per bag (0 = all)")
+    parser.add_argument("--instruction", help="instruction for bags that carry none")
+    d = TopicLayout()
+    parser.add_argument("--camera-topic", default=d.camera, help=f"Image topic pattern ({d.camera})")
+    parser.add_argument("--state-topic", default=d.state, help=f"ArmState topic pattern ({d.state})")
+    parser.add_argument("--target-topic", default=d.target, help=f"ArmTarget topic pattern ({d.target})")
+    parser.add_argument("--events-topic", default=d.events, help=f"EpisodeEvent topic ({d.events})")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def _label(path: Path, taken: set[str]) -> str:
+    name = f"{path.parent.name}_{path.name}" if path.name in ("final", "checkpoint") else path.name
+    label, n = name, 2
+    while label in taken:
+        label, n = f"{name}_{n}", n + 1
+    return label
+
+
+def evaluate_checkpoint(policy, episodes: list[Episode], max_steps: int = 0, log=print,
+                        progress: bool = True) -> dict | None:
+    """Run `policy` on every step of the usable episodes. Returns the per-step arrays, or None when no
+    episode fits the checkpoint (each misfit gets one line)."""
+    config = policy.config
+    rows = {k: [] for k in ("bag", "time_ns", "recorded", "action", "diffusion", "ar", "confidence", "source",
+                            "latency_ms")}
+    stages: dict[str, list[float]] = {}
+    used = []
+    total = sum(len(e) if max_steps <= 0 else min(max_steps, len(e)) for e in episodes)
+    bar = tqdm(total=total, desc="predict", unit="step", disable=not progress)
+    for number, episode in enumerate(episodes):
+        dim = 7 * len(episode.arms)
+        if dim != config.action_dim:
+            log(f"skipped {episode.path} for this checkpoint: it expects {config.action_dim}-dim actions "
+                f"({config.action_dim // 7} arm(s)), the bag has {len(episode.arms)} arm(s) {episode.arms}")
+            continue
+        absent = [v for v in config.view_names if v not in episode.views]
+        if absent:
+            log(f"skipped {episode.path} for this checkpoint: no camera {absent} (the bag has {episode.views})")
+            continue
+        recorded = episode.actions(config.convention)
+        steps = len(episode) if max_steps <= 0 else min(max_steps, len(episode))
+        for k in range(steps):
+            result = policy.predict({"images": {v: episode.images[v][k] for v in config.view_names},
+                                     "state": episode.states[k], "instruction": episode.instruction})
+            rows["bag"].append(number)
+            rows["time_ns"].append(episode.times_ns[k])
+            rows["recorded"].append(recorded[k])
+            rows["action"].append(result.action)
+            rows["diffusion"].append(result.diffusion_action if result.diffusion_action is not None
+                                     else np.full(dim, np.nan))
+            rows["ar"].append(result.ar_action if result.ar_action is not None else np.full(dim, np.nan))
+            rows["confidence"].append(result.mean_confidence)
+            rows["source"].append(SOURCES.index(result.source))
+            rows["latency_ms"].append(result.timings_ms["total"])
+            for stage, ms in result.timings_ms.items():
+                stages.setdefault(stage, []).append(ms)
+            bar.update(1)
+        used.append(number)
+    bar.close()
+    if not used:
+        return None
+    arrays = {k: np.asarray(v) for k, v in rows.items()}
+    arrays["stage_names"] = np.asarray(sorted(stages))
+    arrays["stage_ms"] = np.asarray([stages[s] for s in sorted(stages)])
+    return arrays
+
+
+def summarize(steps: dict, theta: float, bag_names: list[str]) -> dict:
+    """The reported numbers from the per-step arrays (also what the tests recompute independently)."""
+    recorded, action = steps["recorded"], steps["action"]
+    dim = recorded.shape[1]
+    grippers = gripper_indices(dim)
+    motion = [i for i in range(dim) if i not in grippers]
+
+    def errors(predicted):
+        if np.all(np.isnan(predicted)):
+            return None
+        diff = predicted[:, motion] - recorded[:, motion]
+        return {"mae": np.abs(diff).mean(0).tolist(), "rmse": np.sqrt((diff ** 2).mean(0)).tolist(),
+                "mae_mean": float(np.abs(diff).mean())}
+
+    gripper_ok = (action[:, grippers] >= 0.5) == (recorded[:, grippers] >= 0.5)
+    confidence = steps["confidence"][~np.isnan(steps["confidence"])]
+    latency = steps["latency_ms"]
+    counts = np.bincount(steps["source"], minlength=len(SOURCES))
+    per_bag = {}
+    for number in np.unique(steps["bag"]):
+        sel = steps["bag"] == number
+        per_bag[bag_names[number]] = {
+            "steps": int(sel.sum()),
+            "mae_mean": float(np.abs(action[sel][:, motion] - recorded[sel][:, motion]).mean()),
+            "gripper_accuracy": float(gripper_ok[sel].mean())}
+    return {
+        "steps": int(len(action)), "bags": len(per_bag), "motion_dims": motion, "gripper_dims": grippers,
+        "final": errors(action), "diffusion": errors(steps["diffusion"]), "autoregressive": errors(steps["ar"]),
+        "gripper_accuracy": float(gripper_ok.mean()),
+        "confidence": None if not len(confidence) else {
+            "mean": float(confidence.mean()), "above_theta": float((confidence > theta).mean()), "theta": theta,
+            **{f"p{q}": float(np.percentile(confidence, q)) for q in (5, 25, 50, 75, 95)},
+            "histogram": np.histogram(confidence, CONFIDENCE_BINS)[0].tolist(),
+            "bin_edges": CONFIDENCE_BINS.tolist()},
+        "sources": {name: int(c) for name, c in zip(SOURCES, counts)},
+        "fused_rate": float(counts[0] / len(action)), "diffusion_fallback_rate": float(counts[1] / len(action)),
+        "latency_ms": {"mean": float(latency.mean()), **{f"p{q}": float(np.percentile(latency, q)) for q in (50, 90, 99)},
+                       "max": float(latency.max()),
+                       "stages_mean": {str(s): float(np.mean(v)) for s, v in zip(steps["stage_names"], steps["stage_ms"])}},
+        "per_bag": per_bag,
+    }
+
+
+def table(summaries: dict[str, dict]) -> str:
+    """The short text table: one column per checkpoint."""
+    labels = list(summaries)
+    rows = [("steps / bags", lambda s: f"{s['steps']} / {s['bags']}"),
+            ("MAE final (mean, m|rad)", lambda s: f"{s['final']['mae_mean']:.4f}"),
+            ("MAE diffusion", lambda s: f"{s['diffusion']['mae_mean']:.4f}" if s["diffusion"] else "-"),
+            ("MAE autoregressive", lambda s: f"{s['autoregressive']['mae_mean']:.4f}" if s["autoregressive"] else "-"),
+            ("gripper accuracy", lambda s: f"{100 * s['gripper_accuracy']:.1f}%"),
+            ("AR confidence p50", lambda s: f"{s['confidence']['p50']:.3f}" if s["confidence"] else "-"),
+            ("fused / diffusion fallback", lambda s: f"{100 * s['fused_rate']:.0f}% / {100 * s['diffusion_fallback_rate']:.0f}%"),
+            ("latency mean / p99 [ms]", lambda s: f"{s['latency_ms']['mean']:.1f} / {s['latency_ms']['p99']:.1f}")]
+    width = max(len(r[0]) for r in rows)
+    cols = [max(len(label), 14) for label in labels]
+    lines = [" " * width + " | " + " | ".join(label.ljust(c) for label, c in zip(labels, cols))]
+    lines.append("-" * len(lines[0]))
+    for name, fmt in rows:
+        lines.append(name.ljust(width) + " | " + " | ".join(fmt(summaries[label]).ljust(c)
+                                                              for label, c in zip(labels, cols)))
+    return "\n".join(lines)
+
+
+def plots(out: Path, summaries: dict[str, dict], steps: dict[str, dict]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
+    written = []
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(summaries)
+    for n, (label, s) in enumerate(summaries.items()):
+        dims = s["motion_dims"]
+        ax.bar(np.arange(len(dims)) + n * width, s["final"]["mae"], width, label=label)
+    ax.set_xticks(np.arange(len(dims)) + 0.4 - width / 2,
+                  [("L " if len(dims) > 6 and d < 7 else "R " if d >= 7 else "") + names[d % 7] for d in dims])
+    ax.set_ylabel("mean absolute error (m | rad)")
+    ax.set_title("final action vs recorded, per dimension")
+    ax.legend()
+    written.append(_save(fig, out / "errors.png"))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, s in steps.items():
+        conf = s["confidence"][~np.isnan(s["confidence"])]
+        if len(conf):
+            ax.hist(conf, CONFIDENCE_BINS, alpha=0.5, label=label)
+    theta = next(iter(summaries.values()))["confidence"]
+    if theta:
+        ax.axvline(theta["theta"], color="k", linestyle="--", label="theta")
+    ax.set_xlabel("mean AR token confidence")
+    ax.set_ylabel("steps")
+    ax.legend()
+    written.append(_save(fig, out / "confidence.png"))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, s in steps.items():
+        ax.hist(s["latency_ms"], 30, alpha=0.5, label=label)
+    ax.set_xlabel("Policy.predict latency [ms]")
+    ax.set_ylabel("steps")
+    ax.legend()
+    written.append(_save(fig, out / "latency.png"))
+    for label, s in steps.items():
+        first = s["bag"] == s["bag"][0]
+        dims = s["recorded"].shape[1]
+        fig, axes = plt.subplots(dims, 1, figsize=(8, 1.4 * dims), sharex=True)
+        t = (s["time_ns"][first] - s["time_ns"][first][0]) / 1e9
+        for d, ax in enumerate(axes):
+            ax.plot(t, s["recorded"][first, d], "k-", label="recorded")
+            ax.plot(t, s["action"][first, d], "C1.", markersize=3, label="predicted")
+            ax.set_ylabel(names[d % 7], fontsize=8)
+        axes[0].legend(fontsize=7, loc="upper right")
+        axes[-1].set_xlabel("time in episode [s]")
+        written.append(_save(fig, out / f"actions_{label}.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from hybridvla_core.model.checkpoint import load_config
+    from hybridvla_core.model.policy import Policy
+
+    log = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731 - between progress bars
+    layout = TopicLayout(args.camera_topic, args.state_topic, args.target_topic, args.events_topic)
+    episodes, left_out = [], []
+    for path in find_bags(args.bags):
+        try:
+            episodes.append(extract_episode(path, rate_hz=args.rate, layout=layout, instruction=args.instruction))
+        except BagError as exc:
+            log(f"skipped {exc}")
+            left_out.append({"bag": str(path), "reason": str(exc)})
+    if not episodes:
+        log("hybridvla eval-bags: no usable bag")
+        return 1
+    bag_names = [str(e.path) for e in episodes]
+    args.output.mkdir(parents=True, exist_ok=True)
+    summaries, steps, checkpoints = {}, {}, {}
+    for directory in [args.checkpoint] + ([args.compare] if args.compare else []):
+        label = _label(directory, set(summaries))
+        try:
+            load_config(directory)
+            policy = Policy.from_checkpoint(directory, device=args.device, mode=args.mode, theta=args.theta,
+                                            seed=args.seed)
+        except (OSError, ValueError, KeyError) as exc:
+            log(f"skipped checkpoint {directory}: {exc}")
+            continue
+        mismatches = []
+        arrays = evaluate_checkpoint(policy, episodes, args.max_steps, log=lambda line: (log(line), mismatches.append(line)))
+        if arrays is None:
+            log(f"skipped checkpoint {directory}: no bag fits it")
+            continue
+        summaries[label] = summarize(arrays, policy.theta, bag_names)
+        summaries[label]["mode"] = args.mode
+        steps[label] = arrays
+        checkpoints[label] = {"path": str(directory), "action_dim": policy.config.action_dim,
+                              "views": policy.config.view_names, "convention": policy.config.convention.to_dict(),
+                              "not_evaluated": mismatches}
+        np.savez(args.output / f"steps_{label}.npz", bag_names=np.asarray(bag_names), **arrays)
+    if not summaries:
+        log("hybridvla eval-bags: no checkpoint could be evaluated")
+        return 1
+    text = table(summaries)
+    summary = {"checkpoints": checkpoints, "results": summaries, "bags": bag_names, "left_out": left_out,
+               "settings": {"rate_hz": args.rate, "mode": args.mode, "seed": args.seed, "max_steps": args.max_steps,
+                            "layout": layout.__dict__}}
+    (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    (args.output / "summary.txt").write_text(text + "\n")
+    if not args.no_plots:
+        plots(args.output, summaries, steps)
+    print(text)
+    print(f"written: {args.output / 'summary.json'}, summary.txt, steps_*.npz" + ("" if args.no_plots else ", *.png"))
+    return 0
