@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hybridvla_core.sim.env import SimEnv
-from hybridvla_core.sim.tasks import BLOCK_HALF, BOWL_WALL
+from hybridvla_core.sim.tasks import BALL_RADIUS, BLOCK_HALF, BOWL_WALL, BOX_WALL
 
 # TCP pointing at the table (180 deg about x), fingers closing along the base's y axis: the FR3 "ready" pose.
 TOP_DOWN = Rotation.from_euler("x", np.pi)
@@ -30,18 +30,20 @@ class Command:
 
 @dataclass(frozen=True)
 class Waypoint:
-    position: np.ndarray       # m, arm base frame
-    rotation: Rotation
-    gripper: float             # 0 closed .. 1 open
-    wait: float = 0.0          # s to hold here after arriving (gripper motion)
+    """Where every arm goes next: arm -> (TCP position m in the arm's base frame, orientation), the gripper
+    command (0 closed .. 1 open) on the way, and how long to hold after all arms arrived (s)."""
+    poses: dict[str, tuple[np.ndarray, Rotation]]
+    gripper: float
+    wait: float = 0.0
 
 
 class WaypointExpert:
-    """Streams targets through a list of waypoints for one arm."""
+    """Streams targets through a list of waypoints for one or more arms; with several arms the next
+    waypoint starts only when all arms have arrived, so arms holding one object move together."""
 
-    def __init__(self, arm: str, speed: float = 0.25, angular_speed: float = 1.0, tolerance: float = 0.01,
+    def __init__(self, arms: list[str], speed: float = 0.25, angular_speed: float = 1.0, tolerance: float = 0.01,
                  max_waypoint_s: float = 6.0):
-        self.arm = arm
+        self.arms = arms
         self.speed = speed                  # m/s of the streamed target
         self.angular_speed = angular_speed  # rad/s
         self.tolerance = tolerance          # m: measured TCP this close to a waypoint = arrived
@@ -49,40 +51,42 @@ class WaypointExpert:
         self.waypoints: list[Waypoint] = []
 
     def start(self, env: SimEnv, waypoints: list[Waypoint]) -> None:
-        reading = env.read(self.arm)
         self.waypoints = waypoints
         self.index = 0
-        self.p = reading.position.copy()
-        self.R = Rotation.from_quat(reading.quaternion)
+        self.p = {arm: env.read(arm).position.copy() for arm in self.arms}
+        self.R = {arm: Rotation.from_quat(env.read(arm).quaternion) for arm in self.arms}
         self.gripper = 1.0
-        self.elapsed = 0.0     # s at the current waypoint
-        self.arrived_for = 0.0  # s since arrival
+        self.elapsed = 0.0      # s at the current waypoint
+        self.arrived_for = 0.0  # s since all arms arrived
 
     @property
     def done(self) -> bool:
         return self.index >= len(self.waypoints)
 
-    def act(self, env: SimEnv, dt: float) -> Command:
-        """The command for the next control step (dt s long)."""
+    def act(self, env: SimEnv, dt: float) -> dict[str, Command]:
+        """The commands for the next control step (dt s long)."""
         if not self.done:
             wp = self.waypoints[self.index]
-            d = wp.position - self.p
-            n = np.linalg.norm(d)
-            self.p = wp.position.copy() if n <= self.speed * dt else self.p + d * (self.speed * dt / n)
-            angle = (wp.rotation * self.R.inv()).magnitude()
-            if angle > 1e-9:
-                step = min(1.0, self.angular_speed * dt / angle)
-                self.R = Rotation.from_rotvec((wp.rotation * self.R.inv()).as_rotvec() * step) * self.R
+            arrived = True
+            for arm in self.arms:
+                goal, rotation = wp.poses[arm]
+                d = goal - self.p[arm]
+                n = np.linalg.norm(d)
+                self.p[arm] = goal.copy() if n <= self.speed * dt else self.p[arm] + d * (self.speed * dt / n)
+                delta = (rotation * self.R[arm].inv()).as_rotvec()
+                angle = np.linalg.norm(delta)
+                if angle > 1e-9:
+                    self.R[arm] = Rotation.from_rotvec(delta * min(1.0, self.angular_speed * dt / angle)) * self.R[arm]
+                measured = env.read(arm).position
+                arrived &= bool(n <= self.speed * dt and np.linalg.norm(measured - goal) < self.tolerance)
             self.gripper = wp.gripper
             self.elapsed += dt
-            measured = env.read(self.arm).position
-            arrived = n <= self.speed * dt and np.linalg.norm(measured - wp.position) < self.tolerance
             if arrived:
                 self.arrived_for += dt
             if (arrived and self.arrived_for >= wp.wait) or self.elapsed > self.max_waypoint_s:
                 self.index += 1
                 self.elapsed = self.arrived_for = 0.0
-        return Command(self.p.copy(), self.R.as_quat(), self.gripper)
+        return {arm: Command(self.p[arm].copy(), self.R[arm].as_quat(), self.gripper) for arm in self.arms}
 
 
 def _grasp_rotation(yaw: float) -> Rotation:
@@ -98,7 +102,7 @@ class PickPlaceExpert:
 
     def __init__(self, env: SimEnv):
         self.env = env
-        self.stream = WaypointExpert("fr3")
+        self.stream = WaypointExpert(["fr3"])
 
     def reset(self) -> None:
         env = self.env
@@ -109,16 +113,18 @@ class PickPlaceExpert:
         carry_z = 0.2
         grasp_z = BLOCK_HALF + 0.004     # TCP a little above the block centre: fingertips below it
         drop_z = BOWL_WALL + 0.06        # block bottom clear of the bowl wall
-        top = lambda p, z: np.array([p[0], p[1], z])  # noqa: E731
+        def at(p, z, gripper, wait=0.0):  # fr3_link0 is the world frame
+            return Waypoint({"fr3": (np.array([p[0], p[1], z]), R)}, gripper, wait)
+
         self.stream.start(env, [
-            Waypoint(top(block, carry_z), R, 1.0),
-            Waypoint(top(block, grasp_z), R, 1.0),
-            Waypoint(top(block, grasp_z), R, 0.0, wait=0.6),
-            Waypoint(top(block, carry_z), R, 0.0),
-            Waypoint(top(bowl, carry_z), R, 0.0),
-            Waypoint(top(bowl, drop_z), R, 0.0),
-            Waypoint(top(bowl, drop_z), R, 1.0, wait=0.5),
-            Waypoint(top(bowl, carry_z + 0.05), R, 1.0),
+            at(block, carry_z, 1.0),
+            at(block, grasp_z, 1.0),
+            at(block, grasp_z, 0.0, wait=0.6),
+            at(block, carry_z, 0.0),
+            at(bowl, carry_z, 0.0),
+            at(bowl, drop_z, 0.0),
+            at(bowl, drop_z, 1.0, wait=0.5),
+            at(bowl, carry_z + 0.05, 1.0),
         ])
 
     @property
@@ -126,10 +132,62 @@ class PickPlaceExpert:
         return self.stream.done
 
     def act(self, dt: float) -> dict[str, Command]:
-        return {"fr3": self.stream.act(self.env, dt)}
+        return self.stream.act(self.env, dt)
 
 
-EXPERTS = {"pick_place": PickPlaceExpert}
+# Piper TCP tilted 150 deg about y (tool pointing forward and down: the posture both arms reach everywhere
+# over the ball and the box), then turned about the tool axis so that the narrow side of each gripper faces
+# the other arm (the wide sides would collide) and its camera side faces out.
+SQUEEZE_ROTATION = {
+    "left": Rotation.from_euler("y", np.deg2rad(150.0)) * Rotation.from_euler("z", np.pi / 2),
+    "right": Rotation.from_euler("y", np.deg2rad(150.0)) * Rotation.from_euler("z", -np.pi / 2),
+}
+
+
+class LiftBallExpert:
+    """Dual Piper "lift the ball with both arms and put it in the box": close both grippers, come down on
+    either side of the ball, squeeze it between the fingers (targets a few mm inside the ball), lift, carry
+    over the box, lower, let go by moving the arms apart, retreat."""
+    squeeze = 0.004   # m: how far inside the ball surface each target lies
+
+    def __init__(self, env: SimEnv):
+        self.env = env
+        self.stream = WaypointExpert(["left", "right"], speed=0.15, tolerance=0.012)
+
+    def reset(self) -> None:
+        env = self.env
+        ball = env.task.ball_position(env.model, env.data)
+        box = np.array([*env.layout.box, 0.0])
+        bases = {arm: env.data.xpos[env.arms[arm].base_body].copy() for arm in ("left", "right")}
+        side = {"left": 1.0, "right": -1.0}  # left arm on +y
+        contact = BALL_RADIUS + 0.006 - self.squeeze  # closed fingers are 12 mm thick
+        lift_z, drop_z = BALL_RADIUS + 0.1, BOX_WALL + BALL_RADIUS + 0.025
+
+        def both(centre, offset, z, gripper=0.0, wait=0.0):
+            """Both TCPs at `offset` m on either side of `centre` (world x, y), height z, in each base frame."""
+            return Waypoint({arm: (np.array([centre[0], centre[1] + side[arm] * offset, z]) - bases[arm],
+                                   SQUEEZE_ROTATION[arm]) for arm in bases}, gripper, wait)
+
+        self.stream.start(env, [
+            both(ball, 0.1, ball[2] + 0.06),
+            both(ball, 0.1, ball[2]),
+            both(ball, contact, ball[2], wait=0.4),
+            both(ball, contact, lift_z),
+            both(box, contact, lift_z),
+            both(box, contact, drop_z, wait=0.2),
+            both(box, 0.1, drop_z),
+            both(box, 0.1, lift_z + 0.05),
+        ])
+
+    @property
+    def done(self) -> bool:
+        return self.stream.done
+
+    def act(self, dt: float) -> dict[str, Command]:
+        return self.stream.act(self.env, dt)
+
+
+EXPERTS = {"pick_place": PickPlaceExpert, "lift_ball": LiftBallExpert}
 
 
 def make_expert(env: SimEnv):

@@ -28,6 +28,7 @@ class ArmSpec:
     finger_max: float               # m per finger
     home: tuple[float, ...]         # rad, the reset configuration
     grip_force: float               # N, default force limit of the gripper actuator (per finger)
+    joint_kp: tuple[float, float]   # N m/rad of the joint servos: (joints with effort > 50 N m, the others)
     collide_links: tuple[str, ...]  # hand and fingers: the links that touch objects
     finger_links: tuple[str, ...]
 
@@ -37,6 +38,7 @@ FR3 = ArmSpec(
     finger_joints=("fr3_finger_joint1", "fr3_finger_joint2"), finger_max=0.04,
     home=(0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4),  # franka "ready"
     grip_force=40.0,
+    joint_kp=(3000.0, 800.0),
     collide_links=("fr3_hand", "fr3_leftfinger", "fr3_rightfinger"),
     finger_links=("fr3_leftfinger", "fr3_rightfinger"),
 )
@@ -48,6 +50,7 @@ def piper_arm(side: str) -> ArmSpec:
         tcp_link=f"{side}_tcp", finger_joints=(f"{side}_joint7", f"{side}_joint8"), finger_max=0.035,
         home=(0.0, 1.2, -1.2, 0.0, 0.9, 0.0),  # rad: tool forward and down, clear of the table
         grip_force=10.0,
+        joint_kp=(600.0, 600.0),  # a small arm: soft enough that squeezing an object stays gentle
         collide_links=(f"{side}_gripper_base", f"{side}_link7", f"{side}_link8", f"{side}_link6"),
         finger_links=(f"{side}_link7", f"{side}_link8"),
     )
@@ -95,7 +98,7 @@ def arm_actuators_xml(arm: ArmSpec, joints: list[str], efforts: dict[str, float]
     acts = []
     for j in arm_joints:
         effort = efforts.get(j, 87.0)
-        kp = 3000.0 if effort > 50 else 800.0   # N m/rad: big proximal joints, small wrist joints
+        kp = arm.joint_kp[0] if effort > 50 else arm.joint_kp[1]
         acts.append(f'<general name="{j}" joint="{j}" gainprm="{kp}" biastype="affine" biasprm="0 {-kp} {-kp / 10}" '
                     f'forcelimited="true" forcerange="{-effort} {effort}"/>')
     j1, j2 = arm.finger_joints

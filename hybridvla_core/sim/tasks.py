@@ -27,7 +27,7 @@ BOWL_WALL = 0.035      # m, wall height above the table
 BOWL_WALL_THICKNESS = 0.008
 BALL_RADIUS = 0.04     # m
 BALL_MASS = 0.04       # kg
-BOX_HALF = (0.09, 0.09)  # m, inner half sizes of the target box (x, y)
+BOX_HALF = (0.07, 0.07)  # m, inner half sizes of the target box (x, y)
 BOX_WALL = 0.05        # m, wall height
 
 
@@ -169,7 +169,58 @@ class PickPlaceTask:
         return bool(inside and released and resting)
 
 
-TASKS = {"pick_place": PickPlaceTask}
+@dataclass
+class LiftBallLayout:
+    """One episode of "lift the ball with both arms and put it in the box" (world frame, m)."""
+    ball: tuple[float, float]
+    box: tuple[float, float]
+
+
+class LiftBallTask:
+    """Dual Piper: a light ball on the table between the arms and an open box further forward. Neither
+    gripper can hold the ball alone (8 cm > 7 cm opening): the arms squeeze it from both sides."""
+    name = "lift_ball"
+    robot = "agilex"
+    instruction_text = "lift the ball with both arms and put it in the box"
+
+    def objects_xml(self) -> str:
+        hx, hy = BOX_HALF
+        t = 0.005  # m, half wall thickness
+        walls = "".join(
+            f'<geom type="box" size="{sx} {sy} {BOX_WALL / 2}" pos="{px} {py} {BOX_WALL / 2}" rgba="0.2 0.45 0.8 1"/>'
+            for sx, sy, px, py in ((t, hy + 2 * t, hx + t, 0), (t, hy + 2 * t, -hx - t, 0),
+                                   (hx, t, 0, hy + t), (hx, t, 0, -hy - t)))
+        return (f'<body name="ball" pos="0 0 0"><freejoint name="ball"/>'
+                f'<geom name="ball" type="sphere" size="{BALL_RADIUS}" mass="{BALL_MASS}" rgba="0.95 0.45 0.1 1" '
+                f'condim="6" friction="1.2 0.02 0.002"/></body>'
+                f'<body name="box" mocap="true" pos="0 0 0"><geom type="box" size="{hx} {hy} 0.002" pos="0 0 0.002" '
+                f'rgba="0.2 0.45 0.8 1"/>{walls}</body>')
+
+    def sample(self, rng: np.random.Generator) -> LiftBallLayout:
+        ball = (rng.uniform(0.19, 0.24), rng.uniform(-0.03, 0.03))
+        box = (ball[0] + rng.uniform(0.14, 0.17), rng.uniform(-0.03, 0.03))
+        return LiftBallLayout(ball=(float(ball[0]), float(ball[1])), box=(float(box[0]), float(box[1])))
+
+    def instruction(self, layout: LiftBallLayout) -> str:
+        return self.instruction_text
+
+    def apply(self, model, data, layout: LiftBallLayout) -> None:
+        _set_free_pose(model, data, "ball", (*layout.ball, BALL_RADIUS + 1e-4))
+        data.mocap_pos[model.body("box").mocapid[0]] = (*layout.box, 0.0)
+
+    def ball_position(self, model, data) -> np.ndarray:
+        return _free_pos(model, data, "ball")
+
+    def success(self, model, data, layout: LiftBallLayout, finger_geoms: set[int]) -> bool:
+        """The ball rests inside the box and no gripper touches it."""
+        p = self.ball_position(model, data)
+        inside = (abs(p[0] - layout.box[0]) < BOX_HALF[0] and abs(p[1] - layout.box[1]) < BOX_HALF[1]
+                  and p[2] < BOX_WALL + BALL_RADIUS)
+        released = not _touching(model, data, finger_geoms, {model.body("ball").id})
+        return bool(inside and released and _free_speed(model, data, "ball") < 0.05)
+
+
+TASKS = {"pick_place": PickPlaceTask, "lift_ball": LiftBallTask}
 
 
 def make_task(name: str):

@@ -13,3 +13,12 @@ def test_pick_place_expert_succeeds_on_95_percent_of_50_seeds():
     failed = [r.seed for r in results if not r.success]
     assert len(failed) <= 2, f"failed seeds: {failed}"
     assert len({r.instruction for r in results}) > 8  # the seeds really vary the task
+
+
+@pytest.mark.slow
+def test_lift_ball_expert_succeeds_on_95_percent_of_50_seeds():
+    env = SimEnv("agilex", "lift_ball")
+    results = [run_expert_episode(env, seed) for seed in range(50)]
+    env.close()
+    failed = [r.seed for r in results if not r.success]
+    assert len(failed) <= 2, f"failed seeds: {failed}"

@@ -136,3 +136,42 @@ def test_config_files_validate_and_bad_values_name_the_field():
         config_from_parameters({"robot": "fr3", "task": "lift_ball"})
     with pytest.raises(ValueError, match="unknown parameter 'camera_fps'"):
         config_from_parameters({"camera_fps": 3})
+
+
+@pytest.fixture(scope="module")
+def dual():
+    e = SimEnv("agilex", "lift_ball", image_width=160, image_height=120)
+    yield e
+    e.close()
+
+
+def test_piper_arms_have_the_urdf_kinematics_in_their_base_frames(dual):
+    rng = np.random.default_rng(1)
+    for name in ("left", "right"):
+        chain = load_arm(f"piper_{name}")
+        arm = dual.arms[name]
+        q = rng.uniform(chain.lower, chain.upper)
+        dual.data.qpos[arm.qadr] = q
+        mujoco.mj_forward(dual.model, dual.data)
+        np.testing.assert_allclose(dual.read(name).position, chain.fk(q)[0], atol=1e-9)
+
+
+def test_piper_joint_targets_are_followed_and_the_gripper_opens(dual):
+    dual.reset(0)
+    q = np.array([0.3, 1.0, -1.0, 0.2, 0.5, -0.4])
+    dual.set_joint_target("left", q)
+    dual.set_gripper_width("left", 0.05)
+    dual.advance(2.0)
+    reading = dual.read("left")
+    np.testing.assert_allclose(reading.q, q, atol=0.01)
+    assert abs(reading.gripper_width - 0.05) < 0.003
+    np.testing.assert_allclose(dual.read("right").q, dual.arms["right"].spec.home, atol=0.01)
+
+
+def test_overhead_camera_shows_the_orange_ball(dual):
+    dual.reset(2)
+    image = dual.render("overhead")
+    u, v = dual.project("overhead", dual.task.ball_position(dual.model, dual.data))
+    r, g, b = image[int(v) - 1:int(v) + 2, int(u) - 1:int(u) + 2].reshape(-1, 3).mean(axis=0)
+    assert r > 150 and r > 1.5 * g and g > 1.5 * b  # orange
+    assert set(dual.cameras) == {"overhead", "left_wrist", "right_wrist"}

@@ -15,6 +15,7 @@ franka_action = pytest.importorskip("franka_msgs.action", reason="test-only fran
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
@@ -157,3 +158,47 @@ def test_bad_parameter_stops_the_node_with_one_line():
     assert proc.returncode != 0
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and "camera_rate_hz" in lines[0], lines
+
+
+def test_agilex_node_speaks_piper_ros_per_arm():
+    """The dual-arm lab: /left/joint_ctrl_single moves the left arm and its gripper (read back on
+    /left/joint_states_single); the right arm holds; three cameras are published."""
+    cmd = [sys.executable, "-m", "hybridvla_ros.sim_lab_node", "--ros-args", "--params-file",
+           str(resource_path("config", "sim_agilex.yaml")), "-p", "camera_width:=64", "-p", "camera_height:=48"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = Node("sim_lab_agilex_test", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    states, images = {}, set()
+    for arm in ("left", "right"):
+        node.create_subscription(JointState, f"/{arm}/joint_states_single",
+                                 lambda m, arm=arm: states.__setitem__(arm, m), SENSOR_QOS)
+    for view in ("overhead", "left_wrist", "right_wrist"):
+        node.create_subscription(Image, f"/camera/{view}/color/image_raw", lambda m, view=view: images.add(view),
+                                 SENSOR_QOS)
+    ctrl = node.create_publisher(JointState, "/left/joint_ctrl_single", COMMAND_QOS)
+
+    def wait(condition, what, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            executor.spin_once(timeout_sec=0.05)
+
+    try:
+        wait(lambda: len(states) == 2 and len(images) == 3, "joint_states_single of both arms and three cameras")
+        assert list(states["left"].name) == [f"joint{i}" for i in range(1, 8)]
+        right_before = np.array(states["right"].position)
+        goal = [0.3, 1.0, -1.0, 0.2, 0.5, -0.4, 0.05]  # 6 joints rad + gripper width m
+        ctrl.publish(JointState(position=goal))
+        wait(lambda: np.abs(np.array(states["left"].position) - goal).max() < 0.01, "the left arm at its target")
+        np.testing.assert_allclose(states["right"].position, right_before, atol=0.01)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        proc.terminate()
+        proc.wait(10)
