@@ -7,7 +7,7 @@
   custom_data (instruction, seed, ...). Accepts rosbags message objects (`write`) or serialized CDR bytes
   from rclpy raw subscriptions (`write_cdr`).
 - `msg`: builders of the message objects the suite records, every unit stated.
-- Readers: `read_messages`, `topic_summary`, `bag_metadata`.
+- Readers: `read_messages`, `read_raw` (undecoded CDR), `topic_summary`, `bag_metadata`.
 
 Timestamps are integer nanoseconds (the bag's receive time and every header stamp); the caller decides the
 clock (simulation time or wall time) and uses it consistently within a bag.
@@ -224,6 +224,17 @@ def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iter
         conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
         for conn, t_ns, raw in reader.messages(connections=conns):
             yield BagMessage(conn.topic, conn.msgtype, t_ns, reader.deserialize(raw, conn.msgtype))
+
+
+def read_raw(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
+    """(topic, msgtype, receive time ns, serialized CDR bytes) of every message, in time order, undecoded
+    (bag replay publishes these bytes as they are)."""
+    with AnyReader([Path(path)], default_typestore=typestore()) as reader:
+        wanted = set(topics) if topics is not None else None
+        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if conns:  # rosbags reads every connection when given none
+            for conn, t_ns, raw in reader.messages(connections=conns):
+                yield conn.topic, conn.msgtype, t_ns, raw
 
 
 def topic_summary(path: str | Path) -> dict[str, tuple[str, int]]:
