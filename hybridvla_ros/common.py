@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Pose
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -66,7 +67,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, executo
     except ParameterError as exc:
         print(f"[{getattr(factory, '__name__', 'node')}] error: {exc}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C / SIGTERM: a normal stop
         return 0
     except Exception:  # noqa: BLE001 - print the traceback, exit non-zero
         traceback.print_exc()
