@@ -75,6 +75,7 @@ class ArmController:
         p, quat = self.chain.fk(self.q_cmd)
         self.sp_p, self.sp_R = p, Rotation.from_quat(quat)
         self.target_p, self.target_R = p.copy(), self.sp_R
+        self.setpoint_solved = False
         self.width_goal = self.gripper_max
         self.width_sp = self.gripper_max
         self.gripper_speed = self.default_gripper_speed
@@ -141,14 +142,14 @@ class ArmController:
                 moved = True
                 frac = min(1.0, self.max_angular_speed * dt / angle)
                 self.sp_R = Slerp([0.0, 1.0], Rotation.concatenate([self.sp_R, self.target_R]))(frac)
-            if moved or not hasattr(self, "_ik_done"):
+            if moved or not self.setpoint_solved:  # a still setpoint needs no new IK
                 result = self.chain.ik(self.sp_p, self.sp_R.as_quat(), self.q_cmd, max_iterations=30,
                                        position_tolerance=2e-4, rotation_tolerance=2e-3)
                 # An unreachable setpoint leaves the arm where it is, like a saturated impedance controller.
                 if result.position_error < 0.02:
                     limit = self.chain.max_velocity * dt
                     self.q_cmd = self.q_cmd + np.clip(result.q - self.q_cmd, -limit, limit)
-                self._ik_done = True
+                self.setpoint_solved = True
         data.ctrl[self.act] = self.q_cmd
         dw = np.clip(self.width_goal - self.width_sp, -self.gripper_speed * dt, self.gripper_speed * dt)
         self.width_sp += dw
