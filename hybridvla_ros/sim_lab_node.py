@@ -35,7 +35,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from hybridvla_core.sim.config import PARAMETERS, config_from_parameters
+from hybridvla_core.sim.config import config_from_parameters, parameter_spec
 from hybridvla_core.sim.record import camera_frame
 from hybridvla_core.sim.runner import LiveLab
 from hybridvla_ros.common import (COMMAND_QOS, SENSOR_QOS, ParameterError, arrays_to_pose, declare_parameters,
@@ -55,7 +55,7 @@ def _stamp(t_ns: int) -> Time:
 class SimLabNode(Node):
     def __init__(self):
         super().__init__("sim_lab")
-        values = declare_parameters(self, PARAMETERS)
+        values = declare_parameters(self, parameter_spec())
         try:
             self.cfg = config_from_parameters(values)
         except ValueError as exc:

@@ -6,6 +6,7 @@ Topic patterns may contain {arm} (fr3, left, right) and {camera} (front, wrist, 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,37 +27,55 @@ def _topic(v) -> bool:
     return isinstance(v, str) and v.startswith("/") and " " not in v
 
 
-# ROS parameter name -> (default, check, what a valid value is). Nested YAML keys become dotted names.
-PARAMETERS: dict[str, tuple[Any, Any, str]] = {
-    "robot": ("fr3", lambda v: v in ROBOT_TASKS, f"one of {', '.join(ROBOT_TASKS)}"),
-    "task": ("pick_place", lambda v: any(v in t for t in ROBOT_TASKS.values()),
+def _pattern(field: str):
+    """An absolute topic name holding the placeholder {field}."""
+    return lambda v: _topic(v) and "{" + field + "}" in v
+
+
+# ROS parameter name -> (check, what a valid value is). Nested YAML keys become dotted names. The defaults
+# are the values of the shipped config/sim_franka.yaml (parameter_spec), so every name and rate is written once.
+SCHEMA: dict[str, tuple[Any, str]] = {
+    "robot": (lambda v: v in ROBOT_TASKS, f"one of {', '.join(ROBOT_TASKS)}"),
+    "task": (lambda v: any(v in t for t in ROBOT_TASKS.values()),
              "a task of the robot: " + "; ".join(f"{r}: {', '.join(t)}" for r, t in ROBOT_TASKS.items())),
-    "seed": (0, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    "realtime": (True, lambda v: isinstance(v, bool), "true or false"),
-    "physics_rate_hz": (500.0, _positive, "a rate in Hz > 0"),
-    "controller_rate_hz": (50.0, _positive, "a rate in Hz > 0, at most physics_rate_hz"),
-    "control_rate_hz": (10.0, _positive, "a rate in Hz > 0"),
-    "state_rate_hz": (50.0, _positive, "a rate in Hz > 0"),
-    "camera_rate_hz": (15.0, _positive, "a rate in Hz > 0"),
-    "camera_width": (320, lambda v: isinstance(v, int) and 16 <= v <= 4096, "pixels, 16..4096"),
-    "camera_height": (240, lambda v: isinstance(v, int) and 16 <= v <= 4096, "pixels, 16..4096"),
-    "max_linear_speed": (0.5, _positive, "m/s > 0"),
-    "max_angular_speed": (1.5, _positive, "rad/s > 0"),
-    "gripper_speed": (0.1, _positive, "m/s > 0"),
-    "episode_timeout_s": (30.0, _positive, "seconds > 0"),
-    "publish_arm_state": (False, lambda v: isinstance(v, bool), "true or false"),
-    "topics.target_pose": ("/target_pose", _topic, "an absolute topic name"),
-    "topics.current_pose": ("/current_pose", _topic, "an absolute topic name"),
-    "topics.joint_states": ("/joint_states", _topic, "an absolute topic name"),
-    "topics.gripper_ns": ("/franka_gripper", _topic, "an absolute namespace"),
-    "topics.joint_ctrl": ("/{arm}/joint_ctrl_single", _topic, "an absolute topic name pattern with {arm}"),
-    "topics.arm_joint_states": ("/{arm}/joint_states_single", _topic, "an absolute topic name pattern with {arm}"),
-    "topics.arm_state": ("/hybridvla/{arm}/arm_state", _topic, "an absolute topic name pattern with {arm}"),
-    "topics.arm_target": ("/hybridvla/{arm}/target", _topic, "an absolute topic name pattern with {arm}"),
-    "topics.episode_events": ("/hybridvla/episode_events", _topic, "an absolute topic name"),
-    "topics.camera_image": ("/camera/{camera}/color/image_raw", _topic, "an absolute topic pattern with {camera}"),
-    "topics.camera_info": ("/camera/{camera}/color/camera_info", _topic, "an absolute topic pattern with {camera}"),
+    "seed": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "realtime": (lambda v: isinstance(v, bool), "true or false"),
+    "physics_rate_hz": (_positive, "a rate in Hz > 0"),
+    "controller_rate_hz": (_positive, "a rate in Hz > 0, at most physics_rate_hz"),
+    "control_rate_hz": (_positive, "a rate in Hz > 0"),
+    "state_rate_hz": (_positive, "a rate in Hz > 0"),
+    "camera_rate_hz": (_positive, "a rate in Hz > 0"),
+    "camera_width": (lambda v: isinstance(v, int) and 16 <= v <= 4096, "pixels, 16..4096"),
+    "camera_height": (lambda v: isinstance(v, int) and 16 <= v <= 4096, "pixels, 16..4096"),
+    "max_linear_speed": (_positive, "m/s > 0"),
+    "max_angular_speed": (_positive, "rad/s > 0"),
+    "gripper_speed": (_positive, "m/s > 0"),
+    "episode_timeout_s": (_positive, "seconds > 0"),
+    "publish_arm_state": (lambda v: isinstance(v, bool), "true or false"),
+    "topics.target_pose": (_topic, "an absolute topic name"),
+    "topics.current_pose": (_topic, "an absolute topic name"),
+    "topics.joint_states": (_topic, "an absolute topic name"),
+    "topics.gripper_ns": (_topic, "an absolute namespace"),
+    "topics.joint_ctrl": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
+    "topics.arm_joint_states": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
+    "topics.arm_state": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
+    "topics.arm_target": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
+    "topics.episode_events": (_topic, "an absolute topic name"),
+    "topics.camera_image": (_pattern("camera"), "an absolute topic pattern with {camera}"),
+    "topics.camera_info": (_pattern("camera"), "an absolute topic pattern with {camera}"),
 }
+
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_spec() -> dict[str, tuple[Any, Any, str]]:
+    """name -> (default, check, expected) for hybridvla_ros.common.declare_parameters; defaults from the
+    shipped config/sim_franka.yaml."""
+    defaults = _read_parameters(resource_path("config", DEFAULT_CONFIG["fr3"]))
+    missing = sorted(set(SCHEMA) - set(defaults))
+    if missing:
+        raise ValueError(f"config/{DEFAULT_CONFIG['fr3']} lacks parameter '{missing[0]}'")
+    return {name: (defaults[name], check, expected) for name, (check, expected) in SCHEMA.items()}
 
 
 @dataclass(frozen=True)
@@ -107,11 +126,11 @@ class SimConfig:
 def config_from_parameters(values: dict[str, Any]) -> SimConfig:
     """Validate parameter values (name -> value; missing ones take their defaults) into a SimConfig.
     Raises ValueError with one line naming the bad field."""
-    unknown = sorted(set(values) - set(PARAMETERS))
+    unknown = sorted(set(values) - set(SCHEMA))
     if unknown:
-        raise ValueError(f"unknown parameter '{unknown[0]}'; known: {', '.join(PARAMETERS)}")
+        raise ValueError(f"unknown parameter '{unknown[0]}'; known: {', '.join(SCHEMA)}")
     merged = {}
-    for name, (default, check, expected) in PARAMETERS.items():
+    for name, (default, check, expected) in parameter_spec().items():
         value = values.get(name, default)
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -137,12 +156,17 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, robot: str = "fr3") -> SimConfig:
-    """Read a ROS 2 parameter file (node section 'sim_lab' or '/**'); None = the shipped file of `robot`."""
-    path = Path(path) if path is not None else resource_path("config", DEFAULT_CONFIG[robot])
+def _read_parameters(path: Path) -> dict[str, Any]:
+    """The flattened ros__parameters of a ROS 2 parameter file (node section 'sim_lab' or '/**')."""
     doc = yaml.safe_load(path.read_text()) or {}
     section = next((doc[k] for k in ("sim_lab", "/sim_lab", "/**") if k in doc), None)
     if section is None or "ros__parameters" not in section:
         raise ValueError(f"{path}: no 'sim_lab: ros__parameters:' section")
-    return config_from_parameters(_flatten(section["ros__parameters"]))
+    return _flatten(section["ros__parameters"])
+
+
+def load_config(path: str | Path | None = None, robot: str = "fr3") -> SimConfig:
+    """Read and validate a parameter file; None = the shipped file of `robot`."""
+    path = Path(path) if path is not None else resource_path("config", DEFAULT_CONFIG[robot])
+    return config_from_parameters(_read_parameters(path))
 

@@ -175,3 +175,9 @@ def test_overhead_camera_shows_the_orange_ball(dual):
     r, g, b = image[int(v) - 1:int(v) + 2, int(u) - 1:int(u) + 2].reshape(-1, 3).mean(axis=0)
     assert r > 150 and r > 1.5 * g and g > 1.5 * b  # orange
     assert set(dual.cameras) == {"overhead", "left_wrist", "right_wrist"}
+
+
+def test_topic_patterns_must_name_their_placeholder():
+    with pytest.raises(ValueError, match="'topics.arm_state'"):
+        config_from_parameters({"topics.arm_state": "/hybridvla/fr3/arm_state"})
+    assert load_config(robot="agilex").topics_target_pose == "/target_pose"  # defaults: the shipped FR3 file
