@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("hybridvla_core.doctor", "check the installation: Python packages, ROS 2, messages, rendering"),
     "sim": ("hybridvla_core.sim.cli", "the simulated lab without ROS: run the scripted experts, record bags"),
     "dataset": ("hybridvla_core.datasets.cli", "training sets from recorded bags; recover crashed recordings"),
+    "train": ("hybridvla_core.train", "train or fine-tune a HybridVLA on a training-set directory (YAML config)"),
     "eval-bags": ("hybridvla_core.evaluation", "run checkpoints offline on recorded bags and compare them"),
 }
 
