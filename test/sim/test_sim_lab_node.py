@@ -14,11 +14,13 @@ rclpy = pytest.importorskip("rclpy")
 franka_action = pytest.importorskip("franka_msgs.action", reason="test-only franka_msgs not built (make setup)")
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
+from hybridvla_msgs.msg import ArmState  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from hybridvla_core.resources import resource_path  # noqa: E402
@@ -45,11 +47,15 @@ def spin_until(node, condition, timeout, what):
 def lab(tmp_path_factory):
     log = tmp_path_factory.mktemp("sim_lab") / "node.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(NODE + ["-p", f"seed:={SEED}", "-p", "camera_width:=96", "-p", "camera_height:=72"],
+        proc = subprocess.Popen(NODE + ["-p", f"seed:={SEED}", "-p", "camera_width:=96", "-p", "camera_height:=72",
+                                        "-p", "publish_arm_state:=true"],
                                 stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     rclpy.init()
     node = Node("sim_lab_test")
-    state = {"pose": None, "fingers": None, "image": None}
+    state = {"pose": None, "fingers": None, "image": None, "arm_state": None, "success": None}
+    node.create_subscription(ArmState, "/hybridvla/fr3/arm_state", lambda m: state.__setitem__("arm_state", m),
+                             SENSOR_QOS)
+    node.create_subscription(Bool, "/sim_lab/success", lambda m: state.__setitem__("success", m.data), SENSOR_QOS)
     node.create_subscription(PoseStamped, "/current_pose", lambda m: state.__setitem__("pose", m), SENSOR_QOS)
     node.create_subscription(JointState, "/franka_gripper/joint_states", lambda m: state.__setitem__("fingers", m),
                              SENSOR_QOS)
@@ -107,6 +113,15 @@ def test_cameras_publish_rgb8_on_the_state_clock(lab):
     t_pose = pose.header.stamp.sec + pose.header.stamp.nanosec * 1e-9
     assert abs(t_image - t_pose) < 1.0      # one clock for images and state
     assert abs(t_image - time.time()) < 5.0  # offset to wall time: fresh for nodes without use_sim_time
+
+
+def test_arm_state_and_success_are_published(lab):
+    node, state, _, _ = lab
+    spin_until(node, lambda: state["arm_state"] is not None and state["success"] is not None, 20,
+               "ArmState and ~/success")
+    m = state["arm_state"]
+    assert m.arm == "fr3" and m.header.frame_id == "fr3_link0" and len(m.joint_positions) == 7
+    assert 0.0 <= m.gripper <= 1.0 and state["success"] is False  # nothing is in a bowl yet
 
 
 def test_grasp_goal_closes_the_gripper_on_a_block_and_fails_on_air(lab):
