@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Pose
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -31,7 +32,10 @@ def declare_parameters(node: Node, spec: dict[str, tuple[Any, Callable[[Any], bo
     naming the parameter, the value and what was expected."""
     values = {}
     for name, (default, check, expected) in spec.items():
-        value = node.declare_parameter(name, default).value
+        try:
+            value = node.declare_parameter(name, default).value
+        except InvalidParameterTypeException as exc:  # e.g. fps:=10 where a float is declared
+            raise ParameterError(f"parameter '{name}' has the wrong type: expected {expected} ({exc})") from None
         if check is not None and not check(value):
             raise ParameterError(f"parameter '{name}' = {value!r} is invalid: expected {expected}")
         values[name] = value

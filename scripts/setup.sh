@@ -34,6 +34,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 touch "$VENV/COLCON_IGNORE"   # colcon must never discover packages inside the venv
+# pyrealsense2 loads the system libusb; Debian's minimal images lack it. Install it when we can (root + apt).
+if ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep -q 'libusb-1.0.so.0'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing libusb-1.0-0 (needed by pyrealsense2) with apt-get"
+    apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq libusb-1.0-0 >/dev/null; } \
+      || say "warning: could not install libusb-1.0-0: the RealSense backend and its tests will be unavailable"
+  else
+    say "warning: libusb-1.0 is missing (install libusb-1.0-0): the RealSense backend and its tests will be unavailable"
+  fi
+fi
 export VIRTUAL_ENV=$VENV PATH=$VENV/bin:$PATH
 # Quiet pip, minus the index-location warnings some machines' pip configuration prints.
 pip_install() { python -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2); }

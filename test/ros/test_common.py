@@ -1,0 +1,45 @@
+"""Shared node pieces: parameter validation gives one clear error for a bad value or a bad type."""
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.parameter import Parameter  # noqa: E402
+
+from hybridvla_ros.common import ParameterError, arrays_to_pose, declare_parameters, pose_to_arrays  # noqa: E402
+
+
+@pytest.fixture
+def make_node():
+    rclpy.init()
+    nodes = []
+
+    def make(**overrides):
+        node = rclpy.create_node("hvtest_params", parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.destroy_node()
+    rclpy.shutdown()
+
+
+SPEC = {"rate_hz": (10.0, lambda v: v > 0, "a rate > 0 Hz"), "name": ("front", None, "a view name")}
+
+
+def test_valid_and_default_values(make_node):
+    assert declare_parameters(make_node(rate_hz=30.0), SPEC) == {"rate_hz": 30.0, "name": "front"}
+
+
+def test_invalid_value_names_the_parameter(make_node):
+    with pytest.raises(ParameterError, match=r"parameter 'rate_hz' = -1.0 is invalid: expected a rate > 0 Hz"):
+        declare_parameters(make_node(rate_hz=-1.0), SPEC)
+
+
+def test_wrong_type_is_a_parameter_error(make_node):
+    with pytest.raises(ParameterError, match=r"parameter 'rate_hz' has the wrong type"):
+        declare_parameters(make_node(rate_hz=10), SPEC)  # an integer where a float is declared
+
+
+def test_pose_round_trip():
+    position, quaternion = pose_to_arrays(arrays_to_pose([0.1, -0.2, 0.3], [0.0, 1.0, 0.0, 0.0]))
+    assert list(position) == [0.1, -0.2, 0.3] and list(quaternion) == [0.0, 1.0, 0.0, 0.0]
