@@ -387,10 +387,10 @@ def keys_available(stream=None) -> tuple[bool, str]:
 
 class KeyReader:
     """Reads single keys from a terminal in cbreak mode (no Enter needed, Ctrl-C still works) on a thread
-    and calls on_command(name) for each mapped key; `prompt()` reads one full line (e.g. an instruction).
-    The terminal mode is restored by close(), also after exceptions."""
+    and calls on_command(keymap[key]) for each mapped key (every key itself with keymap=None); `prompt()`
+    reads one full line (e.g. an instruction). The terminal mode is restored by close()."""
 
-    def __init__(self, on_command: Callable[[str], None], stream=None):
+    def __init__(self, on_command: Callable[[str], None], stream=None, keymap: dict[str, str] | None = KEYS):
         import termios
         import tty
 
@@ -400,7 +400,7 @@ class KeyReader:
         self._saved = termios.tcgetattr(self.fd)
         tty.setcbreak(self.fd)
         self._cbreak = termios.tcgetattr(self.fd)
-        self.on_command = on_command
+        self.on_command, self.keymap = on_command, keymap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="keys", daemon=True)
         self._thread.start()
@@ -413,7 +413,10 @@ class KeyReader:
             key = os.read(self.fd, 1).decode(errors="ignore")
             if key == "":  # terminal closed (SSH dropped)
                 return
-            command = KEYS.get(key.lower() if key.isalpha() else key)
+            if self.keymap is None:
+                self.on_command(key)
+                continue
+            command = self.keymap.get(key.lower() if key.isalpha() else key)
             if command is not None:
                 self.on_command(command)
 
