@@ -145,10 +145,12 @@ class ArmController:
             if moved or not self.setpoint_solved:  # a still setpoint needs no new IK
                 result = self.chain.ik(self.sp_p, self.sp_R.as_quat(), self.q_cmd, max_iterations=30,
                                        position_tolerance=2e-4, rotation_tolerance=2e-3)
-                # An unreachable setpoint leaves the arm where it is, like a saturated impedance controller.
                 if result.position_error < 0.02:
                     limit = self.chain.max_velocity * dt
                     self.q_cmd = self.q_cmd + np.clip(result.q - self.q_cmd, -limit, limit)
+                else:  # unreachable: the arm holds, and the setpoint stays with it (no wind-up toward the target)
+                    p, quat = self.chain.fk(self.q_cmd)
+                    self.sp_p, self.sp_R = p, Rotation.from_quat(quat)
                 self.setpoint_solved = True
         data.ctrl[self.act] = self.q_cmd
         dw = np.clip(self.width_goal - self.width_sp, -self.gripper_speed * dt, self.gripper_speed * dt)

@@ -181,3 +181,15 @@ def test_topic_patterns_must_name_their_placeholder():
     with pytest.raises(ValueError, match="'topics.arm_state'"):
         config_from_parameters({"topics.arm_state": "/hybridvla/fr3/arm_state"})
     assert load_config(robot="agilex").topics_target_pose == "/target_pose"  # defaults: the shipped FR3 file
+
+
+def test_unreachable_target_stretches_the_arm_to_its_reach_and_a_reachable_one_is_then_reached(env):
+    env.reset(6)
+    env.set_target("fr3", [2.0, 0.0, 0.3], TOP_DOWN.as_quat())  # 2 m away: out of reach
+    env.advance(3.0)
+    position = env.read("fr3").position
+    assert np.all(np.isfinite(position)) and 0.6 < position[0] < 0.9  # as far as the arm goes, no further
+    goal = np.array([0.4, -0.1, 0.3])
+    env.set_target("fr3", goal, TOP_DOWN.as_quat())
+    env.advance(2.0)  # no wind-up: the setpoint stayed with the arm, so this is a 0.5 m move at 0.5 m/s
+    assert np.linalg.norm(env.read("fr3").position - goal) < 0.005
