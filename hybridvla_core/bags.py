@@ -41,7 +41,8 @@ def interface_dir(package: str) -> Path:
     prefixes = [sys.prefix] + [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
     candidates = [SOURCE_ROOT / package] + [Path(p) / "share" / package for p in prefixes]
     for c in candidates:
-        if (c / "msg").is_dir():
+        # A Python install puts the generated module hybridvla_msgs/msg/ (no .msg files) next to this package.
+        if any((c / "msg").glob("*.msg")):
             return c
     raise FileNotFoundError(f"{package}/msg not found; searched: {', '.join(str(c) for c in candidates)}")
 

@@ -91,3 +91,16 @@ def test_recorded_bags_carry_message_definitions_and_consistent_stamps(recorded)
                 assert list(m.name) == [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"]
             if conn.msgtype == "hybridvla_msgs/msg/ArmTarget":
                 assert m.source == 3 and m.header.frame_id == "fr3_link0"
+
+
+def test_message_definitions_are_found_in_an_install_tree(tmp_path, monkeypatch):
+    """Outside the source tree the .msg files come from <prefix>/share/hybridvla_msgs/msg; a folder named
+    like the package that holds only generated Python (no .msg) is skipped."""
+    (tmp_path / "src" / "hybridvla_msgs" / "msg").mkdir(parents=True)
+    (tmp_path / "src" / "hybridvla_msgs" / "msg" / "_arm_state.py").write_text("")
+    share = tmp_path / "prefix" / "share" / "hybridvla_msgs" / "msg"
+    share.mkdir(parents=True)
+    (share / "ArmState.msg").write_text("float32 gripper\n")
+    monkeypatch.setattr(bags, "SOURCE_ROOT", tmp_path / "src")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "prefix"))
+    assert bags.interface_dir("hybridvla_msgs") == share.parent
