@@ -102,5 +102,5 @@ def test_message_definitions_are_found_in_an_install_tree(tmp_path, monkeypatch)
     share.mkdir(parents=True)
     (share / "ArmState.msg").write_text("float32 gripper\n")
     monkeypatch.setattr(bags, "SOURCE_ROOT", tmp_path / "src")
-    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "prefix"))
+    monkeypatch.setattr(bags.sys, "prefix", str(tmp_path / "prefix"))
     assert bags.interface_dir("hybridvla_msgs") == share.parent
