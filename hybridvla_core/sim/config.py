@@ -2,7 +2,7 @@
 `hybridvla sim run-experts` (which reads the same parameter files, config/sim_franka.yaml and
 config/sim_agilex.yaml), so that topic names, rates and image sizes live in one place.
 
-Topic patterns may contain {arm} (fr3, left, right) and {camera} (front, wrist, overhead, ...).
+Topic patterns may contain {arm} (fr3, left, right) and {camera} (front, wrist, high, ...).
 """
 from __future__ import annotations
 

@@ -167,7 +167,7 @@ CAMERAS = {
         CameraSpec("wrist", "fr3_hand", (0.08, 0.0, 0.03), (0.0, 0.0, 0.2), (1, 0, 0), 70.0),
     ],
     "agilex": [
-        CameraSpec("overhead", None, (-0.15, 0.0, 0.75), (0.3, 0.0, 0.0), (1, 0, 0), 60.0),
+        CameraSpec("high", None, (-0.15, 0.0, 0.75), (0.3, 0.0, 0.0), (1, 0, 0), 60.0),
         # On each gripper base (z toward the fingertips), looking past the fingers.
         CameraSpec("left_wrist", "left_gripper_base", (0.08, 0.0, 0.06), (0.0, 0.0, 0.24), (1, 0, 0), 70.0),
         CameraSpec("right_wrist", "right_gripper_base", (0.08, 0.0, 0.06), (0.0, 0.0, 0.24), (1, 0, 0), 70.0),

@@ -170,11 +170,11 @@ def test_piper_joint_targets_are_followed_and_the_gripper_opens(dual):
 
 def test_overhead_camera_shows_the_orange_ball(dual):
     dual.reset(2)
-    image = dual.render("overhead")
-    u, v = dual.project("overhead", dual.task.ball_position(dual.model, dual.data))
+    image = dual.render("high")
+    u, v = dual.project("high", dual.task.ball_position(dual.model, dual.data))
     r, g, b = image[int(v) - 1:int(v) + 2, int(u) - 1:int(u) + 2].reshape(-1, 3).mean(axis=0)
     assert r > 150 and r > 1.5 * g and g > 1.5 * b  # orange
-    assert set(dual.cameras) == {"overhead", "left_wrist", "right_wrist"}
+    assert set(dual.cameras) == {"high", "left_wrist", "right_wrist"}
 
 
 def test_topic_patterns_must_name_their_placeholder():

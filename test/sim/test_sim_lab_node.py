@@ -190,7 +190,7 @@ def test_agilex_node_speaks_piper_ros_per_arm():
     for arm in ("left", "right"):
         node.create_subscription(JointState, f"/{arm}/joint_states_single",
                                  lambda m, arm=arm: states.__setitem__(arm, m), SENSOR_QOS)
-    for view in ("overhead", "left_wrist", "right_wrist"):
+    for view in ("high", "left_wrist", "right_wrist"):
         node.create_subscription(Image, f"/camera/{view}/color/image_raw", lambda m, view=view: images.add(view),
                                  SENSOR_QOS)
     ctrl = node.create_publisher(JointState, "/left/joint_ctrl_single", COMMAND_QOS)
