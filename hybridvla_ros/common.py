@@ -9,7 +9,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import Pose
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -56,15 +56,19 @@ def arrays_to_pose(position, quaternion) -> Pose:
     return pose
 
 
-def run_node(factory: Callable[[], Node], args: list[str] | None = None, executor=None) -> int:
-    """Entry point body shared by every node: init, spin, and on a bad parameter exit with one line."""
+def run_node(factory: Callable[[], Node], args: list[str] | None = None,
+             executor_factory: Callable[[], Executor] | None = None) -> int:
+    """Entry point body shared by every node: init, spin, and on a bad parameter exit with one line.
+
+    executor_factory (e.g. lambda: MultiThreadedExecutor(4)) is called after rclpy.init, which executors need."""
     rclpy.init(args=args)
     node = None
     try:
         node = factory()
-        if executor is None:
+        if executor_factory is None:
             rclpy.spin(node)
         else:
+            executor = executor_factory()
             executor.add_node(node)
             executor.spin()
         return 0

@@ -259,20 +259,9 @@ class SimLabNode(Node):
         self.lab.close()
 
 
-class _LazyMultiThreadedExecutor:
-    """run_node takes an executor object, but an rclpy executor can only be built once rclpy.init has run
-    (inside run_node): build it when the node is added. Several threads, so that gripper actions can wait."""
-
-    def add_node(self, node: Node) -> None:
-        self.executor = MultiThreadedExecutor(num_threads=4)
-        self.executor.add_node(node)
-
-    def spin(self) -> None:
-        self.executor.spin()
-
-
 def main(args=None) -> int:
-    return run_node(SimLabNode, args, executor=_LazyMultiThreadedExecutor())
+    # Several threads, so that gripper actions can wait while the simulation keeps publishing.
+    return run_node(SimLabNode, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=4))
 
 
 if __name__ == "__main__":
