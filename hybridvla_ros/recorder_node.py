@@ -111,8 +111,10 @@ class Recorder(Node):
             msgtype = types[topic][0]
             try:
                 cls = message_class(msgtype)
-            except (ImportError, AttributeError, ValueError):
-                self.get_logger().error(f"{topic}: message type {msgtype} is not installed here; not recorded")
+                if msgtype not in recording.bags.typestore().fielddefs:  # the bag needs its definition
+                    raise ValueError("no message definition for the bag")
+            except (ImportError, AttributeError, ValueError) as exc:
+                self.get_logger().error(f"{topic}: message type {msgtype} cannot be recorded here ({exc})")
                 self._subscriptions_by_topic[topic] = None
                 continue
             reliable = {pub.qos_profile.reliability for pub in publishers} == {ReliabilityPolicy.RELIABLE}
