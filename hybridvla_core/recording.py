@@ -23,7 +23,6 @@ import shutil
 import struct
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator

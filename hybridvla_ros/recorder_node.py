@@ -16,7 +16,6 @@ import json
 import shutil
 import sys
 
-import rclpy
 from hybridvla_msgs.msg import EpisodeEvent
 from hybridvla_msgs.srv import EpisodeControl, SetInstruction
 from rclpy.node import Node
