@@ -10,7 +10,8 @@ AgileX (robot: agilex), as piper_ros per arm (left, right):
   out  /<arm>/joint_states_single (joint1..joint6 rad, joint7 = gripper width m)
 Both:
   cameras /camera/<view>/color/image_raw (Image rgb8) + camera_info; /clock (rosgraph_msgs/Clock);
-  optional /hybridvla/<arm>/arm_state (publish_arm_state); ~/reset (std_srvs/Trigger: next seed),
+  optional /hybridvla/<arm>/arm_state (publish_arm_state); ~/reset (std_srvs/Trigger: next seed; setting
+  the parameter seed at run time makes the next ~/reset start that seed),
   ~/success (std_msgs/Bool, 5 Hz), ~/instruction (std_msgs/String, transient local).
 Every stamp and /clock: simulation time offset to the wall clock at start (equal to wall time while the
 simulation keeps real time), so nodes with or without use_sim_time see fresh images.
@@ -25,6 +26,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from hybridvla_msgs.msg import ArmState
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -95,6 +97,7 @@ class SimLabNode(Node):
         self.success_pub = self.create_publisher(Bool, "~/success", STATE_QOS)
         self.instruction_pub = self.create_publisher(String, "~/instruction", LATCHED_QOS)
         self.create_service(Trigger, "~/reset", self.on_reset, callback_group=group)
+        self.add_on_set_parameters_callback(self.on_parameters)
         self.create_timer(0.2, self.publish_success, callback_group=group)
         self.instruction_pub.publish(String(data=env.instruction))
         self.get_logger().info(f"sim_lab: {cfg.robot} / {cfg.task}, seed {env.seed}: {env.instruction!r}"
@@ -187,6 +190,16 @@ class SimLabNode(Node):
             self.lab.env.set_joint_target(arm, np.asarray(msg.position[:6], float))
             if len(msg.position) > 6:
                 self.lab.env.set_gripper_width(arm, float(msg.position[6]))
+
+    def on_parameters(self, parameters) -> SetParametersResult:
+        """Only `seed` changes at run time (the next ~/reset starts it); the rest is fixed at start."""
+        for p in parameters:
+            if p.name != "seed" or not isinstance(p.value, int) or p.value < 0:
+                return SetParametersResult(successful=False, reason=f"{p.name}: only seed (int >= 0) is settable")
+        for p in parameters:
+            with self.lab.lock:
+                self.lab.next_seed = p.value
+        return SetParametersResult(successful=True)
 
     def on_reset(self, _request, response):
         instruction = self.lab.reset()

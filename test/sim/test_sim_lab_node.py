@@ -15,9 +15,11 @@ franka_action = pytest.importorskip("franka_msgs.action", reason="test-only fran
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from hybridvla_msgs.msg import ArmState  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
@@ -165,6 +167,28 @@ def test_reset_service_starts_the_next_seed(lab):
     expected = env.reset(SEED + 1)
     env.close()
     assert future.result().success and future.result().message == f"seed {SEED + 1}: {expected}"
+
+
+def test_seed_parameter_chooses_the_next_reset(lab):
+    node, _, _, _ = lab
+    params = node.create_client(SetParameters, "/sim_lab/set_parameters")
+    reset = node.create_client(Trigger, "/sim_lab/reset")
+    spin_until(node, lambda: params.wait_for_service(timeout_sec=0.0), 20, "the set_parameters service")
+
+    def set_seed(value):
+        request = SetParameters.Request(parameters=[Parameter("seed", value=value).to_parameter_msg()])
+        future = params.call_async(request)
+        spin_until(node, future.done, 20, "the set_parameters response")
+        return future.result().results[0].successful
+
+    assert not set_seed(-1)
+    assert set_seed(100_042)
+    future = reset.call_async(Trigger.Request())
+    spin_until(node, future.done, 20, "the reset response")
+    env = SimEnv("fr3", "pick_place")
+    expected = env.reset(100_042)
+    env.close()
+    assert future.result().message == f"seed 100042: {expected}"
 
 
 def test_bad_parameter_stops_the_node_with_one_line():
