@@ -218,22 +218,28 @@ class BagMessage:
     message: Any       # deserialized rosbags message object
 
 
+def _wanted_connections(reader: AnyReader, topics: Iterable[str] | None) -> list:
+    """The reader's connections on the wanted topics (all of them when topics is None). rosbags reads
+    every connection when given an empty list, so callers read nothing when this is empty."""
+    wanted = set(topics) if topics is not None else None
+    return [c for c in reader.connections if wanted is None or c.topic in wanted]
+
+
 def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
     """Every message of a bag (any storage rosbags reads), in time order, optionally only some topics."""
     with AnyReader([Path(path)], default_typestore=typestore()) as reader:
-        wanted = set(topics) if topics is not None else None
-        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
-        for conn, t_ns, raw in reader.messages(connections=conns):
-            yield BagMessage(conn.topic, conn.msgtype, t_ns, reader.deserialize(raw, conn.msgtype))
+        conns = _wanted_connections(reader, topics)
+        if conns:
+            for conn, t_ns, raw in reader.messages(connections=conns):
+                yield BagMessage(conn.topic, conn.msgtype, t_ns, reader.deserialize(raw, conn.msgtype))
 
 
 def read_raw(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
     """(topic, msgtype, receive time ns, serialized CDR bytes) of every message, in time order, undecoded
     (bag replay publishes these bytes as they are)."""
     with AnyReader([Path(path)], default_typestore=typestore()) as reader:
-        wanted = set(topics) if topics is not None else None
-        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
-        if conns:  # rosbags reads every connection when given none
+        conns = _wanted_connections(reader, topics)
+        if conns:
             for conn, t_ns, raw in reader.messages(connections=conns):
                 yield conn.topic, conn.msgtype, t_ns, raw
 

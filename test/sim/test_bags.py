@@ -27,6 +27,11 @@ def test_episode_writer_round_trip_with_custom_types_and_metadata(tmp_path):
     np.testing.assert_array_equal(np.asarray(image.data).reshape(4, 6, 3), rgb)
     assert bags.stamp_ns(out[1].message.header) == 2_000 and out[1].message.source == 3
     assert out[2].message.position[0] == pytest.approx(0.1)
+    # a topic filter reads only those topics, and nothing when none of them is in the bag
+    assert [m.topic for m in bags.read_messages(path, ["/joint_states"])] == ["/joint_states"]
+    assert list(bags.read_messages(path, ["/not/recorded"])) == []
+    assert list(bags.read_raw(path, ["/not/recorded"])) == []
+    assert [r[0] for r in bags.read_raw(path, ["/hybridvla/fr3/target"])] == ["/hybridvla/fr3/target"]
 
 
 def test_writing_a_topic_with_a_second_type_is_refused(tmp_path):
