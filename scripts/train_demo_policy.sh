@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Reproduces the demo's checkpoint (checkpoints/sim_fr3_pick_place/) from nothing but the simulated lab:
+#   1. expert demonstrations: 105 seeds per instruction variant of hybridvla_core.demo (red|blue block x
+#      green|yellow bowl), seeds 0..~2000 (the demo's held-out seeds start at 100000), one MCAP bag each;
+#   2. `hybridvla dataset build` (10 Hz, delta translation, absolute Euler rotation, gripper 1=open);
+#   3. the training set's frames resized once to the model's 64 px input;
+#   4. `hybridvla train config/train_demo_fr3.yaml` (CPU: one torch thread trains faster than two on a
+#      shared 2-core machine), then the final checkpoint copied into the repository.
+# Data and runs live outside the repository: /tmp/demo_data (the data.path of config/train_demo_fr3.yaml;
+# ~25 GB of bags, ~15 GB of training set before the shrink) and RUN (default /tmp/demo_train).
+# Usage: scripts/train_demo_policy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=/tmp/demo_data
+RUN=${RUN:-/tmp/demo_train}
+PY=${HYBRIDVLA_VENV:-$PWD/.venv}/bin
+export MUJOCO_GL=${MUJOCO_GL:-egl} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+mkdir -p "$DATA" "$RUN"
+# Two recording processes, one per core; each takes every other seed.
+"$PY/python" -m hybridvla_core.demo record --out "$DATA/bags" --per-variant 105 --part 0/2 &
+"$PY/python" -m hybridvla_core.demo record --out "$DATA/bags" --per-variant 105 --part 1/2 &
+wait
+"$PY/hybridvla" dataset build "$DATA/bags/part0" "$DATA/bags/part1" -o "$DATA/dataset" --views front,wrist \
+  --rate 10 --chunk 1 --unnorm-key sim_fr3_pick_place --val-fraction 0.05
+"$PY/python" -m hybridvla_core.demo shrink "$DATA/dataset/train" "$DATA/dataset/val" --image-size 64
+"$PY/hybridvla" train config/train_demo_fr3.yaml --output-dir "$RUN/run" 2>&1 | tee "$RUN/train.log"
+mkdir -p checkpoints/sim_fr3_pick_place
+cp "$RUN/run/final/"* checkpoints/sim_fr3_pick_place/
+cp "$DATA/bags/seeds.json" checkpoints/sim_fr3_pick_place/training_seeds.json
+echo "checkpoint: checkpoints/sim_fr3_pick_place (training seeds in training_seeds.json)"

@@ -1,0 +1,73 @@
+"""The demo's ROS-free half: seed selection by instruction variant, held-out seeds, the run summary, and the
+training set's frames shrunk exactly as the policy resizes live frames."""
+import numpy as np
+import torch
+
+from hybridvla_core import demo
+from hybridvla_core.model import TrainsetDataset, TrainsetWriter
+from hybridvla_core.model.vision import images_to_pixels
+from hybridvla_core.sim.env import SimEnv
+
+
+def test_variant_seeds_take_the_first_seeds_of_each_variant():
+    seeds = demo.variant_seeds(3, start=0)
+    assert seeds == sorted(seeds) and len(seeds) == 3 * len(demo.VARIANTS)
+    variants = [demo.variant_of(s) for s in seeds]
+    assert all(variants.count(v) == 3 for v in demo.VARIANTS)
+    # Every seed skipped below the last one belongs to another variant or to a variant already full.
+    for seed in range(seeds[0], seeds[-1]):
+        if seed not in seeds:
+            v = demo.variant_of(seed)
+            assert v not in demo.VARIANTS or sum(1 for s in seeds if s < seed and demo.variant_of(s) == v) == 3
+
+
+def test_variant_of_is_the_simulated_episode():
+    env = SimEnv("fr3", "pick_place", image_width=32, image_height=24)
+    try:
+        for seed in (0, 7, 100_003):
+            block, bowl = demo.variant_of(seed)
+            assert env.reset(seed) == f"put the {block} block in the {bowl} bowl"
+    finally:
+        env.close()
+
+
+def test_held_out_seeds_avoid_training_seeds_and_alternate_variants():
+    training = demo.variant_seeds(2, start=demo.HELD_OUT_SEED_START)  # pretend training used these
+    held = demo.held_out_seeds(8, demo.HELD_OUT_SEED_START, training_seeds=training)
+    assert len(held) == 8 and not set(held) & set(training)
+    assert [demo.variant_of(s) for s in held[:4]] == list(demo.VARIANTS)
+
+
+def test_summary_of_a_mode():
+    episodes = [{"seed": 1, "success": True, "duration_s": 8.0}, {"seed": 2, "success": False, "duration_s": 25.0},
+                {"seed": 3, "success": True, "duration_s": 9.0}, {"seed": 4, "success": False, "duration_s": 25.0}]
+    # Two episodes at 8 Hz (0.125 s apart) with a 5 s gap between them (reset).
+    stamps = [0.125 * i for i in range(20)] + [7.5 + 0.125 * i for i in range(20)]
+    actions = [{"stamp_s": t, "total_ms": float(i), "stages": {"predict_total": float(i)},
+                "source": "fused" if i % 4 else "diffusion"} for i, t in enumerate(stamps)]
+    s = demo.summarize_mode(episodes, actions, ["step_clamp", "step_clamp", "workspace_clamp"])
+    assert s["success_rate"] == 0.5 and s["successes"] == 2
+    assert abs(s["control_rate_hz"] - 8.0) < 1e-9
+    assert s["latency_ms"]["p50"] == np.percentile(np.arange(40.0), 50)
+    assert s["fusion_rate"] == 30 / 40 and s["sources"] == {"diffusion": 10, "fused": 30}
+    assert s["guard_events"] == {"step_clamp": 2, "workspace_clamp": 1}
+    assert "hybrid" in demo.table({"modes": {"hybrid": s}}) and " 50%" in demo.table({"modes": {"hybrid": s}})
+
+
+def test_shrink_resizes_like_the_policy(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 24, 32, 3), dtype=np.uint8)
+    with TrainsetWriter(tmp_path, ["front"], 7, unnorm_key="k", shard_size=3) as writer:
+        for i, frame in enumerate(frames):
+            writer.add({"front": frame}, np.zeros(7), np.full(7, 0.1 * i), "go", episode=0)
+    before = TrainsetDataset(tmp_path, image_size=16)
+    expected = torch.stack([before[i]["pixels"] for i in range(5)])
+    action = before[4]["action"].clone()
+    del before  # its memory maps would see the files rewritten
+    assert demo.shrink_images(tmp_path, 16) == 5
+    after = TrainsetDataset(tmp_path, image_size=16)
+    assert np.load(tmp_path / "shard-00000" / "image_front.npy").shape == (3, 16, 16, 3)
+    got = torch.stack([after[i]["pixels"] for i in range(5)])
+    assert (got - expected).abs().max() <= 0.5 / 255 + 1e-6  # uint8 rounding only
+    assert torch.equal(images_to_pixels([frames[0]], 16, "cpu", torch.float32), expected[0])
+    assert torch.equal(after[4]["action"], action)
