@@ -1,6 +1,6 @@
 """camera_node: one camera (RealSense, Orbbec or a video source) published the way realsense-ros does.
 
-Topics (sensor-data QoS), with <ns>/<name> = camera_namespace/camera_name:
+Topics (depth 1, reliable or best effort: qos_reliability), with <ns>/<name> = camera_namespace/camera_name:
   /<ns>/<name>/color/image_raw (sensor_msgs/Image rgb8), /<ns>/<name>/color/camera_info
   /<ns>/<name>/aligned_depth_to_color/image_raw (16UC1, millimetres) + camera_info, when enable_depth
 Stamps: capture time from the device clock mapped to host wall time. frame_id: the colour optical frame.
@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import threading
 
-from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
 from hybridvla_core.cameras import (BACKENDS, CameraConfigError, CameraStream, EndOfStream, Intrinsics, Profile,
                                     make_backend)
-from hybridvla_ros.common import SENSOR_QOS, ParameterError, declare_parameters, run_node
+from hybridvla_ros.common import COMMAND_QOS, SENSOR_QOS, ParameterError, declare_parameters, run_node
 from hybridvla_ros.images import numpy_to_image
 
 READ_TIMEOUT_S = 0.5
+# Depth 1 either way. Reliable (the default, as realsense-ros publishes) loses no frame to a recorder;
+# best-effort subscribers such as the policy node receive from it too. Best effort lost 59-81% of
+# 640x480 frames to the recorder on loopback (benchmarks/recorder_load.py).
+QOS_BY_NAME = {"reliable": COMMAND_QOS, "best_effort": SENSOR_QOS}
 
 
 def _profile_ok(text: str) -> bool:
@@ -28,14 +31,6 @@ def _profile_ok(text: str) -> bool:
     except CameraConfigError:
         return False
     return True
-
-
-def declare_typed(node: Node, spec: dict) -> dict:
-    """declare_parameters, with a value of the wrong type (fps:=10 for a float) as one clear line too."""
-    try:
-        return declare_parameters(node, spec)
-    except InvalidParameterTypeException as exc:
-        raise ParameterError(str(exc)) from exc
 
 
 def camera_info(intrinsics: Intrinsics, header) -> CameraInfo:
@@ -54,7 +49,7 @@ def camera_info(intrinsics: Intrinsics, header) -> CameraInfo:
 class CameraNode(Node):
     def __init__(self):
         super().__init__("camera")
-        p = declare_typed(self, {
+        p = declare_parameters(self, {
             "backend": ("realsense", lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
             "camera_namespace": ("camera", lambda v: bool(v.strip("/")), "a non-empty name"),
             "camera_name": ("camera", lambda v: bool(v.strip("/")), "a non-empty name (the view, e.g. front)"),
@@ -66,16 +61,18 @@ class CameraNode(Node):
             "fps": (30.0, lambda v: v > 0, "frames per second > 0 (video backend)"),
             "loop": (True, None, "true to loop the video source"),
             "retry_period_s": (1.0, lambda v: v > 0, "seconds > 0 between reconnect attempts"),
+            "qos_reliability": ("reliable", lambda v: v in QOS_BY_NAME, "reliable or best_effort"),
         })
         base = f"/{p['camera_namespace'].strip('/')}/{p['camera_name'].strip('/')}"
+        qos = QOS_BY_NAME[p["qos_reliability"]]
         self.frame_id = p["frame_id"] or f"{p['camera_name'].strip('/')}_color_optical_frame"
-        self.image_pub = self.create_publisher(Image, f"{base}/color/image_raw", SENSOR_QOS)
-        self.info_pub = self.create_publisher(CameraInfo, f"{base}/color/camera_info", SENSOR_QOS)
+        self.image_pub = self.create_publisher(Image, f"{base}/color/image_raw", qos)
+        self.info_pub = self.create_publisher(CameraInfo, f"{base}/color/camera_info", qos)
         self.depth_pub = self.depth_info_pub = None
         if p["enable_depth"]:
-            self.depth_pub = self.create_publisher(Image, f"{base}/aligned_depth_to_color/image_raw", SENSOR_QOS)
+            self.depth_pub = self.create_publisher(Image, f"{base}/aligned_depth_to_color/image_raw", qos)
             self.depth_info_pub = self.create_publisher(
-                CameraInfo, f"{base}/aligned_depth_to_color/camera_info", SENSOR_QOS)
+                CameraInfo, f"{base}/aligned_depth_to_color/camera_info", qos)
         try:
             backend = make_backend(p["backend"], serial=p["serial_no"], profile=p["color_profile"],
                                    depth=p["enable_depth"], path=p["path"], fps=p["fps"], loop=p["loop"])

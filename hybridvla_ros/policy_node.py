@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image
@@ -69,10 +68,7 @@ class PolicyNode(Node):
             "start_enabled": (False, None, "true to send targets to the arms from the start"),
             "diagnostics_period_s": (1.0, lambda v: v > 0.0, "seconds > 0"),
         }
-        try:
-            p = declare_parameters(self, spec)
-        except InvalidParameterTypeException as exc:
-            raise ParameterError(str(exc)) from exc
+        p = declare_parameters(self, spec)
         for names, topics in (("view_names", "image_topics"), ("arm_names", "state_topics"),
                               ("arm_names", "target_topics")):
             if len(p[names]) != len(p[topics]):

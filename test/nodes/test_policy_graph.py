@@ -200,7 +200,7 @@ def test_a_stopped_camera_stops_the_targets_within_two_periods(franka):
     ("policy_node", "policy_franka.yaml", {"mode": "fast"},
      "[PolicyNode] error: parameter 'mode' = 'fast' is invalid: expected one of hybrid, diffusion, autoregressive"),
     ("policy_node", "policy_franka.yaml", {"control_rate_hz": "10"},
-     "[PolicyNode] error: Trying to set parameter 'control_rate_hz' to '10' of type 'INTEGER', expecting type 'DOUBLE'"),
+     "[PolicyNode] error: parameter 'control_rate_hz' has the wrong type: expected Hz in (0, 1000]"),
     ("policy_node", "policy_franka.yaml", {"checkpoint": "/nonexistent"},
      "[PolicyNode] error: parameter 'checkpoint' = '/nonexistent' is invalid: expected a checkpoint directory"),
     ("policy_node", "policy_agilex.yaml", {"checkpoint": "FRANKA"},
