@@ -11,9 +11,13 @@ setup:
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
+# make demo [EPISODES=10] [SEED=100000] [MODE=all|hybrid|diffusion|autoregressive] [ROBOT=fr3|agilex]
+EPISODES ?= 10
+SEED ?= 100000
+MODE ?= all
+ROBOT ?= fr3
 demo: setup
-	@echo "make demo: the simulated-lab demo arrives with the issue 'The demo: a HybridVLA trained in the simulated lab'."
-	@echo "Not available yet; nothing was run. 'make test' runs the test suite."
+	@$(VENV)/bin/hybridvla_demo --episodes $(EPISODES) --seed $(SEED) --mode $(MODE) --robot $(ROBOT)
 
 clean:
 	rm -rf $(VENV) build install log

@@ -13,6 +13,7 @@ NODES = {
     "sim_lab": "hybridvla_ros.sim_lab_node:main",
     "franka_bridge": "hybridvla_ros.franka_bridge_node:main",
     "agilex_bridge": "hybridvla_ros.agilex_bridge_node:main",
+    "hybridvla_demo": "hybridvla_ros.demo:main",
     "recorder": "hybridvla_ros.recorder_node:main",
     "teleop": "hybridvla_ros.teleop_node:main",
     "bag_replay": "hybridvla_ros.bag_replay_node:main",

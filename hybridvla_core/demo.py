@@ -83,7 +83,7 @@ def summarize_mode(episodes: list[dict], actions: list[dict], guard_kinds: list[
     """Summary of one mode's run.
 
     episodes:    {"seed", "success": bool, "duration_s", "steps"} per episode
-    actions:     {"stamp_s": header stamp [s], "total_ms", "stages": {name: ms}, "source": "fused" | ...}
+    actions:     {"stamp_s": arrival time [s], "total_ms", "stages": {name: ms}, "source": "fused" | ...}
                  per PolicyAction
     guard_kinds: kind name of each GuardEvent
     """
