@@ -4,8 +4,8 @@
 #      green|yellow bowl), seeds 0..~2000 (the demo's held-out seeds start at 100000), one MCAP bag each;
 #   2. `hybridvla dataset build` (10 Hz, delta translation, absolute Euler rotation, gripper 1=open);
 #   3. the training set's frames resized once to the model's 64 px input;
-#   4. `hybridvla train config/train_demo_fr3.yaml` (CPU: one torch thread trains faster than two on a
-#      shared 2-core machine), then the final checkpoint copied into the repository.
+#   4. `hybridvla train config/train_demo_fr3.yaml` (on a 2-core machine that others load, OMP_NUM_THREADS=1
+#      trains faster than 2), then the final checkpoint copied into the repository.
 # Data and runs live outside the repository: /tmp/demo_data (the data.path of config/train_demo_fr3.yaml;
 # ~25 GB of bags, ~15 GB of training set before the shrink) and RUN (default /tmp/demo_train).
 # Usage: scripts/train_demo_policy.sh
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 DATA=/tmp/demo_data
 RUN=${RUN:-/tmp/demo_train}
 PY=${HYBRIDVLA_VENV:-$PWD/.venv}/bin
-export MUJOCO_GL=${MUJOCO_GL:-egl} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export MUJOCO_GL=${MUJOCO_GL:-egl}
 
 mkdir -p "$DATA" "$RUN"
 # Two recording processes, one per core; each takes every other seed.
