@@ -205,9 +205,11 @@ class Graph:
     def close(self) -> None:
         import rclpy
 
-        self.executor.shutdown()
-        self.node.destroy_node()
+        # The spin thread must have left the executor before rclpy goes, or the process aborts at exit.
         rclpy.try_shutdown()
+        self.executor.shutdown()
+        self._spin.join(timeout=5.0)
+        self.node.destroy_node()
 
 
 class _Viewer:
