@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("hybridvla_core.sim.cli", "the simulated lab without ROS: run the scripted experts, record bags"),
     "dataset": ("hybridvla_core.datasets.cli", "training sets from recorded bags; recover crashed recordings"),
     "train": ("hybridvla_core.train", "train or fine-tune a HybridVLA on a training-set directory (YAML config)"),
+    "bench": ("hybridvla_core.bench", "latency of one control step per stage and mode; KV-cache and schedule speed-ups"),
+    "import-checkpoint": ("hybridvla_core.import_checkpoint", "import a reference HybridVLA .pt (weights_only) into a checkpoint directory"),
     "eval-bags": ("hybridvla_core.evaluation", "run checkpoints offline on recorded bags and compare them"),
 }
 

@@ -153,7 +153,7 @@ class TrainsetDataset(Dataset):
     def __getitem__(self, item: int) -> dict:
         shard_index = int(np.searchsorted(self._starts, item, side="right") - 1)
         shard, row = self._shards[shard_index], item - int(self._starts[shard_index])
-        images = [np.asarray(shard[f"image_{v}"][row]) for v in self.views]
+        images = [np.array(shard[f"image_{v}"][row]) for v in self.views]  # copy out of the read-only map
         return {
             "pixels": images_to_pixels(images, self.image_size, "cpu", torch.float32),
             "instruction": str(shard["instruction"][row]),
