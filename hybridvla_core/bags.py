@@ -5,7 +5,7 @@
 - `EpisodeWriter`: one episode = one rosbag2 directory with MCAP storage, full message definitions per
   connection (ros2msg text, as `ros2 bag record` writes them) and string metadata in metadata.yaml's
   custom_data (instruction, seed, ...). Accepts rosbags message objects (`write`) or serialized CDR bytes
-  from rclpy raw subscriptions (`write_cdr`).
+  (`write_cdr`, e.g. what an rclpy raw subscription delivers).
 - `msg`: builders of the message objects the suite records, every unit stated.
 - Readers: `read_messages`, `read_raw` (undecoded CDR), `topic_summary`, `bag_metadata`.
 
