@@ -44,11 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (0)")
     parser.add_argument("--max-steps", type=int, default=0, help="at most this many steps per bag (0 = all)")
     parser.add_argument("--instruction", help="instruction for bags that carry none")
-    d = TopicLayout()
-    parser.add_argument("--camera-topic", default=d.camera, help=f"Image topic pattern ({d.camera})")
-    parser.add_argument("--state-topic", default=d.state, help=f"ArmState topic pattern ({d.state})")
-    parser.add_argument("--target-topic", default=d.target, help=f"ArmTarget topic pattern ({d.target})")
-    parser.add_argument("--events-topic", default=d.events, help=f"EpisodeEvent topic ({d.events})")
+    TopicLayout.add_arguments(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -240,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     from hybridvla_core.model.policy import Policy
 
     log = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731 - between progress bars
-    layout = TopicLayout(args.camera_topic, args.state_topic, args.target_topic, args.events_topic)
+    layout = TopicLayout.from_arguments(args)
     episodes, left_out = [], []
     for path in find_bags(args.bags):
         try:

@@ -35,11 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="action convention: gripper (default 1=open)")
     b.add_argument("--views", help="camera names in model order, e.g. front,wrist (default: every camera found)")
     b.add_argument("--arms", help="arm names, e.g. fr3 or left,right (default: every arm state found)")
-    d = TopicLayout()
-    b.add_argument("--camera-topic", default=d.camera, help=f"Image topic pattern (default {d.camera})")
-    b.add_argument("--state-topic", default=d.state, help=f"ArmState topic pattern (default {d.state})")
-    b.add_argument("--target-topic", default=d.target, help=f"ArmTarget topic pattern (default {d.target})")
-    b.add_argument("--events-topic", default=d.events, help=f"EpisodeEvent topic (default {d.events})")
+    TopicLayout.add_arguments(b)
     b.add_argument("--instruction", help="instruction for bags that carry none (plain ros2 bag record bags)")
     b.add_argument("--drop-idle", action="store_true", help="leave out steps where the commanded target did not move")
     b.add_argument("--idle-m", type=float, default=0.001, help="idle below this target translation [m] (0.001)")
@@ -67,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         options = BuildOptions(
             rate_hz=args.rate, chunk=args.chunk,
             convention=ActionConvention(args.translation, args.rotation, args.gripper),
-            layout=TopicLayout(args.camera_topic, args.state_topic, args.target_topic, args.events_topic),
+            layout=TopicLayout.from_arguments(args),
             views=_names(args.views), arms=_names(args.arms), instruction=args.instruction,
             drop_idle=args.drop_idle, idle_m=args.idle_m, idle_rad=args.idle_rad, val_fraction=args.val_fraction,
             seed=args.seed, unnorm_key=args.unnorm_key, include_failed=args.include_failed, max_age_s=args.max_age_s)

@@ -44,6 +44,19 @@ class TopicLayout:
     target: str = "/hybridvla/{arm}/target"
     events: str = "/hybridvla/episode_events"
 
+    @staticmethod
+    def add_arguments(parser) -> None:
+        """The --camera/state/target/events-topic options of the commands that read bags."""
+        d = TopicLayout()
+        parser.add_argument("--camera-topic", default=d.camera, help=f"Image topic pattern (default {d.camera})")
+        parser.add_argument("--state-topic", default=d.state, help=f"ArmState topic pattern (default {d.state})")
+        parser.add_argument("--target-topic", default=d.target, help=f"ArmTarget topic pattern (default {d.target})")
+        parser.add_argument("--events-topic", default=d.events, help=f"EpisodeEvent topic (default {d.events})")
+
+    @classmethod
+    def from_arguments(cls, args) -> "TopicLayout":
+        return cls(args.camera_topic, args.state_topic, args.target_topic, args.events_topic)
+
     def match(self, pattern: str, topics) -> list[str]:
         """Names filling the single {placeholder} of `pattern` among `topics`."""
         regex = re.compile("^" + re.sub(r"\\\{\w+\\\}", "([^/]+)", re.escape(pattern)) + "$")
