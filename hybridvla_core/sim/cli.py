@@ -4,6 +4,11 @@
 
 runs the task's scripted expert on seeds S, S+1, ..., prints the success rate (with a progress bar), and
 with --record writes one rosbag2 (MCAP) per episode, with the topics of a real teleoperated recording.
+
+    hybridvla sim eval-policy CHECKPOINT --episodes 20 [--mode hybrid|diffusion|autoregressive|all]
+
+runs an FR3 pick_place checkpoint closed loop through the franka_bridge's guards on the demo's held-out seeds
+(>= 100000, skipping the checkpoint's training_seeds.json), without ROS: the quick check before `make demo`.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from tqdm import tqdm
 
@@ -32,8 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                "config/sim_agilex.yaml, by the task's robot)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write per-episode results as JSON")
 
+    e = sub.add_parser("eval-policy", help="run an FR3 checkpoint closed loop (guards included) on held-out seeds")
+    e.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json, model.safetensors, ...)")
+    e.add_argument("--episodes", type=int, default=20, help="episodes per mode (default 20)")
+    e.add_argument("--seed", type=int, default=None,
+                   help="first seed (default: the demo's held-out seeds, variants in turn, from 100000)")
+    e.add_argument("--mode", default="hybrid", choices=["hybrid", "diffusion", "autoregressive", "all"])
+    e.add_argument("--time-limit", type=float, default=25.0, help="simulation seconds per episode (default 25)")
+    e.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
+    e.add_argument("--bridge-config", type=Path, help="franka_bridge parameter file with the guards "
+                                                      "(default config/franka.yaml)")
+    e.add_argument("--json", type=Path, metavar="FILE", help="also write per-episode results as JSON")
+
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "eval-policy":
+        return eval_policy(args)
     # Imported here so that `hybridvla --help` does not load MuJoCo.
     from hybridvla_core.sim.env import SimEnv
     from hybridvla_core.sim.record import BagRecorder
@@ -77,4 +98,49 @@ def run(args: argparse.Namespace) -> int:
         print(f"recorded {len(recorder.paths)} bags in {args.record}")
     if args.json is not None:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    return 0
+
+
+def eval_policy(args: argparse.Namespace) -> int:
+    from hybridvla_core import demo
+    from hybridvla_core.sim.policy_eval import as_dicts, evaluate, franka_bridge_parameters
+
+    if args.episodes < 1:
+        print("error: --episodes must be >= 1", file=sys.stderr)
+        return 2
+    if not (args.checkpoint / "config.json").is_file():
+        print(f"error: {args.checkpoint} is not a checkpoint directory (no config.json)", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config, robot="fr3")
+        bridge = franka_bridge_parameters(args.bridge_config)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.robot != "fr3" or cfg.task != "pick_place":
+        print(f"error: eval-policy runs the FR3 pick_place scene; the sim config says {cfg.robot}/{cfg.task}",
+              file=sys.stderr)
+        return 2
+    if args.seed is not None:
+        seeds = list(range(args.seed, args.seed + args.episodes))
+    else:
+        seeds_file = args.checkpoint / "training_seeds.json"
+        training = json.loads(seeds_file.read_text())["seeds"] if seeds_file.is_file() else []
+        seeds = demo.held_out_seeds(args.episodes, training_seeds=training)
+    modes = list(demo.MODES) if args.mode == "all" else [args.mode]
+    report = {}
+    for mode in modes:
+        results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
+                           time_limit_s=args.time_limit)
+        ok = sum(r.success for r in results)
+        report[mode] = as_dicts(results)
+        events: dict[str, int] = {}
+        for r in results:
+            for kind, n in r.guard_events.items():
+                events[kind] = events.get(kind, 0) + n
+        print(f"{mode}: success {ok}/{len(results)} = {100.0 * ok / len(results):.1f}%  "
+              f"predict p50 {np.median([r.predict_ms_median for r in results]):.0f} ms  "
+              f"guard events {dict(sorted(events.items())) or 'none'}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -1,0 +1,155 @@
+"""Closed-loop evaluation of a checkpoint in the simulated lab without ROS: the quick check between training
+and `make demo` (which runs the same loop through the full ROS graph, asynchronously, on wall time).
+
+One episode: reset to a seed, then every control period (10 Hz by default) render the checkpoint's views,
+read the measured TCP pose, Policy.predict, actions.to_absolute_targets, the FR3 guard pipeline with the
+franka_bridge's parameter file (the very GuardPipeline and FrankaGripperCommander the bridge runs), and the
+guarded command to the simulated arm and gripper. Synchronous: the action of an observation is applied at
+once, where the ROS graph applies it one inference latency later.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from hybridvla_core.actions import ArmPose, state_from_poses, to_absolute_targets
+from hybridvla_core.arm_bridge import GUARD_PARAMETERS, FrankaGripperCommander, guard_config
+from hybridvla_core.guards import GuardPipeline, Target
+from hybridvla_core.resources import resource_path
+from hybridvla_core.sim.config import SimConfig
+from hybridvla_core.sim.env import SimEnv
+
+ARM = "fr3"
+
+
+def franka_bridge_parameters(path: str | Path | None = None) -> dict:
+    """The flattened ros__parameters of franka_bridge in a parameter file (default config/franka.yaml)."""
+    path = Path(path) if path is not None else resource_path("config", "franka.yaml")
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    section = next((doc[k] for k in ("franka_bridge", "/franka_bridge") if k in doc), None)
+    if section is None or "ros__parameters" not in section:
+        raise ValueError(f"{path}: no 'franka_bridge: ros__parameters:' section")
+    flat: dict = {}
+
+    def walk(tree: dict, prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+    walk(section["ros__parameters"], "")
+    return flat
+
+
+@dataclass
+class PolicyEpisode:
+    seed: int
+    instruction: str
+    success: bool
+    duration_s: float                 # simulation seconds until success or the time limit
+    steps: int                        # control steps (policy calls)
+    tcp_path_m: float                 # length of the TCP's path [m]
+    guard_events: dict[str, int] = field(default_factory=dict)  # EventKind name (or policy_error) -> count
+    sources: dict[str, int] = field(default_factory=dict)       # ActionResult.source -> count
+    predict_ms_median: float = 0.0
+
+
+def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict, time_limit_s: float = 25.0,
+                       control_rate_hz: float = 10.0, settle_s: float = 0.5) -> PolicyEpisode:
+    """One closed-loop FR3 episode; success is checked every control step and after the time limit."""
+    instruction = env.reset(seed)
+    v = guard_parameters
+    values = {f"guards.{name}": v.get(f"guards.{name}", default) for name, (default, _, _) in GUARD_PARAMETERS.items()}
+    pipeline = GuardPipeline(guard_config(ARM, v.get("model", "fr3"), values, "guards."))
+    max_width = float(v.get("gripper.max_width", 0.08))
+    gripper = FrankaGripperCommander(max_width, float(v.get("gripper.close_below", 0.5)))
+    speed, force = float(v.get("gripper.speed", 0.1)), float(v.get("gripper.force", 20.0))
+    views = list(policy.config.view_names)
+    period = 1.0 / control_rate_hz
+    per_step = max(1, int(round(period / env.control_dt)))
+    t0 = env.time
+    events: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    predict_ms: list[float] = []
+    path, steps, success = 0.0, 0, False
+    reading = env.read(ARM)
+    last_position = reading.position.copy()
+
+    def measure(now: float):
+        r = env.read(ARM)
+        pipeline.set_measured(r.q, now, r.position, r.quaternion, r.gripper_width / max_width)
+        return r
+
+    measure(env.time)
+    ok, message = pipeline.enable(env.time)
+    if not ok:
+        raise RuntimeError(f"guards refused to enable at the start pose: {message}")
+    for _ in range(int(round(time_limit_s * control_rate_hz))):
+        now = env.time
+        reading = measure(now)
+        pose = ArmPose(reading.position, reading.quaternion, reading.gripper)
+        observation = {"images": {view: env.render(view) for view in views},
+                       "state": state_from_poses([pose]), "instruction": instruction}
+        start = time.perf_counter()
+        result = policy.predict(observation)
+        predict_ms.append((time.perf_counter() - start) * 1000.0)
+        sources[result.source] = sources.get(result.source, 0) + 1
+        try:
+            target = to_absolute_targets(result.action, [pose], policy.config.convention)[0]
+        except ValueError:  # a non-finite action: skipped as the policy node skips it, the arm holds
+            events["policy_error"] = events.get("policy_error", 0) + 1
+            target = None
+        command = None
+        if target is not None:
+            guarded = pipeline.submit(Target(target.position, target.quaternion_xyzw, target.gripper, now), now)
+            for event in guarded.events:
+                events[event.kind.name.lower()] = events.get(event.kind.name.lower(), 0) + 1
+            command = guarded.command
+        if command is not None and not command.hold:
+            env.set_target(ARM, command.position, command.quaternion)
+            goal = gripper.decide(command.gripper)
+            if goal is not None:
+                env.set_gripper_width(ARM, goal.width, speed, force if goal.action == "grasp" else None)
+        steps += 1
+        for _ in range(per_step):
+            env.advance(env.control_dt)
+        position = env.read(ARM).position
+        path += float(np.linalg.norm(position - last_position))
+        last_position = position.copy()
+        if env.success():
+            success = True
+            break
+    if not success:
+        env.advance(settle_s)
+        success = env.success()
+    return PolicyEpisode(seed, instruction, success, round(env.time - t0, 2), steps, round(path, 3), events,
+                         sources, round(float(np.median(predict_ms)), 1) if predict_ms else 0.0)
+
+
+def evaluate(checkpoint: str | Path, seeds, *, mode: str = "hybrid", sim_config: SimConfig,
+             bridge_parameters: dict, time_limit_s: float = 25.0, progress: bool = True) -> list[PolicyEpisode]:
+    """Episodes of `checkpoint` (FR3 pick_place) on `seeds` in one mode."""
+    from tqdm import tqdm
+
+    from hybridvla_core.model.policy import Policy
+
+    policy = Policy.from_checkpoint(checkpoint, mode=mode)
+    env = SimEnv(**sim_config.env_kwargs())
+    results: list[PolicyEpisode] = []
+    try:
+        bar = tqdm(list(seeds), desc=f"{mode}", unit="ep", disable=not progress)
+        for seed in bar:
+            results.append(run_policy_episode(env, policy, int(seed), guard_parameters=bridge_parameters,
+                                              time_limit_s=time_limit_s, control_rate_hz=sim_config.control_rate_hz))
+            bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+    finally:
+        env.close()
+    return results
+
+
+def as_dicts(results: list[PolicyEpisode]) -> list[dict]:
+    return [asdict(r) for r in results]
