@@ -1,13 +1,15 @@
 """`hybridvla bench [--json]`: latency of one control step per stage and mode, KV cache and schedule speed-ups.
 
 Default config (CPU, random weights): 3 views (front and side at 256 tokens each, wrist pooled to 16) and the
-byte-tokenised prompt: 590 prefix tokens; Llama-shaped LLM, hidden 512 x 8 layers. Figures:
+byte-tokenised prompt: 628 prefix tokens; Llama-shaped LLM, hidden 512 x 8 layers. Figures:
   cached_vs_uncached_speedup: DDIM (prefix prefill + ddim_steps) with the prefix cached vs recomputed every step
-  single_vs_reference_schedule_speedup: hybrid step with one prefill vs the reference schedule (a second prefill
-      with fresh noise for the AR tokens, views recomputed)
+  single_vs_reference_schedule_speedup: hybrid step with one prefill vs the reference schedule (views recomputed
+      and a second prefill of the prefix + [random t, fresh noise, <EOD>] for the AR tokens)
   max_abs_diff_cached_uncached: on the same noise, normalised action units
   hz_<mode>: control steps per second of Policy.predict (mode autoregressive also denoises: its tokens are
       conditioned on the denoised action); hz_autoregressive_reference_schedule skips the diffusion.
+Figures that are compared are measured in turns (A, B, A, B, ...) and reported as medians, so that a load
+change during the run does not favour one side.
 --preset reference-7b builds Llama-2-7B + DINOv2-L + SigLIP shapes with random weights (CUDA, bf16).
 """
 from __future__ import annotations
@@ -38,15 +40,18 @@ def bench_config(preset: str, action_dim: int, chunk: int):
     })
 
 
-def _median_ms(fn, repeats: int, sync) -> float:
-    times = []
+def _interleaved_median_ms(fns: dict, repeats: int, sync) -> dict:
+    """Median milliseconds per function, the functions taking turns within every repeat, so that a change in
+    the machine's load during the run shifts all of them alike instead of biasing a ratio between them."""
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action_dim: int = 7, chunk: int = 1,
@@ -79,17 +84,21 @@ def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action
     def policy(mode, schedule="single"):
         return Policy(model, stats, mode=mode, ddim_steps=ddim_steps, ar_schedule=schedule, seed=seed)
 
-    results, stage_ms = {}, {}
-    for name, mode, schedule in [("hybrid", "hybrid", "single"), ("diffusion", "diffusion", "single"),
-                                 ("autoregressive", "autoregressive", "single"),
-                                 ("hybrid_reference_schedule", "hybrid", "reference"),
-                                 ("autoregressive_reference_schedule", "autoregressive", "reference")]:
-        engine = policy(mode, schedule)
+    engines = {name: policy(mode, schedule) for name, mode, schedule in [
+        ("hybrid", "hybrid", "single"), ("diffusion", "diffusion", "single"),
+        ("autoregressive", "autoregressive", "single"), ("hybrid_reference_schedule", "hybrid", "reference"),
+        ("autoregressive_reference_schedule", "autoregressive", "reference")]}
+    for engine in engines.values():
         engine.predict(observation)  # warm-up
-        runs = [engine.predict(observation) for _ in range(repeats)]
-        total = statistics.median(r.timings_ms["total"] for r in runs)
-        results[f"hz_{name}"] = 1000.0 / total
-        stage_ms[name] = {k: round(statistics.median(r.timings_ms[k] for r in runs), 3) for k in runs[0].timings_ms}
+    runs = {name: [] for name in engines}
+    for _ in range(repeats):  # the engines take turns (see _interleaved_median_ms)
+        for name, engine in engines.items():
+            runs[name].append(engine.predict(observation))
+    results, stage_ms = {}, {}
+    for name, engine_runs in runs.items():
+        results[f"hz_{name}"] = 1000.0 / statistics.median(r.timings_ms["total"] for r in engine_runs)
+        stage_ms[name] = {k: round(statistics.median(r.timings_ms[k] for r in engine_runs), 3)
+                          for k in engine_runs[0].timings_ms}
 
     engine = policy("diffusion")
     with torch.inference_mode():
@@ -98,8 +107,8 @@ def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action
         cached_fn = lambda: model.denoise_cached(model.prefill(prefix), noise, ddim_steps)  # noqa: E731
         uncached_fn = lambda: model.denoise_uncached(prefix, noise, ddim_steps)  # noqa: E731
         cached_fn(), uncached_fn()  # warm-up
-        cached_ms = _median_ms(cached_fn, repeats, sync)
-        uncached_ms = _median_ms(uncached_fn, repeats, sync)
+        medians = _interleaved_median_ms({"cached": cached_fn, "uncached": uncached_fn}, repeats, sync)
+        cached_ms, uncached_ms = medians["cached"], medians["uncached"]
         max_diff = float((cached_fn() - uncached_fn()).abs().max())
 
     results.update({

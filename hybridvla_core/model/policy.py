@@ -6,7 +6,8 @@ Schedules (ar_schedule):
     <EOD>] and the greedy AR tokens decode on the same cache.
   "reference" (default for ar_conditioning "noisy"; the benchmark baseline): the same cached diffusion, then
     a separate AR pass that recomputes the views and the prefix and puts FRESH noise at a random timestep
-    between <BOD> and <EOD>, as the reference code does.
+    between <BOD> and <EOD>, as the reference code does (one prefill of prefix + [t, noise, <EOD>], then the
+    greedy tokens on that cache).
 """
 from __future__ import annotations
 
@@ -171,10 +172,12 @@ class Policy:
                 zero_t = torch.zeros(1, dtype=torch.long, device=model.device)
                 ar, confidence, _ = model.decode_actions(cache, zero_t, diffusion.clamp(-1, 1))
             else:
-                cache = model.prefill(self.prefix(observation))
+                # The reference's separate AR pass: views and prefix recomputed, then one prefill of the prefix
+                # and [random t, fresh noise, <EOD>] together, then the greedy tokens.
                 random_t = torch.randint(0, model.schedule.train_steps, (1,), generator=self.generator,
                                          device=model.device)
-                ar, confidence, _ = model.decode_actions(cache, random_t, self.sample_noise())
+                ar, confidence, _ = model.decode_actions_uncached(self.prefix(observation), random_t,
+                                                                  self.sample_noise())
             watch.lap("autoregressive")
         result = self._finish(diffusion, ar, confidence)
         watch.lap("ensemble")

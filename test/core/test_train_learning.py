@@ -21,8 +21,9 @@ def synthetic_sample(rng):
     image[row:row + 12, col:col + 12] = COLOURS[colour]
     wrist = np.full((24, 24, 3), 128, dtype=np.uint8)
     side, red = INSTRUCTIONS[instruction], 1.0 if colour == "red" else -1.0
-    # Each dim mixes the instruction and the colour differently; the gripper opens for red.
-    action = np.array([0.6 * side, 0.6 * red, 0.3 * (side + red), -0.6 * side, 0.3 * (red - side), 0.0,
+    # Each dim mixes the instruction and the colour differently; the gripper opens for red. (No dim is pure
+    # noise: normalised, such a dim spans [-1, 1] uniformly, which only slows both branches' fit down.)
+    action = np.array([0.6 * side, 0.6 * red, 0.3 * (side + red), -0.6 * side, 0.3 * (red - side), -0.6 * red,
                        1.0 if red > 0 else 0.0]) * SCALE
     action[:6] += rng.uniform(-0.01, 0.01, 6) * SCALE[:6]
     state = rng.normal(0, 0.05, 7)
@@ -48,16 +49,28 @@ def branch_errors(policy, samples, statistics):
     return float(np.mean(diffusion)), float(np.mean(ar))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the model is too small to gain from more, and on a busy machine more threads than
+    free cores mostly wait for each other. It also keeps the arithmetic independent of the core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(500)
-def test_tiny_model_learns_image_and_instruction_dependent_actions(tmp_path):
+@pytest.mark.timeout(300)
+def test_tiny_model_learns_image_and_instruction_dependent_actions(tmp_path, one_thread):
+    # ~45 s on one busy core: 1 layer of width 64, batch 16 x 2 noise draws, 800 steps. The diffusion branch is
+    # the slow learner (with 600 steps an occasional held-out sample still lands in the wrong mode).
     write_set(tmp_path / "set", 256, seed=0)
     dataset = TrainsetDataset(tmp_path / "set", image_size=32)
     assert len(dataset) == 256 and dataset[0]["pixels"].shape == (2, 3, 32, 32)
     rng = np.random.default_rng(123)
     held_out = [synthetic_sample(rng) for _ in range(16)]
 
-    config = tiny_config(hidden=64, layers=2, repeated_samples=4).to_dict()
+    config = tiny_config(hidden=64, layers=1, repeated_samples=2).to_dict()
     config.pop("action_dim"), config.pop("convention"), config.pop("unnorm_key"), config.pop("tokens")
     spec = {"model": config, "data": {"path": str(tmp_path / "set")},
             "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "batch_size": 16,
@@ -67,10 +80,10 @@ def test_tiny_model_learns_image_and_instruction_dependent_actions(tmp_path):
     start_policy = Policy.from_checkpoint(start["checkpoint"], theta=0.0)
     start_dif, start_ar = branch_errors(start_policy, held_out, dataset.statistics)
 
-    spec["train"]["max_steps"] = 400  # resumes from step 1
+    spec["train"]["max_steps"] = 800  # resumes from step 1
     result = train(spec)
     history = result["history"]
-    assert len(history) == 399
+    assert len(history) == 799
     policy = Policy.from_checkpoint(result["checkpoint"], theta=0.0)
     dif, ar = branch_errors(policy, held_out, dataset.statistics)
     print(f"held-out mean |error| (normalised): diffusion {start_dif:.3f} -> {dif:.3f}, AR {start_ar:.3f} -> {ar:.3f}")
