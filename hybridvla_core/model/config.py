@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from hybridvla_core.actions import ActionConvention, num_arms
 
 LLM_FAMILIES = ("llama", "phi", "qwen2")
-VISION_KINDS = ("dinov2_siglip", "clip", "small")
+VISION_KINDS = ("dinov2_siglip", "clip", "small", "keypoints")
 AR_CONDITIONINGS = ("denoised", "noisy")
 
 
@@ -47,14 +47,17 @@ class LLMConfig:
 
 @dataclass
 class VisionConfig:
-    """kind: dinov2_siglip (DINOv2-reg4 + SigLIP fused on channels) | clip | small (a little patch ViT).
+    """kind: dinov2_siglip (DINOv2-reg4 + SigLIP fused on channels) | clip | small (a little patch ViT) |
+    keypoints (a little conv net read out as spatial-softmax keypoints, one token per keypoint).
     `hf_configs` overrides the towers' HF config fields (e.g. a tiny DINOv2 for tests), keyed by
-    "dinov2" / "siglip" / "clip"; `small` sets the small tower (width, depth, heads, patch)."""
+    "dinov2" / "siglip" / "clip"; `small` sets the small tower (width, depth, heads, patch); `keypoints` the
+    keypoint tower (channels, keypoints: a perfect square, width: feature size per token)."""
 
     kind: str = "small"
     image_size: int = 224  # pixels, square; frames are resized without crop
     hf_configs: dict = field(default_factory=dict)
     small: dict = field(default_factory=lambda: {"width": 64, "depth": 2, "heads": 4, "patch": 8})
+    keypoints: dict = field(default_factory=lambda: {"channels": 32, "keypoints": 16, "width": 64})
 
     def __post_init__(self) -> None:
         if self.kind not in VISION_KINDS:
@@ -128,6 +131,12 @@ class ModelConfig:
         names = [v.name for v in self.views]
         if len(set(names)) != len(names):
             raise ValueError(f"views: duplicate names in {names}")
+        if self.vision.kind == "keypoints":
+            count = self.vision.keypoints.get("keypoints")
+            pooled = [v.name for v in self.views if v.tokens is not None and v.tokens != count]
+            if pooled:
+                raise ValueError(f"views {pooled}: a keypoints tower gives exactly its {count} keypoint tokens per "
+                                 f"view (keypoints cannot be pooled): leave tokens out or set it to {count}")
 
     @property
     def view_names(self) -> list[str]:

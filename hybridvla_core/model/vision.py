@@ -2,7 +2,8 @@
 
 dinov2_siglip: DINOv2 ViT-L/14 with 4 registers + SigLIP so400m/14, each taking the second-to-last layer's
 patch tokens, concatenated on channels (1024 + 1152 = 2176); clip: CLIP ViT-L/14, second-to-last layer;
-small: a little patch ViT for tests and the simulated lab. Shapes default to the reference's; `hf_configs`
+small: a little patch ViT for tests; keypoints: a little conv net read out as spatial-softmax keypoints (the
+simulated lab's demo policy). Shapes default to the reference's; `hf_configs`
 overrides fields (tiny towers in tests).
 """
 from __future__ import annotations
@@ -70,6 +71,51 @@ class SmallViT(nn.Module):
         return self.norm(x)
 
 
+class KeypointTower(nn.Module):
+    """Conv features -> spatial softmax (Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies"):
+    every output channel becomes the expected image position (x, y) in [-1, 1] of where it fires (x right,
+    y down), embedded together with a learned code that says which keypoint it is. One token per keypoint.
+
+    Convolutions treat every image position alike, so "where is the red block" learnt in a few hundred scenes
+    carries over to new layouts; the small ViT with learned position embeddings memorised the demo's 420
+    training layouts instead (block 1.4 cm rms on training frames, 11 cm on new ones, in a probe)."""
+
+    def __init__(self, image_size: int, channels: int, keypoints: int, width: int):
+        super().__init__()
+        side = int(round(keypoints ** 0.5))
+        if keypoints <= 0 or side * side != keypoints:
+            raise ValueError(f"vision.keypoints.keypoints must be a positive perfect square, got {keypoints}")
+        self.grid = side  # grid * grid tokens, so that the model counts them like patches
+        self.feature_dim = width
+        self.normalize = _Normalize(SIGLIP_MEAN, (0.25, 0.25, 0.25))
+        half = max(channels // 2, 1)
+        self.features = nn.Sequential(  # stride 2 once: keypoints on a (S/2)^2 grid
+            nn.Conv2d(3, half, 5, stride=2, padding=2), nn.GroupNorm(min(4, half), half), nn.GELU(),
+            nn.Conv2d(half, channels, 3, padding=1), nn.GroupNorm(min(4, channels), channels), nn.GELU(),
+            nn.Conv2d(channels, keypoints, 1),
+        )
+        self.log_temperature = nn.Parameter(torch.zeros(()))  # learnt sharpness of the softmax
+        self.embed = nn.Linear(2, width)
+        self.keypoint_code = nn.Parameter(torch.randn(1, keypoints, width) * 0.02)
+
+    def points(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> keypoints (N, K, 2): (x, y) in [-1, 1], x left -> right, y top -> bottom."""
+        return spatial_softmax_points(self.features(self.normalize(pixels)), self.log_temperature.exp())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.points(pixels)) + self.keypoint_code
+
+
+def spatial_softmax_points(maps: torch.Tensor, temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Feature maps (N, K, H, W) -> the softmax-weighted mean position (N, K, 2) of each map: (x, y) in [-1, 1],
+    -1 at the centre of the first column/row, +1 at the last."""
+    n, k, h, w = maps.shape
+    weights = (maps.flatten(2) * temperature).softmax(-1).view(n, k, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+    ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+    return torch.stack([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], dim=-1)
+
+
 class DinoSigLIPTower(nn.Module):
     def __init__(self, image_size: int, overrides: dict):
         super().__init__()
@@ -111,6 +157,8 @@ class CLIPTower(nn.Module):
 def build_vision_tower(config: VisionConfig) -> nn.Module:
     if config.kind == "small":
         return SmallViT(config.image_size, **config.small)
+    if config.kind == "keypoints":
+        return KeypointTower(config.image_size, **config.keypoints)
     if config.kind == "dinov2_siglip":
         return DinoSigLIPTower(config.image_size, config.hf_configs)
     return CLIPTower(config.image_size, config.hf_configs)
