@@ -5,9 +5,14 @@
 - `EpisodeWriter`: one episode = one rosbag2 directory with MCAP storage, full message definitions per
   connection (ros2msg text, as `ros2 bag record` writes them) and string metadata in metadata.yaml's
   custom_data (instruction, seed, ...). Accepts rosbags message objects (`write`) or serialized CDR bytes
-  (`write_cdr`, e.g. what an rclpy raw subscription delivers).
+  (`write_cdr`, e.g. what an rclpy raw subscription delivers). Compression (`COMPRESSIONS`): "zstd" (the
+  default) is rosbag2's message mode, each message its own zstd frame, exactly what
+  `ros2 bag record -s mcap --compression-mode message --compression-format zstd` writes (metadata.yaml:
+  compression_format zstd, compression_mode message), so `ros2 bag info/play` read these bags with the stock
+  rosbag2_compression_zstd plugin; "none" stores the CDR bytes as they are.
 - `msg`: builders of the message objects the suite records, every unit stated.
-- Readers: `read_messages`, `read_raw` (undecoded CDR), `topic_summary`, `bag_metadata`.
+- Readers: `read_messages`, `read_raw` (undecoded CDR), `topic_summary`, `bag_metadata`,
+  `bag_compression`; `stored_to_cdr` undoes message-mode compression for readers of raw storage records.
 
 Timestamps are integer nanoseconds (the bag's receive time and every header stamp); the caller decides the
 clock (simulation time or wall time) and uses it consistently within a bag.
@@ -24,7 +29,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import yaml
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
@@ -33,6 +38,26 @@ from hybridvla_core.resources import SOURCE_ROOT
 DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
 DEFAULT_DISTRO = "kilted"  # definitions of the types the suite records are identical in humble..kilted
 INTERFACE_PACKAGES = ("hybridvla_msgs",)
+COMPRESSIONS = ("zstd", "none")  # zstd: rosbag2 message-mode zstd; none: raw CDR
+DEFAULT_COMPRESSION = "zstd"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # first bytes of every zstd frame; CDR starts with 0x00 (encapsulation id)
+
+
+def zstd_module():
+    """The zstd module rosbags itself uses: compression.zstd (Python >= 3.14) or its backport."""
+    if sys.version_info >= (3, 14):
+        from compression import zstd
+    else:
+        from backports import zstd
+    return zstd
+
+
+def stored_to_cdr(data: bytes) -> bytes:
+    """The CDR bytes of a message as stored in a bag's storage: message-mode compressed bags hold one zstd
+    frame per message, others the CDR itself (whose first byte, of the encapsulation id, is always 0)."""
+    if data[:4] == ZSTD_MAGIC:
+        return zstd_module().decompress(data)
+    return data
 
 
 def interface_dir(package: str) -> Path:
@@ -69,13 +94,20 @@ class EpisodeWriter:
 
     Topics are registered on first use with the message's own type. The directory must not exist yet.
     If the body raises, the bag is still closed properly, so what was written stays readable.
+    compression: "zstd" (rosbag2 message-mode zstd, each message compressed on its own, as
+    `ros2 bag record --compression-mode message --compression-format zstd`) or "none" (see COMPRESSIONS).
     """
 
     def __init__(self, path: str | Path, *, metadata: dict[str, str] | None = None,
-                 store: Typestore | None = None):
+                 store: Typestore | None = None, compression: str = DEFAULT_COMPRESSION):
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         self.path = Path(path)
         self.store = store or typestore()
+        self.compression = compression
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        if compression == "zstd":
+            self._writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
         self._writer.open()
         self._connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
@@ -236,7 +268,7 @@ def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iter
 
 def read_raw(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
     """(topic, msgtype, receive time ns, serialized CDR bytes) of every message, in time order, undecoded
-    (bag replay publishes these bytes as they are)."""
+    (bag replay publishes these bytes as they are; the reader has undone message-mode compression)."""
     with AnyReader([Path(path)], default_typestore=typestore()) as reader:
         conns = _wanted_connections(reader, topics)
         if conns:
@@ -254,7 +286,18 @@ def topic_summary(path: str | Path) -> dict[str, tuple[str, int]]:
         return out
 
 
+def _bag_info(path: str | Path) -> dict:
+    return yaml.safe_load((Path(path) / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+
+
 def bag_metadata(path: str | Path) -> dict[str, str]:
     """The custom_data of a rosbag2 directory's metadata.yaml (empty if none)."""
-    info = yaml.safe_load((Path(path) / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    return dict(info.get("custom_data") or {})
+    return dict(_bag_info(path).get("custom_data") or {})
+
+
+def bag_compression(path: str | Path) -> tuple[str, str]:
+    """(compression_format, compression_mode) of a rosbag2 directory as metadata.yaml records them, lower
+    case, "none" where unset: ("zstd", "message") for our default, ("zstd", "file") for file mode."""
+    info = _bag_info(path)
+    fmt, mode = str(info.get("compression_format") or "").lower(), str(info.get("compression_mode") or "").lower()
+    return fmt or "none", mode or "none"

@@ -5,7 +5,8 @@
   callbacks, per-topic rate and drop statistics, and a free-disk-space check.
 - Crash safety: every open episode directory holds INCOMPLETE_MARKER until its bag is closed. A SIGKILL or a
   power cut leaves finished episodes untouched and the open one clearly marked; `recover_episode` turns the
-  marked bag's completed MCAP chunks (all but at most the last ~1 MiB of data) into a proper bag.
+  marked bag's completed MCAP chunks (all but at most the last ~1 MiB of stored data) into a proper bag,
+  with message-mode zstd compressed messages as well as uncompressed ones.
   Ctrl-C (SIGINT) is not a crash: `close()` finishes the open episode with outcome "interrupted".
 - `KeyReader`: single-key commands from the terminal in cbreak mode (works over SSH, no GUI); disabled when
   stdin is not a tty or CI is set, leaving the recorder's service as the only control.
@@ -15,6 +16,7 @@ Times: integer nanoseconds of the caller's clock (wall time, or simulation time 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import queue
@@ -140,7 +142,10 @@ class EpisodeRecorder:
     def __init__(self, directory: str | Path, *, robot: str = "", expected_hz: dict[str, float] | None = None,
                  events_topic: str = "/hybridvla/episode_events", min_free_bytes: int = 2 * 1024**3,
                  max_queue_bytes: int = 1024**3, max_episode_s: float = 0.0, metadata: dict | None = None,
-                 free_space: Callable[[Path], int] = free_bytes):
+                 free_space: Callable[[Path], int] = free_bytes, compression: str = bags.DEFAULT_COMPRESSION):
+        if compression not in bags.COMPRESSIONS:
+            raise ValueError(f"compression must be one of {', '.join(bags.COMPRESSIONS)}, got {compression!r}")
+        self.compression = compression
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.robot = robot
@@ -202,7 +207,7 @@ class EpisodeRecorder:
             path = self.directory / f"{EPISODE_PREFIX}{index:04d}"
             writer = bags.EpisodeWriter(path, metadata={
                 **self.metadata, "instruction": instruction, "episode_index": index, "robot": self.robot,
-                "start_ns": t_ns, "recorder": "hybridvla recorder"})
+                "start_ns": t_ns, "recorder": "hybridvla recorder"}, compression=self.compression)
             (path / INCOMPLETE_MARKER).write_text(
                 f"episode {index} was being recorded by pid {os.getpid()} and never closed (crash or kill).\n"
                 f"Recover the completed part with: hybridvla dataset recover {path}\n")
@@ -453,9 +458,10 @@ def _mcap_string(body: bytes, pos: int) -> tuple[str, int]:
     return body[pos + 4:pos + 4 + n].decode(), pos + 4 + n
 
 
-def read_truncated_mcap(path: str | Path) -> Iterator[tuple[str, str, int, bytes]]:
+def read_truncated_mcap(path: str | Path, *, stored: bool = False) -> Iterator[tuple[str, str, int, bytes]]:
     """(topic, msgtype, log time ns, CDR bytes) of every message in the complete chunks of an MCAP file
-    whose writer never finished (no footer, no summary), in file order."""
+    whose writer never finished (no footer, no summary), in file order. Message-mode compressed messages
+    (one zstd frame each) come back as CDR; stored=True gives the bytes as stored instead."""
     data = Path(path).read_bytes()
     if not data.startswith(b"\x89MCAP0\r\n"):
         raise ValueError(f"{path}: not an MCAP file")
@@ -474,16 +480,14 @@ def read_truncated_mcap(path: str | Path) -> Iterator[tuple[str, str, int, bytes
             elif op == 0x05:  # message: channel, sequence, log time, publish time, data
                 cid, _, log_time = struct.unpack_from("<HIQ", body, 0)
                 if cid in channels:
-                    yield (*channels[cid], log_time, body[22:])
+                    yield (*channels[cid], log_time, body[22:] if stored else bags.stored_to_cdr(body[22:]))
             elif op == 0x06:  # chunk: start, end, uncompressed size, crc, compression, records
                 uncompressed_size = struct.unpack_from("<Q", body, 16)[0]
                 compression, pos = _mcap_string(body, 28)
                 (size,) = struct.unpack_from("<Q", body, pos)
                 records = body[pos + 8:pos + 8 + size]
                 if compression == "zstd":
-                    from backports import zstd  # rosbags' own dependency on Python < 3.14
-
-                    records = zstd.decompress(records)
+                    records = bags.zstd_module().decompress(records)
                 elif compression:
                     raise ValueError(f"{path}: unsupported chunk compression {compression!r}")
                 if len(records) == uncompressed_size:
@@ -492,23 +496,33 @@ def read_truncated_mcap(path: str | Path) -> Iterator[tuple[str, str, int, bytes
     yield from walk(_mcap_records(data, 8))
 
 
-def recover_episode(path: str | Path) -> tuple[Path, int]:
+def recover_episode(path: str | Path, compression: str | None = None) -> tuple[Path, int]:
     """Turn an episode left marked incomplete into a proper bag: the crashed directory moves to
     <path>.crashed (kept, nothing is deleted) and its recoverable messages are written to <path> with
-    metadata outcome "incomplete". Returns (new bag path, messages recovered)."""
+    metadata outcome "incomplete". compression: that of the new bag (bags.COMPRESSIONS); None = the
+    crashed bag's own (zstd when its first message is a zstd frame). Returns (new bag path, messages recovered)."""
     path = Path(path)
     if not is_incomplete(path):
         raise ValueError(f"{path}: not an incomplete recording (no {INCOMPLETE_MARKER})")
     mcaps = sorted(path.glob("*.mcap"))
     if not mcaps:
         raise ValueError(f"{path}: no .mcap file to recover")
+    if compression is not None and compression not in bags.COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(bags.COMPRESSIONS)}, got {compression!r}")
+    messages = read_truncated_mcap(mcaps[0], stored=True)
+    first = next(messages, None)  # reads the whole file: a bad one is refused before anything moves
     crashed = path.with_name(path.name + ".crashed")
     path.rename(crashed)
+    if compression is None:
+        compression = ("zstd" if first is not None and first[3][:4] == bags.ZSTD_MAGIC
+                       else "none" if first is not None else bags.DEFAULT_COMPRESSION)
+    messages = itertools.chain([first] if first is not None else [], messages)
     count, instruction = 0, None
     with bags.EpisodeWriter(path, metadata={"outcome": "incomplete", "success": "false",
                                             "stop_reason": "recovered after a crash",
-                                            "recovered_from": crashed.name}) as writer:
-        for topic, msgtype, t_ns, data in read_truncated_mcap(crashed / mcaps[0].name):
+                                            "recovered_from": crashed.name}, compression=compression) as writer:
+        for topic, msgtype, t_ns, stored in messages:
+            data = bags.stored_to_cdr(stored)
             if msgtype == EPISODE_EVENT and instruction is None:  # the START event names the episode
                 event = bags.typestore().deserialize_cdr(data, msgtype)
                 instruction = event.instruction

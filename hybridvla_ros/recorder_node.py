@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from hybridvla_core import recording
+from hybridvla_core import bags, recording
 from hybridvla_ros.common import EVENT_QOS, ParameterError, declare_parameters, run_node
 
 
@@ -48,6 +48,9 @@ PARAMETERS = {
     "max_episode_s": (0.0, lambda v: isinstance(v, float) and v >= 0, "seconds, 0 = no limit"),
     "keys": ("auto", lambda v: v in ("auto", "off"), "auto (terminal keys when stdin is a tty) or off"),
     "status_period_s": (1.0, lambda v: isinstance(v, float) and v > 0, "seconds > 0"),
+    "compression": (bags.DEFAULT_COMPRESSION, lambda v: v in bags.COMPRESSIONS,
+                    "zstd (rosbag2 message-mode zstd, as ros2 bag record --compression-mode message "
+                    "--compression-format zstd) or none"),
 }
 
 
@@ -69,7 +72,8 @@ class Recorder(Node):
         self.core = recording.EpisodeRecorder(
             p["output_dir"], robot=p["robot"], expected_hz=dict(zip(p["topics"], rates)),
             events_topic=p["events_topic"], min_free_bytes=int(p["min_free_gb"] * 1e9),
-            max_queue_bytes=int(p["max_queue_mb"] * 1e6), max_episode_s=p["max_episode_s"])
+            max_queue_bytes=int(p["max_queue_mb"] * 1e6), max_episode_s=p["max_episode_s"],
+            compression=p["compression"])
         self.instruction = p["instruction"]
         self._subscriptions_by_topic: dict = {}
         self.events = self.create_publisher(EpisodeEvent, p["events_topic"], EVENT_QOS)
@@ -89,7 +93,8 @@ class Recorder(Node):
                                    f"{self.get_fully_qualified_name()}/episode")
         for path in self.core.incomplete_episodes():
             self.get_logger().warn(f"{path} was left open by a crash; recover it with: hybridvla dataset recover {path}")
-        self.get_logger().info(f"recording {len(self.topics)} topics into {p['output_dir']}, next episode "
+        self.get_logger().info(f"recording {len(self.topics)} topics into {p['output_dir']} "
+                               f"(compression {p['compression']}), next episode "
                                f"{self.core.next_index}, instruction {self.instruction!r}")
         self._discover()
 

@@ -36,13 +36,16 @@ def joint_state_message(env: SimEnv, arm: str, t_ns: int):
 
 
 class BagRecorder:
-    """An EpisodeSink (hybridvla_core.sim.runner) writing one bag per episode into `directory`."""
+    """An EpisodeSink (hybridvla_core.sim.runner) writing one bag per episode into `directory`
+    (compression: bags.COMPRESSIONS, default rosbag2 message-mode zstd)."""
 
-    def __init__(self, directory: str | Path, config: SimConfig, epoch_ns: int):
+    def __init__(self, directory: str | Path, config: SimConfig, epoch_ns: int,
+                 compression: str = bags.DEFAULT_COMPRESSION):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cfg = config
         self.epoch_ns = int(epoch_ns)  # wall-clock ns that simulation time 0 maps to
+        self.compression = compression
         self.episode_index = 0
         self.writer: EpisodeWriter | None = None
         self.paths: list[Path] = []
@@ -54,7 +57,7 @@ class BagRecorder:
         path = self.directory / f"episode_{self.episode_index:04d}_seed{env.seed}"
         self.writer = EpisodeWriter(path, metadata={
             "instruction": env.instruction, "seed": env.seed, "task": env.task.name, "robot": env.robot,
-            "episode_index": self.episode_index, "source": "sim_expert"})
+            "episode_index": self.episode_index, "source": "sim_expert"}, compression=self.compression)
         self.paths.append(path)
         t_ns = self._ns(t)
         self.writer.write(self.cfg.topics_episode_events, t_ns,

@@ -69,6 +69,19 @@ def test_launch_plan_for_every_robot():
         module.plan("ur5", CONFIG, use_our_cameras=False, teleop=False, recorder=True)
 
 
+@pytest.mark.timeout(120)
+def test_recorder_refuses_an_unknown_compression_with_one_line(tmp_path):
+    pytest.importorskip("rclpy")
+    proc = subprocess.run([sys.executable, "-m", "hybridvla_ros.recorder_node", "--ros-args", "--params-file",
+                           str(CONFIG / "record_sim_franka.yaml"), "-p", f"output_dir:={tmp_path}",
+                           "-p", "compression:=lz4"], capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[Recorder] error: parameter 'compression' = 'lz4' is invalid: "
+                                                   "expected zstd"), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and not list(tmp_path.iterdir())
+
+
 @pytest.mark.ros
 @pytest.mark.timeout(120)
 def test_recorder_and_leader_teleop_start_from_the_agilex_file(tmp_path):

@@ -1,6 +1,6 @@
 """The recorder as its own process records episodes from another process over Fast DDS with zero loss, its
 bags open with rosbags and carry their message definitions, and a SIGKILL mid-episode leaves the earlier
-episodes intact and the open one marked and recoverable."""
+episodes intact and the open one marked and recoverable (bags in the default message-mode zstd)."""
 import json
 import os
 import signal
@@ -168,11 +168,14 @@ def test_sigkill_mid_episode_keeps_earlier_episodes(ros, tmp_path):
     assert not recording.is_incomplete(done) and recording.is_incomplete(open_one)
     in_bag, _ = bag_counts(done)
     assert {t: n for t, n in in_bag.items() if t != EVENTS} == first
+    assert bags.bag_compression(done) == ("zstd", "message")
     # The open episode: its completed chunks come back as a proper bag marked incomplete.
     recovered, count = recording.recover_episode(open_one)
     assert recovered == open_one and (lab.out / "episode_0001.crashed").is_dir()
     in_bag, _ = bag_counts(recovered)
     meta = bags.bag_metadata(recovered)
     assert meta["outcome"] == "incomplete" and meta["instruction"] == "second"
+    assert bags.bag_compression(recovered) == ("zstd", "message")
+    assert all(m.message.height == 240 for m in bags.read_messages(recovered, [CAMERAS[0]]))
     assert 0 < count == sum(in_bag.values()) <= sum(second.values()) + 1
     assert in_bag[CAMERAS[0]] > 0

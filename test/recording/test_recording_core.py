@@ -20,6 +20,12 @@ def image(t_ns):
     return cdr(msg.image(t_ns, "cam", np.zeros((120, 160, 3), np.uint8)))
 
 
+def noisy_image(t_ns):
+    """An image that zstd cannot shrink (so that a compressed bag also spans several MCAP chunks)."""
+    rgb = np.random.default_rng(t_ns).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    return cdr(msg.image(t_ns, "cam", rgb))
+
+
 def test_header_stamp_is_read_from_cdr_without_decoding():
     assert recording.cdr_header_stamp(image(12_345_678_901)) == 12_345_678_901
     assert recording.has_header(IMAGE) and not recording.has_header("std_msgs/msg/String")
@@ -61,6 +67,7 @@ def test_state_machine_and_metadata(tmp_path):
         assert meta["outcome"] == "failure" and meta["instruction"] == "pick" and meta["duration_s"] == "2.000"
         assert json.loads(meta["topic_stats"])["/cam"]["count"] == 4
         assert bags.topic_summary(path) == {"/hybridvla/episode_events": (recording.EPISODE_EVENT, 2), "/cam": (IMAGE, 4)}
+        assert bags.bag_compression(path) == ("zstd", "message")  # the default
         rec.start("pick", 3)
         assert rec.discard(4)[0].success and not (tmp_path / "episode_0001").exists()
         assert rec.start("pick", 5)[0].episode_index == 1  # the discarded index is used again
@@ -99,11 +106,18 @@ def test_write_queue_limit_refuses_and_counts(tmp_path):
         rec.close(3)
 
 
-def test_recover_truncated_episode(tmp_path):
-    rec = recording.EpisodeRecorder(tmp_path, min_free_bytes=0)
+def test_unknown_compression_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="compression must be one of zstd, none, got 'gzip'"):
+        recording.EpisodeRecorder(tmp_path, compression="gzip")
+
+
+@pytest.mark.parametrize("compression, recorded_as", [("zstd", ("zstd", "message")), ("none", ("none", "none"))])
+def test_recover_truncated_episode(tmp_path, compression, recorded_as):
+    rec = recording.EpisodeRecorder(tmp_path, min_free_bytes=0, compression=compression)
     rec.start("stack the cups", 0)
-    for k in range(60):  # ~3.5 MiB: several 1 MiB chunks reach the file
-        rec.offer("/cam", IMAGE, k, image(k))
+    sent = [noisy_image(k) for k in range(60)]
+    for k, data in enumerate(sent):  # ~3.5 MiB, compressed or not: several 1 MiB chunks reach the file
+        rec.offer("/cam", IMAGE, k, data)
     rec.stop("success", 100)
     rec.close(101)
     path = tmp_path / "episode_0000"
@@ -121,6 +135,8 @@ def test_recover_truncated_episode(tmp_path):
     assert bags.bag_metadata(recovered)["instruction"] == "stack the cups"
     stamps = [bags.stamp_ns(m.message.header) for m in bags.read_messages(recovered, ["/cam"])]
     assert stamps == list(range(len(stamps)))  # the first messages, in order, intact
+    assert [r[3] for r in bags.read_raw(recovered, ["/cam"])] == sent[:len(stamps)]  # byte for byte
+    assert bags.bag_compression(recovered) == recorded_as  # recovered as recorded
     with pytest.raises(ValueError, match="not an incomplete recording"):
         recording.recover_episode(recovered)
 

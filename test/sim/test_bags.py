@@ -1,10 +1,12 @@
 """hybridvla_core.bags and `hybridvla sim run-experts --record`: bags that rosbags' AnyReader opens, with
-full message definitions, the topics of a real teleoperated recording, and the episode's instruction."""
+full message definitions, the topics of a real teleoperated recording, and the episode's instruction;
+rosbag2 message-mode zstd compression (the default) against uncompressed bags."""
 import numpy as np
 import pytest
+import yaml
 from rosbags.highlevel import AnyReader
 
-from hybridvla_core import bags
+from hybridvla_core import bags, recording
 from hybridvla_core.bags import EpisodeWriter, msg
 from hybridvla_core.cli import main
 from hybridvla_core.sim.config import load_config
@@ -32,6 +34,58 @@ def test_episode_writer_round_trip_with_custom_types_and_metadata(tmp_path):
     assert list(bags.read_messages(path, ["/not/recorded"])) == []
     assert list(bags.read_raw(path, ["/not/recorded"])) == []
     assert [r[0] for r in bags.read_raw(path, ["/hybridvla/fr3/target"])] == ["/hybridvla/fr3/target"]
+
+
+def _episode_messages():
+    """(topic, msgtype, t_ns, CDR bytes) of a short episode: camera frames, state, targets, custom types."""
+    store, out = bags.typestore(), []
+    yy, xx = np.mgrid[0:48, 0:64]
+    for k in range(12):
+        t = 1_000_000_000 + k * 66_666_667
+        rgb = np.stack([(xx * 4 + k) % 256, (yy * 5) % 256, np.full_like(xx, 90)], -1).astype(np.uint8)
+        for m, topic in ((msg.image(t, "cam", rgb), "/camera/front/color/image_raw"),
+                         (msg.joint_state(t, ["a", "b"], [0.1 * k, -0.2]), "/joint_states"),
+                         (msg.arm_state(t, "fr3_link0", "fr3", [0.4, 0.0, 0.2 + k * 1e-3], [1, 0, 0, 0], 1.0, 0.08,
+                                        ["j1"], [0.5]), "/hybridvla/fr3/arm_state"),
+                         (msg.episode_event(t, 0, 3, "pick ü"), "/hybridvla/episode_events")):
+            out.append((topic, m.__msgtype__, t, bytes(store.serialize_cdr(m, m.__msgtype__))))
+    return out
+
+
+@pytest.mark.parametrize("compression, recorded_as", [("zstd", ("zstd", "message")), ("none", ("none", "none"))])
+def test_compressed_and_uncompressed_episodes_round_trip_byte_exactly(tmp_path, compression, recorded_as):
+    """Every message comes back byte for byte through the reader the suite uses, metadata.yaml records the
+    compression as rosbag2 expects (format zstd, mode message), and in a message-mode bag every stored message
+    is one zstd frame that states its decompressed size (rosbag2's zstd plugin refuses frames without it)."""
+    messages = _episode_messages()
+    path = tmp_path / "ep"
+    with EpisodeWriter(path, metadata={"instruction": "pick"}, compression=compression) as bag:
+        for topic, msgtype, t, data in messages:
+            bag.write_cdr(topic, msgtype, t, data)
+    assert bags.bag_compression(path) == recorded_as
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert (info["compression_format"], info["compression_mode"]) == (("zstd", "message") if compression == "zstd"
+                                                                      else ("", ""))
+    assert info["relative_file_paths"] == ["ep.mcap"] and info["message_count"] == len(messages)
+    back = list(bags.read_raw(path))
+    assert sorted(back) == sorted(messages)  # same topics, types, times and bytes
+    assert bags.bag_metadata(path) == {"instruction": "pick"}
+    assert [m.message.instruction for m in bags.read_messages(path, ["/hybridvla/episode_events"])] == ["pick ü"] * 12
+    zstd = bags.zstd_module()
+    stored = list(recording.read_truncated_mcap(path / "ep.mcap", stored=True))  # the storage's own bytes
+    assert [s[:3] for s in stored] == [m[:3] for m in messages]
+    for (_, _, _, raw), (_, _, _, cdr) in zip(stored, messages):
+        if compression == "zstd":
+            assert raw[:4] == bags.ZSTD_MAGIC and zstd.get_frame_info(raw).decompressed_size == len(cdr)
+            assert zstd.decompress(raw) == cdr
+        else:
+            assert raw == cdr
+
+
+def test_unknown_compression_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="compression must be one of zstd, none, got 'lz4'"):
+        EpisodeWriter(tmp_path / "ep", compression="lz4")
+    assert not (tmp_path / "ep").exists()
 
 
 def test_writing_a_topic_with_a_second_type_is_refused(tmp_path):
@@ -109,3 +163,37 @@ def test_message_definitions_are_found_in_an_install_tree(tmp_path, monkeypatch)
     monkeypatch.setattr(bags, "SOURCE_ROOT", tmp_path / "src")
     monkeypatch.setattr(bags.sys, "prefix", str(tmp_path / "prefix"))
     assert bags.interface_dir("hybridvla_msgs") == share.parent
+
+
+def _rewrite(src, dst, compression):
+    """The same episode (raw CDR bytes, metadata) written again with another compression."""
+    with EpisodeWriter(dst, metadata=bags.bag_metadata(src), compression=compression) as bag:
+        for topic, msgtype, t_ns, data in bags.read_raw(src):
+            bag.write_cdr(topic, msgtype, t_ns, data)
+    return dst
+
+
+def _bag_bytes(path):
+    return sum(f.stat().st_size for f in path.iterdir())
+
+
+def test_recorded_sim_episodes_are_compressed_and_build_the_same_dataset_as_uncompressed(recorded, tmp_path):
+    """run-experts --record writes message-mode zstd by default: the rendered camera frames shrink several
+    times, and `hybridvla dataset build` makes the same samples from it as from an uncompressed copy."""
+    zstd_bag = recorded[0]
+    assert bags.bag_compression(zstd_bag) == ("zstd", "message")
+    plain = _rewrite(zstd_bag, tmp_path / "bags" / "plain", "none")
+    assert bags.bag_compression(plain) == ("none", "none")
+    assert list(bags.read_raw(plain)) == list(bags.read_raw(zstd_bag))
+    assert _bag_bytes(zstd_bag) * 4 < _bag_bytes(plain), (_bag_bytes(zstd_bag), _bag_bytes(plain))
+
+    out = tmp_path / "set"
+    assert main(["dataset", "build", str(zstd_bag), str(plain), "-o", str(out), "--val-fraction", "0",
+                 "--include-failed"]) == 0
+    shard = out / "train" / "shard-00000"
+    episode = np.load(shard / "episode.npy")
+    assert sorted(set(episode.tolist())) == [0, 1]
+    for name in ("image_front", "image_wrist", "state", "action"):
+        values = np.load(shard / f"{name}.npy")
+        assert len(values[episode == 0]) > 10
+        np.testing.assert_array_equal(values[episode == 0], values[episode == 1])
