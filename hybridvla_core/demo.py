@@ -164,12 +164,11 @@ def _record(args: argparse.Namespace) -> int:
 
 def shrink_images(directory: Path, image_size: int) -> int:
     """Resize a training set's images in place to image_size x image_size with the model's own resize
-    (that of hybridvla_core.model.vision.images_to_pixels), so that training reads small frames instead of resizing
-    full frames every step; the policy resizes live frames the same way. Returns the number of samples."""
-    import torch
-    import torch.nn.functional as F
-
+    (hybridvla_core.model.vision.resize_frames, that of images_to_pixels rounded to uint8), so that training
+    reads small frames instead of resizing full frames every step; the policy resizes live frames the same way.
+    `hybridvla dataset build --image-size` does the same at build time. Returns the number of samples."""
     from hybridvla_core.model.trainset import read_index
+    from hybridvla_core.model.vision import resize_frames
 
     index, count = read_index(directory), 0
     for shard in index["shards"]:
@@ -178,14 +177,9 @@ def shrink_images(directory: Path, image_size: int) -> int:
             frames = np.load(path, mmap_mode="r")
             if frames.shape[1:3] == (image_size, image_size):
                 continue
-            parts = []
-            for i in range(0, len(frames), 256):  # batched, with the arguments of images_to_pixels
-                x = torch.from_numpy(np.array(frames[i:i + 256])).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-                x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True,
-                                  align_corners=False)
-                parts.append((x * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+            resized = resize_frames(frames, image_size, batch=256)
             del frames
-            np.save(path, np.concatenate(parts))
+            np.save(path, resized)
         count += shard["samples"]
     return count
 

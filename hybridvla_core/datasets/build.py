@@ -1,5 +1,9 @@
 """Training sets from bags: resampled episodes (extract.py) -> actions in the chosen convention -> optional
-idle-frame dropping -> the model's training-set format (hybridvla_core.model.trainset), split by episode.
+idle-frame dropping -> optional resize of the frames to the model's input -> the model's training-set format
+(hybridvla_core.model.trainset), split by episode.
+
+Streaming: one bag at a time is read, checked, written and dropped, so memory holds about one episode (plus
+one shard being filled) however many bags there are.
 
     <out>/train/    training set (index.json, dataset_statistics.json with q01/q99 and mask, shards)
     <out>/val/      validation episodes, same format; its dataset_statistics.json is the TRAIN set's, so that
@@ -39,10 +43,17 @@ class BuildOptions:
     unnorm_key: str = "recorded"
     include_failed: bool = False
     max_age_s: float = 0.5
+    image_size: int | None = None  # frames stored S x S, resized as the model does (resize_frames); None: as recorded
+    shard_size: int = 256          # samples per shard file (also the most samples buffered in memory per split)
 
     def __post_init__(self) -> None:
         if self.rate_hz <= 0 or self.chunk < 1 or not 0 <= self.val_fraction < 1:
             raise ValueError("need rate > 0, chunk >= 1 and 0 <= val_fraction < 1")
+        if self.image_size is not None and (isinstance(self.image_size, bool) or int(self.image_size) != self.image_size
+                                            or self.image_size < 1):
+            raise ValueError(f"--image-size must be a positive number of pixels, got {self.image_size}")
+        if self.shard_size < 1:
+            raise ValueError("shard_size must be >= 1")
 
 
 def idle_steps(episode: Episode, idle_m: float, idle_rad: float) -> np.ndarray:
@@ -78,68 +89,130 @@ def split_episodes(count: int, val_fraction: float, seed: int) -> set[int]:
     return set(order[:n_val])
 
 
+def split_bags(paths, val_fraction: float, seed: int) -> set[str]:
+    """The bags (as str) drawn for validation, decided up front from the sorted list of the distinct bag paths:
+    split_episodes(number of bags, val_fraction, seed) picks positions in that sorted list. The split depends
+    only on the set of paths, the fraction and the seed (not on the order the paths were given in), and is by
+    episode: a bag is all train or all val. A bag that is later left out (unreadable, failed, other views, ...)
+    still consumes its slot: its split simply gets one episode fewer. Bags are left out independently of their
+    slot, so the validation share of the used episodes stays val_fraction in expectation; with very few bags
+    the validation set can end up empty (a line says so) or the training set empty (an error)."""
+    ordered = sorted({str(p) for p in paths})
+    return {ordered[i] for i in split_episodes(len(ordered), val_fraction, seed)}
+
+
 def build_dataset(bag_paths, out: str | Path, options: BuildOptions, log=print, progress: bool = True) -> dict:
     """Build <out>/train and <out>/val from the bags; unusable bags are reported with one line each and
-    left out. Returns the build report (also written to <out>/build.json)."""
-    from hybridvla_core.model.trainset import STATISTICS_FILE, TrainsetWriter
+    left out. Returns the build report (also written to <out>/build.json).
 
+    One bag at a time, in the order of find_bags: extract -> check (outcome, same views/arms as the first usable
+    bag, finite actions) -> optional idle dropping and resize -> write -> drop, so memory stays about one
+    episode plus one shard per split. The train/val split is decided before any bag is read (split_bags: from
+    the sorted bag paths; a bag left out still consumes its slot). Episodes are numbered in the order used."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"output directory {out} is not empty")
     paths = find_bags(bag_paths)
     if not paths:
         raise ValueError("no bags found in " + ", ".join(map(str, bag_paths)))
-    episodes: list[Episode] = []
+    val_bags = split_bags(paths, options.val_fraction, options.seed)
+    build = _StreamingBuild(out, options)
     report = {"settings": _settings(options), "bags": [], "left_out": []}
-    for path in tqdm(paths, desc="read bags", unit="bag", disable=not progress):
-        try:
-            episode = extract_episode(path, rate_hz=options.rate_hz, layout=options.layout, arms=options.arms,
-                                      views=options.views, max_age_s=options.max_age_s, instruction=options.instruction)
-            if episode.outcome not in GOOD_OUTCOMES and not options.include_failed:
-                raise BagError(f"{path}: outcome {episode.outcome} (pass --include-failed to use it)")
-            if episodes and (episode.views, episode.arms) != (episodes[0].views, episodes[0].arms):
-                raise BagError(f"{path}: views {episode.views} / arms {episode.arms} differ from the first bag's "
-                               f"{episodes[0].views} / {episodes[0].arms}")
-            episode.actions(options.convention)  # fails here, for this bag only, on non-finite targets
-        except (BagError, ValueError) as exc:
-            log(f"skipped {exc}")
-            report["left_out"].append({"bag": str(path), "reason": str(exc)})
-            continue
-        episodes.append(episode)
-    if not episodes:
+    samples = 0
+    with tqdm(paths, desc="build", unit="bag", disable=not progress) as bar:
+        for path in bar:
+            split = "val" if str(path) in val_bags else "train"
+            try:
+                entry = build.add_bag(path, split)
+            except (BagError, ValueError) as exc:
+                log(f"skipped {exc}")
+                report["left_out"].append({"bag": str(path), "reason": str(exc), "split": split})
+                continue
+            report["bags"].append(entry)
+            samples += entry["steps"]
+            bar.set_postfix(samples=samples, refresh=False)
+    if build.reference is None:
         raise ValueError("no usable bag (see the lines above)")
-
-    val = split_episodes(len(episodes), options.val_fraction, options.seed)
-    action_dim = 7 * len(episodes[0].arms)
-    writers = {name: TrainsetWriter(out / name, episodes[0].views, action_dim, chunk=options.chunk,
-                                    convention=options.convention, unnorm_key=options.unnorm_key, shard_size=256)
-               for name in ("train", "val") if name == "train" or val}
-    bar = tqdm(total=sum(len(e) for e in episodes), desc="write samples", unit="step", disable=not progress)
-    for number, episode in enumerate(episodes):
-        split = "val" if number in val else "train"
-        actions = chunked(episode.actions(options.convention), options.chunk)
-        keep = ~idle_steps(episode, options.idle_m, options.idle_rad) if options.drop_idle \
-            else np.ones(len(episode), dtype=bool)
-        for k in np.flatnonzero(keep):
-            writers[split].add({v: episode.images[v][k] for v in episode.views}, episode.states[k], actions[k],
-                               episode.instruction, episode=number)
-        bar.update(len(episode))
-        report["bags"].append({"bag": str(episode.path), "split": split, "episode": number,
-                               "instruction": episode.instruction, "outcome": episode.outcome,
-                               "steps": int(keep.sum()), "idle_dropped": int((~keep).sum()),
-                               "stale_skipped": episode.skipped.get("stale", 0)})
-    bar.close()
     if not any(b["split"] == "train" and b["steps"] for b in report["bags"]):
+        if not any(b["split"] == "train" for b in report["bags"]):
+            raise ValueError("every bag drawn for training was left out (see the lines above)")
         raise ValueError("every training step was dropped as idle; lower --idle-m / --idle-rad")
-    for writer in writers.values():
-        writer.close()
-    if "val" in writers:  # validation is normalised with the training statistics
-        shutil.copyfile(out / "train" / STATISTICS_FILE, out / "val" / STATISTICS_FILE)
-    report.update(views=episodes[0].views, arms=episodes[0].arms, action_dim=action_dim,
+    if val_bags and not any(b["split"] == "val" and b["steps"] for b in report["bags"]):
+        log("no validation episode: every bag drawn for validation was left out or all idle")
+    build.close()
+    views, arms = build.reference
+    report.update(views=views, arms=arms, action_dim=7 * len(arms),
+                  val_slots=len(val_bags), val_slots_left_out=sum(b["split"] == "val" for b in report["left_out"]),
                   train_samples=sum(b["steps"] for b in report["bags"] if b["split"] == "train"),
                   val_samples=sum(b["steps"] for b in report["bags"] if b["split"] == "val"))
     (out / "build.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+class _StreamingBuild:
+    """The writers of one build and the views/arms of its first usable bag; add_bag handles one bag whole, so
+    its episode is freed when add_bag returns."""
+
+    def __init__(self, out: Path, options: BuildOptions):
+        self.out, self.options = out, options
+        self.reference: tuple[list[str], list[str]] | None = None  # (views, arms) of the first usable bag
+        self.writers: dict = {}
+        self.episodes = 0
+
+    def add_bag(self, path: Path, split: str) -> dict:
+        """Extract, check and write one bag; raises BagError / ValueError (nothing written) when it is unusable."""
+        o = self.options
+        episode = extract_episode(path, rate_hz=o.rate_hz, layout=o.layout, arms=o.arms, views=o.views,
+                                  max_age_s=o.max_age_s, instruction=o.instruction)
+        if episode.outcome not in GOOD_OUTCOMES and not o.include_failed:
+            raise BagError(f"{path}: outcome {episode.outcome} (pass --include-failed to use it)")
+        if self.reference is not None and (episode.views, episode.arms) != self.reference:
+            raise BagError(f"{path}: views {episode.views} / arms {episode.arms} differ from the first bag's "
+                           f"{self.reference[0]} / {self.reference[1]}")
+        try:  # fails here, for this bag only, on non-finite targets
+            actions = chunked(episode.actions(o.convention), o.chunk)
+        except ValueError as exc:
+            raise BagError(f"{path}: {exc}") from None
+        keep = ~idle_steps(episode, o.idle_m, o.idle_rad) if o.drop_idle else np.ones(len(episode), dtype=bool)
+        rows = np.flatnonzero(keep)
+        if not (np.all(np.isfinite(episode.states[rows])) and np.all(np.isfinite(actions[rows]))):
+            raise BagError(f"{path}: non-finite state or action")  # refused before anything of it is written
+        if o.image_size is not None:
+            from hybridvla_core.model.vision import resize_frames
+
+            images = {v: resize_frames([episode.images[v][k] for k in rows], o.image_size) for v in episode.views}
+        else:
+            images = {v: [episode.images[v][k] for k in rows] for v in episode.views}
+        if self.reference is None:
+            self.reference = (episode.views, episode.arms)
+        number = self.episodes
+        self.episodes += 1
+        writer = self._writer(split) if len(rows) else None
+        for i, k in enumerate(rows):
+            writer.add({v: images[v][i] for v in episode.views}, episode.states[k], actions[k], episode.instruction,
+                       episode=number)
+        return {"bag": str(episode.path), "split": split, "episode": number, "instruction": episode.instruction,
+                "outcome": episode.outcome, "steps": int(keep.sum()), "idle_dropped": int((~keep).sum()),
+                "stale_skipped": episode.skipped.get("stale", 0)}
+
+    def _writer(self, split: str):
+        if split not in self.writers:
+            from hybridvla_core.model.trainset import TrainsetWriter
+
+            views, arms = self.reference
+            o = self.options
+            self.writers[split] = TrainsetWriter(self.out / split, views, 7 * len(arms), chunk=o.chunk,
+                                                 convention=o.convention, unnorm_key=o.unnorm_key,
+                                                 shard_size=o.shard_size)
+        return self.writers[split]
+
+    def close(self) -> None:
+        from hybridvla_core.model.trainset import STATISTICS_FILE
+
+        for writer in self.writers.values():
+            writer.close()
+        if "val" in self.writers:  # validation is normalised with the training statistics
+            shutil.copyfile(self.out / "train" / STATISTICS_FILE, self.out / "val" / STATISTICS_FILE)
 
 
 def _settings(o: BuildOptions) -> dict:
@@ -147,5 +220,5 @@ def _settings(o: BuildOptions) -> dict:
             "layout": o.layout.__dict__, "views": o.views, "arms": o.arms, "drop_idle": o.drop_idle,
             "idle_m": o.idle_m, "idle_rad": o.idle_rad, "val_fraction": o.val_fraction, "seed": o.seed,
             "unnorm_key": o.unnorm_key, "include_failed": o.include_failed, "max_age_s": o.max_age_s,
-            "instruction": o.instruction}
+            "instruction": o.instruction, "image_size": o.image_size}
 

@@ -1,10 +1,13 @@
 """`hybridvla dataset ...`: training sets from recorded bags.
 
-    hybridvla dataset build BAGS... -o DIR [--rate 10] [--chunk 1] [--translation delta] [--drop-idle] ...
+    hybridvla dataset build BAGS... -o DIR [--rate 10] [--chunk 1] [--translation delta] [--drop-idle]
+                            [--image-size S] ...
     hybridvla dataset recover EPISODE_DIR...    (bags left open by a recorder crash -> proper bags)
 
 BAGS are bag directories (ours, `hybridvla sim run-experts --record`, or plain `ros2 bag record`, MCAP or
-sqlite3) or directories holding them. Each unusable bag gets one line and is left out.
+sqlite3) or directories holding them. Each unusable bag gets one line and is left out. Bags are processed one
+at a time (memory: about one episode); --image-size S stores the frames resized to S x S with the model's own
+resize (hybridvla_core.model.vision.resize_frames), so training reads small frames.
 """
 from __future__ import annotations
 
@@ -46,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--include-failed", action="store_true", help="also use episodes stopped as failure/interrupted")
     b.add_argument("--max-age-s", type=float, default=0.5,
                    help="skip steps whose newest frame or state is older than this [s] (0.5)")
+    b.add_argument("--image-size", type=int, default=None,
+                   help="resize frames to S x S pixels (the model's vision.image_size) with the model's resize "
+                        "(default: keep them as recorded)")
     r = sub.add_parser("recover", help="turn episodes left open by a recorder crash into proper bags")
     r.add_argument("episodes", nargs="+", type=Path)
 
@@ -66,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             layout=TopicLayout.from_arguments(args),
             views=_names(args.views), arms=_names(args.arms), instruction=args.instruction,
             drop_idle=args.drop_idle, idle_m=args.idle_m, idle_rad=args.idle_rad, val_fraction=args.val_fraction,
-            seed=args.seed, unnorm_key=args.unnorm_key, include_failed=args.include_failed, max_age_s=args.max_age_s)
+            seed=args.seed, unnorm_key=args.unnorm_key, include_failed=args.include_failed, max_age_s=args.max_age_s,
+            image_size=args.image_size)
         report = build_dataset(args.bags, args.output, options, log=lambda line: tqdm.write(line, file=sys.stderr))
     except ValueError as exc:
         print(f"hybridvla dataset build: {exc}", file=sys.stderr)

@@ -174,13 +174,46 @@ def pool_to_budget(features: torch.Tensor, grid: int, tokens: int | None) -> tor
     return F.adaptive_avg_pool2d(spatial, side).flatten(2).transpose(1, 2)
 
 
+def _resize_unit(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(N, 3, H, W) float32 in [0, 1] -> (N, 3, S, S): the model's one resize (bilinear, antialiased,
+    align_corners False, no crop); frames already S x S are returned as they are."""
+    if pixels.shape[-2:] == (image_size, image_size):
+        return pixels
+    return F.interpolate(pixels, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+
+
 def images_to_pixels(images: list, image_size: int, device, dtype) -> torch.Tensor:
     """HxWx3 uint8 RGB arrays -> (N, 3, S, S) in [0, 1], resized without crop (bilinear, antialiased)."""
     resized = []
     for image in images:
         tensor = torch.as_tensor(image, device=device).permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255.0
-        if tensor.shape[-2:] != (image_size, image_size):
-            tensor = F.interpolate(tensor, size=(image_size, image_size), mode="bilinear", antialias=True,
-                                   align_corners=False)
-        resized.append(tensor)
+        resized.append(_resize_unit(tensor, image_size))
     return torch.cat(resized).to(dtype)
+
+
+def resize_frames(frames, image_size: int, batch: int = 16):
+    """(N, H, W, 3) uint8 RGB frames (an array or a sequence of HxWx3 arrays) -> (N, S, S, 3) uint8 numpy: the
+    resize of images_to_pixels, rounded back to uint8. Training sets resized with it at build time (`hybridvla
+    dataset build --image-size`, `python -m hybridvla_core.demo shrink`) hold what a policy resizing the live
+    frames sees, to within the rounding (0.5 / 255). Frames already S x S come back unchanged; `batch` frames
+    are converted at a time, so memory stays small for long episodes."""
+    import numpy as np
+
+    if int(image_size) != image_size or image_size < 1:
+        raise ValueError(f"image size must be a positive number of pixels, got {image_size}")
+    image_size = int(image_size)
+    parts = []
+    for start in range(0, len(frames), batch):
+        chunk = np.array(frames[start:start + batch]) if isinstance(frames, np.ndarray) \
+            else np.stack([np.asarray(f) for f in frames[start:start + batch]])
+        if chunk.ndim != 4 or chunk.shape[3] != 3 or chunk.dtype != np.uint8:
+            raise ValueError(f"frames must be HxWx3 uint8, got {chunk.dtype} {chunk.shape[1:]}")
+        if chunk.shape[1:3] == (image_size, image_size):
+            parts.append(chunk)
+            continue
+        pixels = torch.from_numpy(chunk).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        pixels = _resize_unit(pixels, image_size)
+        parts.append((pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    if not parts:
+        return np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
+    return np.concatenate(parts)
