@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -146,20 +147,39 @@ def _record(args: argparse.Namespace) -> int:
         return 2
     mine = seeds[index::parts]
     args.out.mkdir(parents=True, exist_ok=True)
+    done, unfinished = recorded_seeds(args.out / f"part{index}")
+    for path in unfinished:  # an interrupted episode: recorded again below
+        shutil.rmtree(path)
+    if done:
+        print(f"part {index}/{parts}: {len(done & set(mine))} of {len(mine)} episodes already recorded, continuing")
+    todo = [seed for seed in mine if seed not in done]
     if index == 0:
         (args.out / "seeds.json").write_text(json.dumps({"variants": VARIANTS, "seeds": seeds}))
     cfg = load_config(args.config, robot="fr3")
     env = SimEnv(**{**cfg.env_kwargs(), "task": "pick_place"})
     recorder = BagRecorder(args.out / f"part{index}", cfg, epoch_ns=time.time_ns())
+    recorder.episode_index = len(done)  # bag names keep counting
     rates = Rates(control=cfg.control_rate_hz, state=cfg.state_rate_hz, camera=cfg.camera_rate_hz)
     ok = 0
     try:
-        for seed in tqdm(mine, desc=f"demos part {index}/{parts}", unit="ep"):
+        for seed in tqdm(todo, desc=f"demos part {index}/{parts}", unit="ep"):
             ok += run_expert_episode(env, seed, rates=rates, timeout_s=cfg.episode_timeout_s, sink=recorder).success
     finally:
         env.close()
-    print(f"part {index}/{parts}: {ok}/{len(mine)} expert successes, bags in {args.out / f'part{index}'}")
+    print(f"part {index}/{parts}: {ok}/{len(todo)} expert successes, bags in {args.out / f'part{index}'}")
     return 0
+
+
+def recorded_seeds(directory: Path) -> tuple[set[int], list[Path]]:
+    """Seeds with a finished episode bag in `directory` (its metadata.yaml is written when the bag closes), and
+    the bag directories of episodes that were interrupted (no metadata.yaml)."""
+    done, unfinished = set(), []
+    for path in sorted(Path(directory).glob("episode_*_seed*")):
+        if (path / "metadata.yaml").is_file():
+            done.add(int(path.name.rsplit("_seed", 1)[1]))
+        else:
+            unfinished.append(path)
+    return done, unfinished
 
 
 def shrink_images(directory: Path, image_size: int) -> int:
@@ -191,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--per-variant", type=int, default=100, help="episodes per instruction variant (100)")
     r.add_argument("--start", type=int, default=TRAIN_SEED_START, help="first seed considered (0)")
-    r.add_argument("--part", default="0/1", help="I/N: record every N-th seed from the I-th (parallel runs)")
+    r.add_argument("--part", default="0/1", help="I/N: record every N-th seed from the I-th (parallel runs); "
+                   "seeds already recorded in OUT/partI are skipped, so an interrupted run continues")
     r.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
     s = sub.add_parser("shrink", help="resize a training set's images in place to the model's input size")
     s.add_argument("directory", type=Path, nargs="+")

@@ -71,3 +71,24 @@ def test_shrink_resizes_like_the_policy(tmp_path):
     assert (got - expected).abs().max() <= 0.5 / 255 + 1e-6  # uint8 rounding only
     assert torch.equal(images_to_pixels([frames[0]], 16, "cpu", torch.float32), expected[0])
     assert torch.equal(after[4]["action"], action)
+
+
+def test_record_continues_an_interrupted_run(tmp_path, capsys):
+    """A second `record` skips finished bags, re-records an interrupted one, and keeps bag names unique."""
+    from hybridvla_core.demo import main, recorded_seeds, variant_seeds
+
+    part = tmp_path / "part0"
+    argv = ["record", "--out", str(tmp_path), "--per-variant", "1", "--part", "0/2"]
+    assert main(argv) == 0
+    expected = set(variant_seeds(1, 0)[0::2])
+    done, unfinished = recorded_seeds(part)
+    assert done == expected and not unfinished and len(expected) == 2
+    first = sorted(part.iterdir())
+    (first[1] / "metadata.yaml").unlink()  # as if the run had been killed during this episode
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 of 2 episodes already recorded" in capsys.readouterr().out
+    done, unfinished = recorded_seeds(part)
+    assert done == expected and not unfinished
+    names = sorted(p.name for p in part.iterdir())
+    assert len(names) == 2 and names[0] == first[0].name and names[1].startswith("episode_0001_")
