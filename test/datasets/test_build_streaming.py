@@ -163,8 +163,9 @@ def test_memory_stays_one_episode_whatever_the_number_of_bags(tmp_path, monkeypa
         tracemalloc.stop()
     print(f"peak traced memory: 3 bags {peaks[3] / 1e6:.1f} MB, 9 bags {peaks[9] / 1e6:.1f} MB, "
           f"one episode's frames {episode_bytes / 1e6:.1f} MB")
-    # Holding every episode (the build before streaming) would add 6 episodes for 9 bags instead of 3.
-    assert peaks[9] - peaks[3] < 0.5 * episode_bytes
+    # Holding every episode (the build before streaming) would add 6 episodes (~9 MB) for 9 bags instead of 3;
+    # allow 2 (allocator and rosbags' caches vary by up to ~1 MB between runs).
+    assert peaks[9] - peaks[3] < 2 * episode_bytes
     assert peaks[9] < 4 * episode_bytes
 
 
