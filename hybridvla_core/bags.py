@@ -52,12 +52,22 @@ def zstd_module():
     return zstd
 
 
+def check_compression(compression: str) -> str:
+    """`compression` if it is one of COMPRESSIONS, else a one-line ValueError naming it."""
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    return compression
+
+
+def is_zstd_frame(data: bytes) -> bool:
+    """True for a message stored message-mode compressed (CDR's first byte, of the encapsulation id, is 0)."""
+    return data[:4] == ZSTD_MAGIC
+
+
 def stored_to_cdr(data: bytes) -> bytes:
     """The CDR bytes of a message as stored in a bag's storage: message-mode compressed bags hold one zstd
-    frame per message, others the CDR itself (whose first byte, of the encapsulation id, is always 0)."""
-    if data[:4] == ZSTD_MAGIC:
-        return zstd_module().decompress(data)
-    return data
+    frame per message, others the CDR itself."""
+    return zstd_module().decompress(data) if is_zstd_frame(data) else data
 
 
 def interface_dir(package: str) -> Path:
@@ -100,11 +110,9 @@ class EpisodeWriter:
 
     def __init__(self, path: str | Path, *, metadata: dict[str, str] | None = None,
                  store: Typestore | None = None, compression: str = DEFAULT_COMPRESSION):
-        if compression not in COMPRESSIONS:
-            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+        self.compression = check_compression(compression)
         self.path = Path(path)
         self.store = store or typestore()
-        self.compression = compression
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
         if compression == "zstd":
             self._writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)

@@ -143,9 +143,7 @@ class EpisodeRecorder:
                  events_topic: str = "/hybridvla/episode_events", min_free_bytes: int = 2 * 1024**3,
                  max_queue_bytes: int = 1024**3, max_episode_s: float = 0.0, metadata: dict | None = None,
                  free_space: Callable[[Path], int] = free_bytes, compression: str = bags.DEFAULT_COMPRESSION):
-        if compression not in bags.COMPRESSIONS:
-            raise ValueError(f"compression must be one of {', '.join(bags.COMPRESSIONS)}, got {compression!r}")
-        self.compression = compression
+        self.compression = bags.check_compression(compression)  # checked now, not at the first episode
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.robot = robot
@@ -507,14 +505,14 @@ def recover_episode(path: str | Path, compression: str | None = None) -> tuple[P
     mcaps = sorted(path.glob("*.mcap"))
     if not mcaps:
         raise ValueError(f"{path}: no .mcap file to recover")
-    if compression is not None and compression not in bags.COMPRESSIONS:
-        raise ValueError(f"compression must be one of {', '.join(bags.COMPRESSIONS)}, got {compression!r}")
+    if compression is not None:
+        bags.check_compression(compression)
     messages = read_truncated_mcap(mcaps[0], stored=True)
     first = next(messages, None)  # reads the whole file: a bad one is refused before anything moves
     crashed = path.with_name(path.name + ".crashed")
     path.rename(crashed)
     if compression is None:
-        compression = ("zstd" if first is not None and first[3][:4] == bags.ZSTD_MAGIC
+        compression = ("zstd" if first is not None and bags.is_zstd_frame(first[3])
                        else "none" if first is not None else bags.DEFAULT_COMPRESSION)
     messages = itertools.chain([first] if first is not None else [], messages)
     count, instruction = 0, None
