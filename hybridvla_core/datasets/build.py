@@ -44,6 +44,7 @@ class BuildOptions:
     include_failed: bool = False
     max_age_s: float = 0.5
     image_size: int | None = None  # frames stored S x S, resized as the model does (resize_frames); None: as recorded
+    crops: dict = field(default_factory=dict)  # view -> [top, bottom, left, right] region kept (vision.check_crop)
     shard_size: int = 256          # samples per shard file (also the most samples buffered in memory per split)
 
     def __post_init__(self) -> None:
@@ -54,6 +55,12 @@ class BuildOptions:
             raise ValueError(f"--image-size must be a positive number of pixels, got {self.image_size}")
         if self.shard_size < 1:
             raise ValueError("shard_size must be >= 1")
+        from hybridvla_core.model.vision import check_crop
+
+        self.crops = {view: check_crop(crop, f"--crop {view}") for view, crop in dict(self.crops).items()}
+        if self.views and set(self.crops) - set(self.views):
+            raise ValueError(f"--crop names view(s) {sorted(set(self.crops) - set(self.views))} not in --views "
+                             f"{list(self.views)}")
 
 
 def idle_steps(episode: Episode, idle_m: float, idle_rad: float) -> np.ndarray:
@@ -177,12 +184,16 @@ class _StreamingBuild:
         rows = np.flatnonzero(keep)
         if not (np.all(np.isfinite(episode.states[rows])) and np.all(np.isfinite(actions[rows]))):
             raise BagError(f"{path}: non-finite state or action")  # refused before anything of it is written
-        if o.image_size is not None:
-            from hybridvla_core.model.vision import resize_frames
+        missing = sorted(set(o.crops) - set(episode.views))
+        if missing:
+            raise ValueError(f"--crop names view(s) {missing} that the bags do not have (views: {episode.views})")
+        from hybridvla_core.model.vision import crop_frame, resize_frames
 
-            images = {v: resize_frames([episode.images[v][k] for k in rows], o.image_size) for v in episode.views}
+        if o.image_size is not None:
+            images = {v: resize_frames([episode.images[v][k] for k in rows], o.image_size, crop=o.crops.get(v))
+                      for v in episode.views}
         else:
-            images = {v: [episode.images[v][k] for k in rows] for v in episode.views}
+            images = {v: [crop_frame(episode.images[v][k], o.crops.get(v)) for k in rows] for v in episode.views}
         if self.reference is None:
             self.reference = (episode.views, episode.arms)
         number = self.episodes
@@ -203,7 +214,8 @@ class _StreamingBuild:
             o = self.options
             self.writers[split] = TrainsetWriter(self.out / split, views, 7 * len(arms), chunk=o.chunk,
                                                  convention=o.convention, unnorm_key=o.unnorm_key,
-                                                 shard_size=o.shard_size)
+                                                 shard_size=o.shard_size,
+                                                 crops={v: c for v, c in o.crops.items() if c is not None})
         return self.writers[split]
 
     def close(self) -> None:
@@ -220,5 +232,6 @@ def _settings(o: BuildOptions) -> dict:
             "layout": o.layout.__dict__, "views": o.views, "arms": o.arms, "drop_idle": o.drop_idle,
             "idle_m": o.idle_m, "idle_rad": o.idle_rad, "val_fraction": o.val_fraction, "seed": o.seed,
             "unnorm_key": o.unnorm_key, "include_failed": o.include_failed, "max_age_s": o.max_age_s,
-            "instruction": o.instruction, "image_size": o.image_size}
+            "instruction": o.instruction, "image_size": o.image_size,
+            "crops": {v: list(c) for v, c in o.crops.items() if c is not None}}
 

@@ -1,13 +1,15 @@
 """`hybridvla dataset ...`: training sets from recorded bags.
 
     hybridvla dataset build BAGS... -o DIR [--rate 10] [--chunk 1] [--translation delta] [--drop-idle]
-                            [--image-size S] ...
+                            [--image-size S] [--crop VIEW=T,B,L,R] ...
+    hybridvla dataset merge BUILD... -o DIR      (builds or training sets written alike -> one)
     hybridvla dataset recover EPISODE_DIR...    (bags left open by a recorder crash -> proper bags)
 
 BAGS are bag directories (ours, `hybridvla sim run-experts --record`, or plain `ros2 bag record`, MCAP or
 sqlite3) or directories holding them. Each unusable bag gets one line and is left out. Bags are processed one
 at a time (memory: about one episode); --image-size S stores the frames resized to S x S with the model's own
-resize (hybridvla_core.model.vision.resize_frames), so training reads small frames.
+resize (hybridvla_core.model.vision.resize_frames), so training reads small frames; --crop cuts a view down to
+the model's region of interest first (views[].crop in the model config), so small objects keep their pixels.
 """
 from __future__ import annotations
 
@@ -52,13 +54,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--image-size", type=int, default=None,
                    help="resize frames to S x S pixels (the model's vision.image_size) with the model's resize "
                         "(default: keep them as recorded)")
+    b.add_argument("--crop", action="append", default=[], metavar="VIEW=TOP,BOTTOM,LEFT,RIGHT",
+                   help="keep only this region of a view's frames, as fractions of height and width, before any "
+                        "resize; must equal the model's views[].crop (e.g. front=0.40,0.86,0.12,0.88); repeatable")
+    m = sub.add_parser("merge", help="join builds (or training sets) written alike into one, statistics recomputed")
+    m.add_argument("inputs", nargs="+", type=Path,
+                   help="build outputs (directories holding train/ and val/) or training sets (holding index.json)")
+    m.add_argument("-o", "--output", type=Path, required=True, help="output directory (new or empty)")
+    m.add_argument("--copy", action="store_true", help="copy the shard files (default: hard links where possible)")
     r = sub.add_parser("recover", help="turn episodes left open by a recorder crash into proper bags")
     r.add_argument("episodes", nargs="+", type=Path)
+
+
+def _crops(items: list[str]) -> dict:
+    crops = {}
+    for item in items:
+        view, _, region = item.partition("=")
+        try:
+            crops[view.strip()] = [float(v) for v in region.split(",")]
+        except ValueError:
+            raise ValueError(f"--crop {item!r}: expected VIEW=TOP,BOTTOM,LEFT,RIGHT fractions") from None
+        if not view.strip() or len(crops[view.strip()]) != 4:
+            raise ValueError(f"--crop {item!r}: expected VIEW=TOP,BOTTOM,LEFT,RIGHT fractions")
+    return crops
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "recover":
         return _recover(args.episodes)
+    if args.action == "merge":
+        return _merge(args.inputs, args.output, link=not args.copy)
     from tqdm import tqdm
 
     from hybridvla_core.actions import ActionConvention
@@ -73,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             views=_names(args.views), arms=_names(args.arms), instruction=args.instruction,
             drop_idle=args.drop_idle, idle_m=args.idle_m, idle_rad=args.idle_rad, val_fraction=args.val_fraction,
             seed=args.seed, unnorm_key=args.unnorm_key, include_failed=args.include_failed, max_age_s=args.max_age_s,
-            image_size=args.image_size)
+            image_size=args.image_size, crops=_crops(args.crop))
         report = build_dataset(args.bags, args.output, options, log=lambda line: tqdm.write(line, file=sys.stderr))
     except ValueError as exc:
         print(f"hybridvla dataset build: {exc}", file=sys.stderr)
@@ -82,6 +107,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"{used} episodes ({report['train_samples']} train / {report['val_samples']} val samples, "
           f"{len(report['left_out'])} bags left out), views {report['views']}, arms {report['arms']}")
     print(f"train with data.path: {args.output / 'train'}")
+    return 0
+
+
+def _merge(inputs: list[Path], out: Path, link: bool) -> int:
+    """Training sets merge into `out`; builds merge split by split (train statistics recomputed, val normalised
+    with them, as the builder does)."""
+    from hybridvla_core.model.trainset import INDEX_FILE, merge_trainsets
+
+    try:
+        if all((d / INDEX_FILE).is_file() for d in inputs):
+            index = merge_trainsets(inputs, out, link)
+            print(f"{index['num_episodes']} episodes, {index['num_samples']} samples -> {out}")
+            return 0
+        lacking = [str(d) for d in inputs if not (d / "train" / INDEX_FILE).is_file()]
+        if lacking:
+            raise ValueError(f"neither a training set nor a build (no index.json, no train/index.json): {lacking}")
+        train = merge_trainsets([d / "train" for d in inputs], out / "train", link)
+        vals = [d / "val" for d in inputs if (d / "val" / INDEX_FILE).is_file()]
+        val = merge_trainsets(vals, out / "val", link, statistics_from=out / "train") if vals else None
+    except (ValueError, OSError) as exc:
+        print(f"hybridvla dataset merge: {exc}", file=sys.stderr)
+        return 1
+    print(f"train: {train['num_episodes']} episodes, {train['num_samples']} samples; val: "
+          f"{val['num_episodes'] if val else 0} episodes, {val['num_samples'] if val else 0} samples")
+    print(f"train with data.path: {out / 'train'}")
     return 0
 
 

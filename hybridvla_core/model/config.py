@@ -69,14 +69,21 @@ class VisionConfig:
 @dataclass
 class ViewConfig:
     """A camera view; `tokens` = token budget (a perfect square smaller than the tower's patch count pools
-    the patch grid, DiVLA's view-adaptive tokenisation); None = all patches."""
+    the patch grid, DiVLA's view-adaptive tokenisation); None = all patches. `crop` = region of interest
+    [top, bottom, left, right] as fractions of the frame's height and width, cut out before the resize
+    (vision.crop_frame), so small objects keep more pixels; None = the whole frame."""
 
     name: str
     tokens: int | None = None
+    crop: list | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a view needs a name")
+        from hybridvla_core.model.vision import check_crop
+
+        crop = check_crop(self.crop, f"view {self.name!r}: crop")
+        self.crop = None if crop is None else list(crop)
         if self.tokens is not None:
             side = int(round(self.tokens ** 0.5))
             if self.tokens <= 0 or side * side != self.tokens:
@@ -141,6 +148,10 @@ class ModelConfig:
     @property
     def view_names(self) -> list[str]:
         return [v.name for v in self.views]
+
+    @property
+    def view_crops(self) -> list:
+        return [v.crop for v in self.views]
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

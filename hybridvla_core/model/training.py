@@ -115,7 +115,8 @@ def train(spec: dict) -> dict:
     if config.action_dim != index["action_dim"] or ActionConvention.from_dict(index["convention"]) != config.convention:
         raise ValueError("the training set's action_dim/convention differ from the model's")
 
-    dataset = TrainsetDataset(spec["data"]["path"], config.vision.image_size, config.view_names)
+    dataset = TrainsetDataset(spec["data"]["path"], config.vision.image_size, config.view_names,
+                              crops={v.name: v.crop for v in config.views})
     statistics = {index["unnorm_key"]: dataset.statistics}
     sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True, seed=settings.seed) \
         if world > 1 else None

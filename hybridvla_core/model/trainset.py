@@ -3,10 +3,12 @@
     <dir>/index.json               {"format": "hybridvla-trainset", "version": 1, "views": [names in order],
                                     "action_dim": 7|14, "chunk": T, "convention": {translation, rotation, gripper},
                                     "unnorm_key": name, "num_samples": N, "num_episodes": M,
-                                    "shards": [{"dir": "shard-00000", "samples": n}, ...]}
+                                    "shards": [{"dir": "shard-00000", "samples": n}, ...],
+                                    "crops": {view: [top, bottom, left, right]} for views cropped when written}
     <dir>/dataset_statistics.json  reference schema, one entry keyed by unnorm_key, over every action row and state
     <dir>/shard-XXXXX/             one .npy per field (memory-mapped when read):
-        image_<view>.npy  (n, H, W, 3) uint8 RGB, any H, W (resized without crop when read)
+        image_<view>.npy  (n, H, W, 3) uint8 RGB, any H, W (cropped to the model's view crop unless index.json says
+                          it was cropped so when written, then resized, when read)
         state.npy         (n, D) float32, robot units: per arm [x, y, z (m), roll, pitch, yaw (rad, scipy "xyz"), gripper 0..1]
         action.npy        (n, T, D) float32, robot units in the convention; row i = the action taken at step t + i
                           (the builder repeats the episode's last action past its end)
@@ -19,6 +21,7 @@ hybridvla_core.actions.from_absolute_targets.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -41,7 +44,8 @@ class TrainsetWriter:
            w.add({"front": img, "wrist": img}, state, action, "pick up the cube", episode=0)"""
 
     def __init__(self, directory: str | Path, views: list[str], action_dim: int, chunk: int = 1,
-                 convention: ActionConvention | None = None, unnorm_key: str = "dataset", shard_size: int = 1024):
+                 convention: ActionConvention | None = None, unnorm_key: str = "dataset", shard_size: int = 1024,
+                 crops: Mapping[str, list] | None = None):
         num_arms(action_dim)
         if chunk < 1 or not views:
             raise ValueError("a training set needs chunk >= 1 and at least one view")
@@ -50,6 +54,7 @@ class TrainsetWriter:
         self.views, self.action_dim, self.chunk = list(views), action_dim, chunk
         self.convention = convention or ActionConvention()
         self.unnorm_key, self.shard_size = unnorm_key, shard_size
+        self.crops = {v: list(c) for v, c in (crops or {}).items()}  # regions the added frames were cropped to
         self._buffer: dict[str, list] = {}
         self._shards: list[dict] = []
         self._all_actions: list[np.ndarray] = []
@@ -102,7 +107,7 @@ class TrainsetWriter:
             "format": FORMAT, "version": VERSION, "views": self.views, "action_dim": self.action_dim,
             "chunk": self.chunk, "convention": self.convention.to_dict(), "unnorm_key": self.unnorm_key,
             "num_samples": sum(s["samples"] for s in self._shards), "num_episodes": len(self._episodes),
-            "shards": self._shards,
+            "shards": self._shards, **({"crops": self.crops} if self.crops else {}),
         }
         (self.directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
         return self.directory
@@ -125,12 +130,73 @@ def read_index(directory: str | Path) -> dict:
     return index
 
 
+_MUST_MATCH = ("views", "action_dim", "chunk", "convention", "unnorm_key", "crops")
+
+
+def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True,
+                    statistics_from: str | Path | None = None) -> dict:
+    """Join training sets written alike (same views, action dim, chunk, convention, unnorm key and crops) into
+    `out`: their shards in input order (hard links where the file system allows, else copies; episode numbers
+    shifted so they stay distinct) under one index. The statistics are recomputed over every merged state and
+    action, or copied from `statistics_from` (a set's directory, e.g. the merged training split for a
+    validation split). Returns the new index. Nothing is written unless every input is compatible."""
+    out = Path(out)
+    if not inputs:
+        raise ValueError("nothing to merge: no training set given")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"output directory {out} is not empty")
+    indexes = [read_index(d) for d in inputs]
+    first = indexes[0]
+    for directory, index in zip(inputs[1:], indexes[1:]):
+        differ = [k for k in _MUST_MATCH if index.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"{directory} differs from {inputs[0]} in {differ}: "
+                             + "; ".join(f"{k} {index.get(k)} vs {first.get(k)}" for k in differ))
+    out.mkdir(parents=True, exist_ok=True)
+    shards, actions, states, offset, episodes = [], [], [], 0, 0
+    for directory, index in zip(inputs, indexes):
+        last = -1
+        for shard in index["shards"]:
+            source, name = Path(directory) / shard["dir"], f"shard-{len(shards):05d}"
+            (out / name).mkdir()
+            for file in source.glob("*.npy"):
+                if file.name == "episode.npy":
+                    numbers = np.load(file) + offset
+                    last = max(last, int(numbers.max()))
+                    np.save(out / name / file.name, numbers)
+                    continue
+                try:
+                    if not link:
+                        raise OSError
+                    (out / name / file.name).hardlink_to(file)
+                except OSError:
+                    shutil.copyfile(file, out / name / file.name)
+            actions.append(np.load(source / "action.npy"))
+            states.append(np.load(source / "state.npy"))
+            shards.append({"dir": name, "samples": shard["samples"]})
+        offset = last + 1
+        episodes += index["num_episodes"]
+    if statistics_from is not None:
+        shutil.copyfile(Path(statistics_from) / STATISTICS_FILE, out / STATISTICS_FILE)
+    else:
+        statistics = DatasetStatistics.from_samples(np.concatenate(actions), np.concatenate(states),
+                                                    num_trajectories=episodes)
+        save_dataset_statistics(out / STATISTICS_FILE, {first["unnorm_key"]: statistics})
+    index = {**{k: first[k] for k in first if k not in ("shards", "num_samples", "num_episodes")},
+             "num_samples": sum(s["samples"] for s in shards), "num_episodes": episodes, "shards": shards,
+             "merged_from": [str(Path(d).resolve()) for d in inputs]}
+    (out / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    return index
+
+
 class TrainsetDataset(Dataset):
     """Samples: {"pixels": (V, 3, S, S) float32 in [0, 1], "instruction": str, "state": (D,) and
     "action": (T, D) float32 normalised (BOUNDS_Q99, grippers as stored)}."""
 
     def __init__(self, directory: str | Path, image_size: int, views: list[str] | None = None,
-                 statistics: DatasetStatistics | None = None):
+                 statistics: DatasetStatistics | None = None, crops: Mapping[str, list] | None = None):
+        """crops: the model's view crops (view -> [top, bottom, left, right], vision.check_crop); a view the
+        builder already cropped (index.json "crops") must have been cropped the same way, and is not cropped again."""
         self.directory = Path(directory)
         self.index = read_index(directory)
         self.views = list(views) if views is not None else self.index["views"]
@@ -138,10 +204,23 @@ class TrainsetDataset(Dataset):
         if absent:
             raise ValueError(f"training set {directory} lacks view(s) {absent}; it has {self.index['views']}")
         self.image_size = image_size
+        self.crops = self._crops_to_apply(dict(crops or {}))
         self.all_statistics = load_dataset_statistics(self.directory / STATISTICS_FILE)
         self.statistics = statistics or select_statistics(self.all_statistics, self.index["unnorm_key"])
         self._shards = [self._open_shard(s["dir"]) for s in self.index["shards"]]
         self._starts = np.cumsum([0] + [s["samples"] for s in self.index["shards"]])
+
+    def _crops_to_apply(self, wanted: dict) -> list:
+        stored = self.index.get("crops", {})
+        crops = []
+        for view in self.views:
+            want, done = wanted.get(view), stored.get(view)
+            if done is not None and (want is None or not np.allclose(want, done)):
+                raise ValueError(f"training set {self.directory}: view {view!r} was cropped to {done} when built, but "
+                                 f"the model's crop is {None if want is None else list(want)}; set the view's crop "
+                                 f"to {done} or rebuild the set with that crop")
+            crops.append(None if done is not None else want)
+        return crops
 
     def _open_shard(self, name: str) -> dict:
         fields = ["state", "action", "instruction"] + [f"image_{v}" for v in self.views]
@@ -155,7 +234,7 @@ class TrainsetDataset(Dataset):
         shard, row = self._shards[shard_index], item - int(self._starts[shard_index])
         images = [np.array(shard[f"image_{v}"][row]) for v in self.views]  # copy out of the read-only map
         return {
-            "pixels": images_to_pixels(images, self.image_size, "cpu", torch.float32),
+            "pixels": images_to_pixels(images, self.image_size, "cpu", torch.float32, self.crops),
             "instruction": str(shard["instruction"][row]),
             "state": torch.as_tensor(self.statistics.proprio.normalize(shard["state"][row]), dtype=torch.float32),
             "action": torch.as_tensor(self.statistics.action.normalize(shard["action"][row]), dtype=torch.float32),
