@@ -1,31 +1,46 @@
 #!/usr/bin/env bash
 # Reproduces the demo's checkpoint (checkpoints/sim_fr3_pick_place/) from nothing but the simulated lab:
-#   1. expert demonstrations: PER_VARIANT (default 105) seeds per instruction variant of hybridvla_core.demo
-#      (red|blue block x green|yellow bowl), seeds 0..~20*PER_VARIANT (the demo's held-out seeds start at
-#      100000; `demo record` refuses a count that would reach them), one MCAP bag each;
-#   2. `hybridvla dataset build` (10 Hz, delta translation, absolute Euler rotation, gripper 1=open), one bag
-#      at a time, frames resized to the model's 64 px input as they are written (--image-size 64);
-#   3. `hybridvla train config/train_demo_fr3.yaml` (on a 2-core machine that others load, OMP_NUM_THREADS=1
-#      trains faster than 2), then the final checkpoint copied into the repository.
+#   1. expert demonstrations: PER_VARIANT (default 1000) seeds per instruction variant of hybridvla_core.demo
+#      (red|blue block x green|yellow bowl), seeds 0..~16*PER_VARIANT (the demo's held-out seeds start at
+#      100000; `demo record` refuses a count that would reach them), one zstd MCAP bag each (~4.3 MB), two
+#      recording processes (one per core; ~1.7 s per episode each; an interrupted run continues where it was);
+#   2. `hybridvla dataset build` of each half (10 Hz, delta translation, absolute Euler rotation, gripper 1=open),
+#      one bag at a time, the front view cut to the table region of the model config (--crop) and every frame
+#      resized to the model's 64 px input as it is written (--image-size 64), then `hybridvla dataset merge`;
+#   3. `hybridvla train config/train_demo_fr3.yaml`, then the final checkpoint copied into the repository.
 # Data and runs live outside the repository: /tmp/demo_data (the data.path of config/train_demo_fr3.yaml;
-# for 420 episodes ~25 GB of bags and ~0.8 GB of 64 px training set, both in proportion to PER_VARIANT) and
+# for 4,000 episodes ~17 GB of bags and ~4 GB of training set, both in proportion to PER_VARIANT) and
 # RUN (default /tmp/demo_train).
 # Usage: [PER_VARIANT=1000] scripts/train_demo_policy.sh   (4 variants: 4 x PER_VARIANT episodes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=/tmp/demo_data
 RUN=${RUN:-/tmp/demo_train}
-PER_VARIANT=${PER_VARIANT:-105}
+PER_VARIANT=${PER_VARIANT:-1000}
 PY=${HYBRIDVLA_VENV:-$PWD/.venv}/bin
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
+wait_all() {  # wait for every background job; fail if any failed (a bare `wait` hides failures)
+  local pid status=0
+  for pid in $(jobs -p); do wait "$pid" || status=$?; done
+  return "$status"
+}
+
 mkdir -p "$DATA" "$RUN"
 # Two recording processes, one per core; each takes every other seed.
-"$PY/python" -m hybridvla_core.demo record --out "$DATA/bags" --per-variant "$PER_VARIANT" --part 0/2 &
-"$PY/python" -m hybridvla_core.demo record --out "$DATA/bags" --per-variant "$PER_VARIANT" --part 1/2 &
-wait
-"$PY/hybridvla" dataset build "$DATA/bags/part0" "$DATA/bags/part1" -o "$DATA/dataset" --views front,wrist \
-  --rate 10 --chunk 1 --unnorm-key sim_fr3_pick_place --val-fraction 0.05 --image-size 64
+for part in 0 1; do
+  "$PY/python" -m hybridvla_core.demo record --out "$DATA/bags" --per-variant "$PER_VARIANT" --part "$part/2" &
+done
+wait_all
+# The crop must be the front view's crop in config/train_demo_fr3.yaml (training refuses a set cropped otherwise).
+rm -rf "$DATA/build" "$DATA/dataset"
+for part in 0 1; do
+  "$PY/hybridvla" dataset build "$DATA/bags/part$part" -o "$DATA/build/part$part" --views front,wrist --rate 10 \
+    --chunk 1 --unnorm-key sim_fr3_pick_place --val-fraction 0.05 --image-size 64 \
+    --crop front=0.40,0.86,0.12,0.88 &
+done
+wait_all
+"$PY/hybridvla" dataset merge "$DATA/build/part0" "$DATA/build/part1" -o "$DATA/dataset"
 "$PY/hybridvla" train config/train_demo_fr3.yaml --output-dir "$RUN/run" 2>&1 | tee "$RUN/train.log"
 mkdir -p checkpoints/sim_fr3_pick_place
 cp "$RUN/run/final/"* checkpoints/sim_fr3_pick_place/
