@@ -57,7 +57,8 @@ class BuildOptions:
             raise ValueError("shard_size must be >= 1")
         from hybridvla_core.model.vision import check_crop
 
-        self.crops = {view: check_crop(crop, f"--crop {view}") for view, crop in dict(self.crops).items()}
+        checked = {view: check_crop(crop, f"--crop {view}") for view, crop in dict(self.crops).items()}
+        self.crops = {view: list(crop) for view, crop in checked.items() if crop is not None}
         if self.views and set(self.crops) - set(self.views):
             raise ValueError(f"--crop names view(s) {sorted(set(self.crops) - set(self.views))} not in --views "
                              f"{list(self.views)}")
@@ -214,8 +215,7 @@ class _StreamingBuild:
             o = self.options
             self.writers[split] = TrainsetWriter(self.out / split, views, 7 * len(arms), chunk=o.chunk,
                                                  convention=o.convention, unnorm_key=o.unnorm_key,
-                                                 shard_size=o.shard_size,
-                                                 crops={v: c for v, c in o.crops.items() if c is not None})
+                                                 shard_size=o.shard_size, crops=o.crops)
         return self.writers[split]
 
     def close(self) -> None:
@@ -233,5 +233,5 @@ def _settings(o: BuildOptions) -> dict:
             "idle_m": o.idle_m, "idle_rad": o.idle_rad, "val_fraction": o.val_fraction, "seed": o.seed,
             "unnorm_key": o.unnorm_key, "include_failed": o.include_failed, "max_age_s": o.max_age_s,
             "instruction": o.instruction, "image_size": o.image_size,
-            "crops": {v: list(c) for v, c in o.crops.items() if c is not None}}
+            "crops": o.crops}
 

@@ -160,19 +160,22 @@ def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True
             source, name = Path(directory) / shard["dir"], f"shard-{len(shards):05d}"
             (out / name).mkdir()
             for file in source.glob("*.npy"):
+                target = out / name / file.name
                 if file.name == "episode.npy":
                     numbers = np.load(file) + offset
                     last = max(last, int(numbers.max()))
-                    np.save(out / name / file.name, numbers)
+                    np.save(target, numbers)
                     continue
-                try:
-                    if not link:
-                        raise OSError
-                    (out / name / file.name).hardlink_to(file)
-                except OSError:
-                    shutil.copyfile(file, out / name / file.name)
-            actions.append(np.load(source / "action.npy"))
-            states.append(np.load(source / "state.npy"))
+                if link:
+                    try:
+                        target.hardlink_to(file)
+                        continue
+                    except OSError:  # another file system: copy instead
+                        pass
+                shutil.copyfile(file, target)
+            if statistics_from is None:  # only needed to recompute the statistics
+                actions.append(np.load(source / "action.npy"))
+                states.append(np.load(source / "state.npy"))
             shards.append({"dir": name, "samples": shard["samples"]})
         offset = last + 1
         episodes += index["num_episodes"]

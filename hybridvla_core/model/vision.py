@@ -228,8 +228,9 @@ def resize_frames(frames, image_size: int, batch: int = 16, crop=None):
     """(N, H, W, 3) uint8 RGB frames (an array or a sequence of HxWx3 arrays) -> (N, S, S, 3) uint8 numpy: the
     crop (see check_crop) and resize of images_to_pixels, rounded back to uint8. Training sets resized with it
     at build time (`hybridvla dataset build --image-size [--crop]`, `python -m hybridvla_core.demo shrink`) hold
-    what a policy cropping and resizing the live frames sees, to within the rounding (0.5 / 255). Frames already S x S come back unchanged; `batch` frames
-    are converted at a time, so memory stays small for long episodes."""
+    what a policy cropping and resizing the live frames sees, to within the rounding (0.5 / 255). Frames
+    already S x S (after the crop) come back unchanged; `batch` frames are converted at a time, so memory stays
+    small for long episodes."""
     import numpy as np
 
     if int(image_size) != image_size or image_size < 1:
