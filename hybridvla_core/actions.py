@@ -7,8 +7,11 @@ gripper 1 = open, 0 = closed. The robot state uses the same layout with absolute
 
 Normalisation BOUNDS_Q99 (reference): a_n = clip(2 (a - q01) / (q99 - q01) - 1, -1, 1) on masked dims;
 grippers are left unnormalised (mask False). Statistics live in dataset_statistics.json:
-{unnorm_key: {"action": {mean, std, max, min, q01, q99, mask}, "proprio": {...},
+{unnorm_key: {"action": {mean, std, max, min, q01, q99, mask, angle_centre}, "proprio": {...},
 "num_transitions": N, "num_trajectories": M}}.
+Euler angles are wrapped into [c - pi, c + pi) about their circular mean c (angle_centre, rad; null for
+other dims) before statistics and before every normalisation: a top-down TCP has roll = +-pi, and without
+the wrap that dim would jump between both ends of its range from one step to the next.
 """
 from __future__ import annotations
 
@@ -37,6 +40,17 @@ def num_arms(action_dim: int) -> int:
 def gripper_indices(action_dim: int) -> list[int]:
     """Indices of the gripper dims: [6] or [6, 13]."""
     return [arm * ARM_DIM + GRIPPER_INDEX_IN_ARM for arm in range(num_arms(action_dim))]
+
+
+def angle_dims(dims: int) -> list[int]:
+    """Indices of the Euler angles (roll, pitch, yaw of each arm) in a 7/14-dim action or state."""
+    return [arm * ARM_DIM + i for arm in range(num_arms(dims)) for i in (3, 4, 5)]
+
+
+def wrap_angles(values: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Each dim with a finite centre (rad) wrapped into [centre - pi, centre + pi); other dims unchanged."""
+    wrapped = centre + np.mod(values - centre + np.pi, 2 * np.pi) - np.pi
+    return np.where(np.isfinite(centre), wrapped, values)
 
 
 def default_mask(action_dim: int) -> np.ndarray:
@@ -207,6 +221,7 @@ class NormStats:
     q01: np.ndarray
     q99: np.ndarray
     mask: np.ndarray  # bool, True = normalised
+    angle_centre: np.ndarray | None = None  # rad where a dim is an angle, NaN elsewhere; None = no wrap
 
     @classmethod
     def from_samples(cls, values: np.ndarray, mask: np.ndarray | None = None) -> "NormStats":
@@ -215,16 +230,22 @@ class NormStats:
             raise ValueError(f"statistics need a non-empty (N, dims) array, got shape {values.shape}")
         dims = values.shape[1]
         mask = default_mask(dims) if mask is None else np.asarray(mask, dtype=bool)
+        centre = np.full(dims, np.nan)
+        angles = angle_dims(dims) if dims in SUPPORTED_ACTION_DIMS else []
+        centre[angles] = np.arctan2(np.sin(values[:, angles]).mean(0), np.cos(values[:, angles]).mean(0))
+        values = wrap_angles(values, centre)
         return cls(
             mean=values.mean(0), std=values.std(0), max=values.max(0), min=values.min(0),
             q01=np.quantile(values, 0.01, axis=0), q99=np.quantile(values, 0.99, axis=0), mask=mask,
+            angle_centre=centre,
         )
 
     def to_dict(self) -> dict:
-        return {
-            key: [bool(v) for v in value] if key == "mask" else [float(v) for v in value]
-            for key, value in asdict(self).items()
-        }
+        out = {key: [float(v) for v in getattr(self, key)] for key in ("mean", "std", "max", "min", "q01", "q99")}
+        out["mask"] = [bool(v) for v in self.mask]
+        if self.angle_centre is not None:
+            out["angle_centre"] = [float(v) if np.isfinite(v) else None for v in self.angle_centre]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "NormStats":
@@ -236,6 +257,9 @@ class NormStats:
         for key in ("mean", "std", "max", "min", "q01", "q99"):
             fields[key] = np.asarray(data.get(key, np.zeros_like(q01)), dtype=np.float64)
         fields["mask"] = np.asarray(data.get("mask", default_mask(q01.shape[0])), dtype=bool)
+        if data.get("angle_centre") is not None:  # absent in reference files: no wrap
+            fields["angle_centre"] = np.array([np.nan if v is None else v for v in data["angle_centre"]],
+                                              dtype=np.float64)
         return cls(**fields)
 
     def normalize(self, values) -> np.ndarray:
@@ -243,6 +267,8 @@ class NormStats:
         values = np.asarray(values, dtype=np.float64)
         if values.shape[-1] != self.q01.shape[0]:
             raise ValueError(f"expected {self.q01.shape[0]} dims, got {values.shape[-1]}")
+        if self.angle_centre is not None:
+            values = wrap_angles(values, self.angle_centre)
         normalised = np.clip(2.0 * (values - self.q01) / (self.q99 - self.q01 + _RANGE_EPS) - 1.0, -1.0, 1.0)
         return np.where(self.mask, normalised, values)
 

@@ -5,7 +5,8 @@ clipping, bf16 autocast on CUDA, optional frozen vision, periodic checkpoints, r
 Training config (YAML), every section a mapping:
     model:    ModelConfig fields (llm, vision, views, chunk, diffusion, theta, ar_conditioning); action_dim,
               convention and unnorm_key are taken from the training set
-    init_from: optional checkpoint directory to fine-tune (its model config replaces `model`)
+    init_from: optional checkpoint directory to fine-tune (its model config replaces `model`; the action
+              convention and unnorm_key become the training set's, the action heads learn them)
     data:     {path: training-set directory (hybridvla_core.model.trainset)}
     train:    TrainConfig fields below
 Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
@@ -110,6 +111,10 @@ def train(spec: dict) -> dict:
         if "model" not in spec:
             raise ValueError("training config needs 'model' (or 'init_from')")
         model = build_model(_model_config(spec["model"], index), device=device)
+    if resume_dir is None and init_dir:
+        # Fine-tuning onto another set: the weights carry over, the action semantics are the set's.
+        model.config.convention = ActionConvention.from_dict(index["convention"])
+        model.config.unnorm_key = index["unnorm_key"]
     config = model.config
     model.vision_backbone.requires_grad_(not settings.freeze_vision)
     if config.action_dim != index["action_dim"] or ActionConvention.from_dict(index["convention"]) != config.convention:

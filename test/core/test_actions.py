@@ -87,7 +87,8 @@ def test_normalisation_round_trip_and_mask(tmp_path):
     # Reference schema on disk, selected by unnorm key.
     save_dataset_statistics(tmp_path / "dataset_statistics.json", {"lab": stats})
     raw = json.loads((tmp_path / "dataset_statistics.json").read_text())
-    assert set(raw["lab"]["action"]) == {"mean", "std", "max", "min", "q01", "q99", "mask"}
+    assert set(raw["lab"]["action"]) == {"mean", "std", "max", "min", "q01", "q99", "mask", "angle_centre"}
+    assert raw["lab"]["action"]["angle_centre"][:3] == [None] * 3 and raw["lab"]["action"]["angle_centre"][6] is None
     assert raw["lab"]["num_trajectories"] == 10
     loaded = select_statistics(load_dataset_statistics(tmp_path / "dataset_statistics.json"), "lab")
     np.testing.assert_allclose(loaded.action.normalize(inside), normalised)
@@ -97,5 +98,29 @@ def test_normalisation_round_trip_and_mask(tmp_path):
 
 def test_normalisation_clips_outliers():
     stats = NormStats.from_samples(np.linspace(-1, 1, 101)[:, None].repeat(7, 1))
-    out = stats.normalize(np.full(7, 5.0))
+    out = stats.normalize(np.array([5.0, 5.0, 5.0, 1.5, 1.5, 1.5, 5.0]))
     assert np.all(out[:6] == 1.0) and out[6] == 5.0
+    # An angle is an angle: 5 rad is -1.28 rad, below this range.
+    assert np.all(stats.normalize(np.full(7, 5.0))[3:6] == -1.0)
+
+
+def test_angles_wrapped_about_their_circular_mean():
+    # A top-down TCP: roll hovers around +-pi and flips sign with the smallest tilt.
+    rng = np.random.default_rng(1)
+    states = np.zeros((1000, 7))
+    states[:, 0] = rng.uniform(0.3, 0.6, 1000)
+    roll = np.pi + rng.normal(0, 0.01, 1000)
+    states[:, 3] = np.arctan2(np.sin(roll), np.cos(roll))  # what as_euler reports: both signs
+    states[:, 5] = rng.uniform(-0.7, 0.7, 1000)
+    assert (states[:, 3] > 0).any() and (states[:, 3] < 0).any()
+    stats = NormStats.from_samples(states)
+    assert abs(abs(stats.angle_centre[3]) - np.pi) < 0.01 and abs(stats.angle_centre[5]) < 0.1
+    assert stats.q99[3] - stats.q01[3] < 0.1  # one tight range, not [-pi, pi]
+    tilt = np.zeros((2, 7)); tilt[:, 3] = [np.pi - 0.002, -np.pi + 0.002]  # 0.004 rad apart, not 2 pi
+    normalised = stats.normalize(tilt)[:, 3]
+    assert abs(normalised[0] - normalised[1]) < 0.5
+    # Round trip through the file, and a reference file without angle_centre normalises unwrapped.
+    loaded = NormStats.from_dict(stats.to_dict())
+    np.testing.assert_allclose(loaded.normalize(tilt), stats.normalize(tilt))
+    plain = {k: v for k, v in stats.to_dict().items() if k != "angle_centre"}
+    assert NormStats.from_dict(plain).angle_centre is None
