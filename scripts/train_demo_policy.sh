@@ -4,12 +4,13 @@
 #      (red|blue block x green|yellow bowl), seeds 0..~16*PER_VARIANT (the demo's held-out seeds start at
 #      100000; `demo record` refuses a count that would reach them), one zstd MCAP bag each (~4.3 MB), two
 #      recording processes (one per core; ~1.7 s per episode each; an interrupted run continues where it was);
-#   2. `hybridvla dataset build` of each half (10 Hz, delta or absolute translation, absolute Euler, gripper 1=open),
+#   2. `hybridvla dataset build` of each half (10 Hz; per-step delta translation, then keyframes in absolute
+#      translation; absolute Euler, gripper 1=open),
 #      one bag at a time, the front view cut to the table region of the model config (--crop) and every frame
 #      resized to the model's 64 px input as it is written (--image-size 64), then `hybridvla dataset merge`;
 #   3. `hybridvla train config/train_demo_fr3.yaml` (stage 1, delta translation), then
-#      `hybridvla train config/train_demo_fr3_stage2.yaml` (stage 2: fine-tuned on absolute translation
-#      targets), then stage 2's final checkpoint copied into the repository.
+#      `hybridvla train config/train_demo_fr3_stage2.yaml` (stage 2: fine-tuned on the keyframe set), then
+#      stage 2's final checkpoint copied into the repository.
 # Data and runs live outside the repository: /tmp/demo_data (the data.path of config/train_demo_fr3.yaml;
 # for 4,000 episodes ~17 GB of bags and ~4 GB of training set, both in proportion to PER_VARIANT) and
 # RUN (default /tmp/demo_train; stage 2 starts from /tmp/demo_train/stage1/final, its init_from).
@@ -35,21 +36,23 @@ for part in 0 1; do
 done
 wait_all
 # The crop must be the front view's crop in config/train_demo_fr3.yaml (training refuses a set cropped otherwise).
-# Two sets of the same demonstrations: delta translation (stage 1) and absolute translation (stage 2).
-build_set() {  # build_set TRANSLATION OUT: both halves in parallel, then merged into OUT
-  rm -rf "$DATA/build" "$2"
+# Two sets of the same demonstrations: per-step delta translation (stage 1) and keyframes in absolute
+# translation (stage 2).
+build_set() {  # build_set OUT BUILD-OPTIONS...: both halves in parallel, then merged into OUT
+  local out=$1; shift
+  rm -rf "$DATA/build" "$out"
   for part in 0 1; do
     "$PY/hybridvla" dataset build "$DATA/bags/part$part" -o "$DATA/build/part$part" --views front,wrist --rate 10 \
-      --chunk 1 --translation "$1" --unnorm-key sim_fr3_pick_place --val-fraction 0.05 --image-size 64 \
+      --chunk 1 "$@" --unnorm-key sim_fr3_pick_place --val-fraction 0.05 --image-size 64 \
       --crop front=0.40,0.86,0.12,0.88 &
   done
   wait_all
-  "$PY/hybridvla" dataset merge "$DATA/build/part0" "$DATA/build/part1" -o "$2"
+  "$PY/hybridvla" dataset merge "$DATA/build/part0" "$DATA/build/part1" -o "$out"
   rm -rf "$DATA/build"
 }
-build_set delta "$DATA/dataset"
-build_set absolute "$DATA/dataset_abs"
-# Stage 1 (delta), then stage 2 fine-tunes it on absolute targets (init_from: $RUN/stage1/final).
+build_set "$DATA/dataset" --translation delta
+build_set "$DATA/dataset_kf" --translation absolute --keyframes
+# Stage 1 (delta), then stage 2 fine-tunes it on keyframes (init_from: $RUN/stage1/final).
 "$PY/hybridvla" train config/train_demo_fr3.yaml --output-dir "$RUN/stage1" 2>&1 | tee "$RUN/stage1.log"
 "$PY/hybridvla" train config/train_demo_fr3_stage2.yaml --output-dir "$RUN/stage2" 2>&1 | tee "$RUN/stage2.log"
 mkdir -p checkpoints/sim_fr3_pick_place

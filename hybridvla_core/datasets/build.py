@@ -36,6 +36,7 @@ class BuildOptions:
     arms: list[str] | None = None
     instruction: str | None = None
     drop_idle: bool = False
+    keyframes: bool = False      # each step's action = the target of the next keyframe (keyframe_after)
     idle_m: float = 0.001        # metres of target translation between kept steps
     idle_rad: float = 0.005      # radians of target rotation between kept steps
     val_fraction: float = 0.1
@@ -78,6 +79,38 @@ def idle_steps(episode: Episode, idle_m: float, idle_rad: float) -> np.ndarray:
         if moved:
             kept = episode.targets[k]
     return idle
+
+
+def _target_moves(episode: Episode, k: int, idle_m: float, idle_rad: float) -> bool:
+    """Whether any arm's commanded pose changed from step k - 1 to step k."""
+    for (p, q, _), (p0, q0, _) in zip(episode.targets[k], episode.targets[k - 1]):
+        angle = (Rotation.from_quat(q) * Rotation.from_quat(q0).inv()).magnitude()
+        if np.linalg.norm(p - p0) >= idle_m or angle >= idle_rad:
+            return True
+    return False
+
+
+def keyframe_after(episode: Episode, idle_m: float, idle_rad: float) -> np.ndarray:
+    """(K,) for each step, the first keyframe after it (the last step: itself). Keyframes, as in the
+    keyframe-based manipulation literature the reference follows on RLBench: the step where the commanded
+    pose stops moving (arrived), the last step before it moves again (a hold ends), every gripper command
+    change, and the last step. Labelled this way a step's action says where the arm goes next, not the next
+    few millimetres of the way there."""
+    count = len(episode)
+    moves = [False] + [_target_moves(episode, k, idle_m, idle_rad) for k in range(1, count)] + [False]
+    keyframe = np.zeros(count, dtype=bool)
+    keyframe[-1] = True
+    for k in range(count):
+        gripper_changed = k > 0 and any(abs(t[2] - t0[2]) >= 0.05
+                                        for t, t0 in zip(episode.targets[k], episode.targets[k - 1]))
+        keyframe[k] |= moves[k] != moves[k + 1] or gripper_changed
+    after = np.empty(count, dtype=int)
+    following = count - 1
+    for k in range(count - 1, -1, -1):
+        after[k] = following
+        if keyframe[k]:
+            following = k
+    return after
 
 
 def chunked(actions: np.ndarray, chunk: int) -> np.ndarray:
@@ -178,7 +211,8 @@ class _StreamingBuild:
             raise BagError(f"{path}: views {episode.views} / arms {episode.arms} differ from the first bag's "
                            f"{self.reference[0]} / {self.reference[1]}")
         try:  # fails here, for this bag only, on non-finite targets
-            actions = chunked(episode.actions(o.convention), o.chunk)
+            steps = keyframe_after(episode, o.idle_m, o.idle_rad) if o.keyframes else None
+            actions = chunked(episode.actions(o.convention, steps), o.chunk)
         except ValueError as exc:
             raise BagError(f"{path}: {exc}") from None
         keep = ~idle_steps(episode, o.idle_m, o.idle_rad) if o.drop_idle else np.ones(len(episode), dtype=bool)
@@ -230,6 +264,7 @@ class _StreamingBuild:
 def _settings(o: BuildOptions) -> dict:
     return {"rate_hz": o.rate_hz, "chunk": o.chunk, "convention": o.convention.to_dict(),
             "layout": o.layout.__dict__, "views": o.views, "arms": o.arms, "drop_idle": o.drop_idle,
+            "keyframes": o.keyframes,
             "idle_m": o.idle_m, "idle_rad": o.idle_rad, "val_fraction": o.val_fraction, "seed": o.seed,
             "unnorm_key": o.unnorm_key, "include_failed": o.include_failed, "max_age_s": o.max_age_s,
             "instruction": o.instruction, "image_size": o.image_size,

@@ -1,6 +1,6 @@
 """`hybridvla dataset ...`: training sets from recorded bags.
 
-    hybridvla dataset build BAGS... -o DIR [--rate 10] [--chunk 1] [--translation delta] [--drop-idle]
+    hybridvla dataset build BAGS... -o DIR [--rate 10] [--chunk 1] [--translation delta] [--drop-idle] [--keyframes]
                             [--image-size S] [--crop VIEW=T,B,L,R] ...
     hybridvla dataset merge BUILD... -o DIR      (builds or training sets written alike -> one)
     hybridvla dataset recover EPISODE_DIR...    (bags left open by a recorder crash -> proper bags)
@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     TopicLayout.add_arguments(b)
     b.add_argument("--instruction", help="instruction for bags that carry none (plain ros2 bag record bags)")
     b.add_argument("--drop-idle", action="store_true", help="leave out steps where the commanded target did not move")
+    b.add_argument("--keyframes", action="store_true",
+                   help="label each step with the target of the next keyframe (arm arrives / starts moving, gripper "
+                        "command changes) instead of the next step's target; use with --translation absolute")
     b.add_argument("--idle-m", type=float, default=0.001, help="idle below this target translation [m] (0.001)")
     b.add_argument("--idle-rad", type=float, default=0.005, help="idle below this target rotation [rad] (0.005)")
     b.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes for validation (0.1)")
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             convention=ActionConvention(args.translation, args.rotation, args.gripper),
             layout=TopicLayout.from_arguments(args),
             views=_names(args.views), arms=_names(args.arms), instruction=args.instruction,
-            drop_idle=args.drop_idle, idle_m=args.idle_m, idle_rad=args.idle_rad, val_fraction=args.val_fraction,
+            drop_idle=args.drop_idle, keyframes=args.keyframes, idle_m=args.idle_m, idle_rad=args.idle_rad, val_fraction=args.val_fraction,
             seed=args.seed, unnorm_key=args.unnorm_key, include_failed=args.include_failed, max_age_s=args.max_age_s,
             image_size=args.image_size, crops=_crops(args.crop))
         report = build_dataset(args.bags, args.output, options, log=lambda line: tqdm.write(line, file=sys.stderr))

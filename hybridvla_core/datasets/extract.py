@@ -82,9 +82,11 @@ class Episode:
     def __len__(self) -> int:
         return len(self.times_ns)
 
-    def actions(self, convention: ActionConvention) -> np.ndarray:
-        """(K, D) recorded actions in the convention, robot units."""
-        return np.stack([from_absolute_targets(t, p, convention) for t, p in zip(self.targets, self.poses)])
+    def actions(self, convention: ActionConvention, target_steps=None) -> np.ndarray:
+        """(K, D) recorded actions in the convention, robot units: step k's measured pose to its target, or to
+        the target of step target_steps[k] (e.g. the next keyframe's)."""
+        targets = self.targets if target_steps is None else [self.targets[j] for j in target_steps]
+        return np.stack([from_absolute_targets(t, p, convention) for t, p in zip(targets, self.poses)])
 
 
 def outcome_of(metadata: dict[str, str]) -> str:
