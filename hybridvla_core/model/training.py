@@ -47,10 +47,18 @@ class TrainConfig:
     bf16: bool = True  # autocast on CUDA; CPU trains in fp32
     freeze_vision: bool = False  # the reference freezes the vision encoder when fine-tuning
     progress: bool = True
+    # Gaussian noise (std, in normalised units) added to these robot-state dims of every training sample.
+    # The policy then cannot read where to go from its own pose (e.g. continue the straight line it is on)
+    # and has to take it from the images; inference never adds noise. [] = no noise.
+    state_noise: float = 0.0
+    state_noise_dims: list = None
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1:
             raise ValueError("train.max_steps and train.batch_size must be >= 1")
+        if self.state_noise < 0:
+            raise ValueError(f"train.state_noise must be >= 0, got {self.state_noise}")
+        self.state_noise_dims = list(self.state_noise_dims or [])
 
 
 def _collate(samples: list[dict], tokenizer) -> dict:
@@ -116,6 +124,9 @@ def train(spec: dict) -> dict:
         model.config.convention = ActionConvention.from_dict(index["convention"])
         model.config.unnorm_key = index["unnorm_key"]
     config = model.config
+    bad_dims = [d for d in settings.state_noise_dims if not 0 <= d < config.action_dim]
+    if bad_dims:
+        raise ValueError(f"train.state_noise_dims {bad_dims} outside the state's {config.action_dim} dims")
     model.vision_backbone.requires_grad_(not settings.freeze_vision)
     if config.action_dim != index["action_dim"] or ActionConvention.from_dict(index["convention"]) != config.convention:
         raise ValueError("the training set's action_dim/convention differ from the model's")
@@ -153,8 +164,13 @@ def train(spec: dict) -> dict:
         if sampler is not None:
             sampler.set_epoch(epoch)
         for batch in loader:
+            states = batch["states"]
+            if settings.state_noise and settings.state_noise_dims:
+                states = states.clone()
+                dims = settings.state_noise_dims
+                states[:, dims] += settings.state_noise * torch.randn(len(states), len(dims))
             with autocast:
-                out = wrapped(batch["pixels"].to(device), batch["prompts"], batch["states"].to(device),
+                out = wrapped(batch["pixels"].to(device), batch["prompts"], states.to(device),
                               batch["actions"][:, :config.chunk].to(device))
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
