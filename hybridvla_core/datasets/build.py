@@ -65,29 +65,28 @@ class BuildOptions:
                              f"{list(self.views)}")
 
 
+def _changes(targets, reference, idle_m: float, idle_rad: float) -> tuple[bool, bool]:
+    """(any arm's commanded pose moved >= idle_m [m] or idle_rad [rad], any gripper command changed >= 0.05)
+    between two steps' targets (per arm: position m, quaternion xyzw, gripper 0..1)."""
+    pose_moved = gripper_changed = False
+    for (p, q, g), (p0, q0, g0) in zip(targets, reference):
+        angle = (Rotation.from_quat(q) * Rotation.from_quat(q0).inv()).magnitude()
+        pose_moved |= bool(np.linalg.norm(p - p0) >= idle_m or angle >= idle_rad)
+        gripper_changed |= bool(abs(g - g0) >= 0.05)
+    return pose_moved, gripper_changed
+
+
 def idle_steps(episode: Episode, idle_m: float, idle_rad: float) -> np.ndarray:
     """True for steps whose commanded targets (every arm, gripper included) barely differ from the last kept
     step's: the operator was not moving the robot."""
     idle = np.zeros(len(episode), dtype=bool)
     kept = episode.targets[0]
     for k in range(1, len(episode)):
-        moved = False
-        for (p, q, g), (p0, q0, g0) in zip(episode.targets[k], kept):
-            angle = (Rotation.from_quat(q) * Rotation.from_quat(q0).inv()).magnitude()
-            moved |= bool(np.linalg.norm(p - p0) >= idle_m or angle >= idle_rad or abs(g - g0) >= 0.05)
+        moved = any(_changes(episode.targets[k], kept, idle_m, idle_rad))
         idle[k] = not moved
         if moved:
             kept = episode.targets[k]
     return idle
-
-
-def _target_moves(episode: Episode, k: int, idle_m: float, idle_rad: float) -> bool:
-    """Whether any arm's commanded pose changed from step k - 1 to step k."""
-    for (p, q, _), (p0, q0, _) in zip(episode.targets[k], episode.targets[k - 1]):
-        angle = (Rotation.from_quat(q) * Rotation.from_quat(q0).inv()).magnitude()
-        if np.linalg.norm(p - p0) >= idle_m or angle >= idle_rad:
-            return True
-    return False
 
 
 def keyframe_after(episode: Episode, idle_m: float, idle_rad: float) -> np.ndarray:
@@ -97,13 +96,13 @@ def keyframe_after(episode: Episode, idle_m: float, idle_rad: float) -> np.ndarr
     change, and the last step. Labelled this way a step's action says where the arm goes next, not the next
     few millimetres of the way there."""
     count = len(episode)
-    moves = [False] + [_target_moves(episode, k, idle_m, idle_rad) for k in range(1, count)] + [False]
+    # changes[k]: (pose moved, gripper changed) from step k - 1 to k; nothing before the first or after the last
+    changes = [(False, False)] + [_changes(episode.targets[k], episode.targets[k - 1], idle_m, idle_rad)
+                                  for k in range(1, count)] + [(False, False)]
     keyframe = np.zeros(count, dtype=bool)
     keyframe[-1] = True
     for k in range(count):
-        gripper_changed = k > 0 and any(abs(t[2] - t0[2]) >= 0.05
-                                        for t, t0 in zip(episode.targets[k], episode.targets[k - 1]))
-        keyframe[k] |= moves[k] != moves[k + 1] or gripper_changed
+        keyframe[k] |= changes[k][0] != changes[k + 1][0] or changes[k][1]
     after = np.empty(count, dtype=int)
     following = count - 1
     for k in range(count - 1, -1, -1):

@@ -99,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
             convention=ActionConvention(args.translation, args.rotation, args.gripper),
             layout=TopicLayout.from_arguments(args),
             views=_names(args.views), arms=_names(args.arms), instruction=args.instruction,
-            drop_idle=args.drop_idle, keyframes=args.keyframes, idle_m=args.idle_m, idle_rad=args.idle_rad, val_fraction=args.val_fraction,
-            seed=args.seed, unnorm_key=args.unnorm_key, include_failed=args.include_failed, max_age_s=args.max_age_s,
+            drop_idle=args.drop_idle, keyframes=args.keyframes, idle_m=args.idle_m, idle_rad=args.idle_rad,
+            val_fraction=args.val_fraction, seed=args.seed, unnorm_key=args.unnorm_key,
+            include_failed=args.include_failed, max_age_s=args.max_age_s,
             image_size=args.image_size, crops=_crops(args.crop))
         report = build_dataset(args.bags, args.output, options, log=lambda line: tqdm.write(line, file=sys.stderr))
     except ValueError as exc:

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hybridvla_core.actions import ActionConvention
-from hybridvla_core.datasets.build import keyframe_after
+from hybridvla_core.datasets.build import idle_steps, keyframe_after
 from hybridvla_core.datasets.extract import Episode
 
 DOWN = Rotation.from_euler("x", np.pi).as_quat()
@@ -37,6 +37,8 @@ def test_labels_point_at_the_next_keyframe():
     # From the start the label is where the arm arrives, 6 cm away, not the next 2 cm step.
     np.testing.assert_allclose(actions[0, :3], [0.36, 0.0, 0.40])
     np.testing.assert_allclose(actions[7, [2, 6]], [0.36, 0.0])  # step 7: close the gripper where it is
+    # --drop-idle reads motion the same way: still steps are idle, a gripper change is not.
+    np.testing.assert_array_equal(np.flatnonzero(idle_steps(episode, 0.001, 0.005)), [4, 7, 9, 10])
     # Without keyframes each step keeps its own target.
     np.testing.assert_allclose(episode.actions(ActionConvention(translation="absolute"))[0, :3], [0.30, 0.0, 0.40])
 
