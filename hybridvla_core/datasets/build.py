@@ -248,7 +248,8 @@ class _StreamingBuild:
             o = self.options
             self.writers[split] = TrainsetWriter(self.out / split, views, 7 * len(arms), chunk=o.chunk,
                                                  convention=o.convention, unnorm_key=o.unnorm_key,
-                                                 shard_size=o.shard_size, crops=o.crops)
+                                                 shard_size=o.shard_size, crops=o.crops,
+                                                 labels="keyframes" if o.keyframes else "per_step")
         return self.writers[split]
 
     def close(self) -> None:

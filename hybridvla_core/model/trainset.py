@@ -4,7 +4,9 @@
                                     "action_dim": 7|14, "chunk": T, "convention": {translation, rotation, gripper},
                                     "unnorm_key": name, "num_samples": N, "num_episodes": M,
                                     "shards": [{"dir": "shard-00000", "samples": n}, ...],
-                                    "crops": {view: [top, bottom, left, right]} for views cropped when written}
+                                    "crops": {view: [top, bottom, left, right]} for views cropped when written,
+                                    "labels": "per_step" (absent = per_step) | "keyframes" (each action = the
+                                              target of the next keyframe, datasets/build.py keyframe_after)}
     <dir>/dataset_statistics.json  reference schema, one entry keyed by unnorm_key, over every action row and state
     <dir>/shard-XXXXX/             one .npy per field (memory-mapped when read):
         image_<view>.npy  (n, H, W, 3) uint8 RGB, any H, W (cropped to the model's view crop unless index.json says
@@ -37,6 +39,7 @@ FORMAT = "hybridvla-trainset"
 VERSION = 1
 INDEX_FILE = "index.json"
 STATISTICS_FILE = "dataset_statistics.json"
+LABELS = ("per_step", "keyframes")  # what an action row means: the next step's target, or the next keyframe's
 
 
 class TrainsetWriter:
@@ -45,8 +48,10 @@ class TrainsetWriter:
 
     def __init__(self, directory: str | Path, views: list[str], action_dim: int, chunk: int = 1,
                  convention: ActionConvention | None = None, unnorm_key: str = "dataset", shard_size: int = 1024,
-                 crops: Mapping[str, list] | None = None):
+                 crops: Mapping[str, list] | None = None, labels: str = "per_step"):
         num_arms(action_dim)
+        if labels not in LABELS:
+            raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
         if chunk < 1 or not views:
             raise ValueError("a training set needs chunk >= 1 and at least one view")
         self.directory = Path(directory)
@@ -55,6 +60,7 @@ class TrainsetWriter:
         self.convention = convention or ActionConvention()
         self.unnorm_key, self.shard_size = unnorm_key, shard_size
         self.crops = {v: list(c) for v, c in (crops or {}).items()}  # regions the added frames were cropped to
+        self.labels = labels
         self._buffer: dict[str, list] = {}
         self._shards: list[dict] = []
         self._all_actions: list[np.ndarray] = []
@@ -107,7 +113,7 @@ class TrainsetWriter:
             "format": FORMAT, "version": VERSION, "views": self.views, "action_dim": self.action_dim,
             "chunk": self.chunk, "convention": self.convention.to_dict(), "unnorm_key": self.unnorm_key,
             "num_samples": sum(s["samples"] for s in self._shards), "num_episodes": len(self._episodes),
-            "shards": self._shards, **({"crops": self.crops} if self.crops else {}),
+            "shards": self._shards, **({"crops": self.crops} if self.crops else {}), "labels": self.labels,
         }
         (self.directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
         return self.directory
@@ -130,12 +136,16 @@ def read_index(directory: str | Path) -> dict:
     return index
 
 
-_MUST_MATCH = ("views", "action_dim", "chunk", "convention", "unnorm_key", "crops")
+_MUST_MATCH = ("views", "action_dim", "chunk", "convention", "unnorm_key", "crops", "labels")
+
+
+def _setting(index: dict, key: str):
+    return index.get(key, "per_step") if key == "labels" else index.get(key)  # sets from before "labels": per step
 
 
 def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True,
                     statistics_from: str | Path | None = None) -> dict:
-    """Join training sets written alike (same views, action dim, chunk, convention, unnorm key and crops) into
+    """Join training sets written alike (same views, action dim, chunk, convention, unnorm key, crops, labels) into
     `out`: their shards in input order (hard links where the file system allows, else copies; episode numbers
     shifted so they stay distinct) under one index. The statistics are recomputed over every merged state and
     action, or copied from `statistics_from` (a set's directory, e.g. the merged training split for a
@@ -148,10 +158,10 @@ def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True
     indexes = [read_index(d) for d in inputs]
     first = indexes[0]
     for directory, index in zip(inputs[1:], indexes[1:]):
-        differ = [k for k in _MUST_MATCH if index.get(k) != first.get(k)]
+        differ = [k for k in _MUST_MATCH if _setting(index, k) != _setting(first, k)]
         if differ:
             raise ValueError(f"{directory} differs from {inputs[0]} in {differ}: "
-                             + "; ".join(f"{k} {index.get(k)} vs {first.get(k)}" for k in differ))
+                             + "; ".join(f"{k} {_setting(index, k)} vs {_setting(first, k)}" for k in differ))
     out.mkdir(parents=True, exist_ok=True)
     shards, actions, states, offset, episodes = [], [], [], 0, 0
     for directory, index in zip(inputs, indexes):

@@ -99,6 +99,25 @@ def test_merge_refuses_sets_written_differently_and_writes_nothing(builds, capsy
     assert err.startswith("hybridvla dataset merge: neither a training set nor a build") and "\n" not in err
 
 
+def test_merge_refuses_keyframe_labels_beside_per_step_labels(builds, tmp_path):
+    """A keyframe action (where the arm goes next) and a per-step action (the next few mm) are different
+    quantities in the same units: one set of both would train a policy on nonsense without any error."""
+    root, _, _ = builds
+    keyframes = tmp_path / "kf"
+    build_dataset([root / "bags_b"], keyframes, BuildOptions(val_fraction=0.25, seed=0, image_size=16,
+                  crops={"front": CROP}, keyframes=True), log=[].append, progress=False)
+    assert json.loads((keyframes / "train" / "index.json").read_text())["labels"] == "keyframes"
+    with pytest.raises(ValueError, match=r"differs .* in \['labels'\]: labels keyframes vs per_step"):
+        merge_trainsets([root / "a" / "train", keyframes / "train"], tmp_path / "never")
+    # a set written before "labels" existed reads as per step, and still merges with one written now
+    old = tmp_path / "old"
+    merge_trainsets([root / "b" / "train"], old)
+    index = json.loads((old / "index.json").read_text())
+    del index["labels"]
+    (old / "index.json").write_text(json.dumps(index))
+    assert merge_trainsets([root / "a" / "train", old], tmp_path / "joined")["labels"] == "per_step"
+
+
 def test_crop_arguments_are_checked_in_one_line(builds, capsys):
     root, _, _ = builds
     for crop, match in (("front=0.1,0.2", "VIEW=TOP,BOTTOM,LEFT,RIGHT"), ("front=0.5,0.4,0,1", "top < bottom"),
