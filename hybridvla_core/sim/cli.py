@@ -141,6 +141,10 @@ def eval_policy(args: argparse.Namespace) -> int:
         print(f"{mode}: success {ok}/{len(results)} = {100.0 * ok / len(results):.1f}%  "
               f"predict p50 {np.median([r.predict_ms_median for r in results]):.0f} ms  "
               f"guard events {dict(sorted(events.items())) or 'none'}")
+        closest = np.array([r.closest_to_block_m for r in results])
+        print(f"{'':{len(mode)}}  got as far as: TCP within 2 cm of the block {int((closest < 0.02).sum())}, "
+              f"block lifted {sum(r.lifted for r in results)}, over its bowl {sum(r.over_bowl for r in results)} "
+              f"(of {len(results)}); closest approach median {100 * np.median(closest):.1f} cm")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

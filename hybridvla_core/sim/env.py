@@ -261,6 +261,10 @@ class SimEnv:
         fingers = set().union(*(a.finger_geoms for a in self.arms.values()))
         return self.task.success(self.model, self.data, self.layout, fingers)
 
+    def milestones(self, arm: str) -> dict:
+        """The task's progress measures now (PickPlaceTask.milestones), seen from `arm`'s TCP."""
+        return self.task.milestones(self.model, self.data, self.layout, self.read(arm).position)
+
     def state_vector(self) -> np.ndarray:
         """Full physical state (time, qpos, qvel, mocap): equal vectors mean equal episodes."""
         return np.concatenate([[self.data.time], self.data.qpos, self.data.qvel, self.data.mocap_pos.ravel()])

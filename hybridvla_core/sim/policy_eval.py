@@ -56,6 +56,9 @@ class PolicyEpisode:
     guard_events: dict[str, int] = field(default_factory=dict)  # EventKind name (or policy_error) -> count
     sources: dict[str, int] = field(default_factory=dict)       # ActionResult.source -> count
     predict_ms_median: float = 0.0
+    closest_to_block_m: float = float("nan")  # the TCP's closest approach to the commanded block's centre [m]
+    lifted: bool = False                      # the commanded block was lifted at some step
+    over_bowl: bool = False                   # ... and carried over the commanded bowl
 
 
 def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict, time_limit_s: float = 25.0,
@@ -76,6 +79,7 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
     sources: dict[str, int] = {}
     predict_ms: list[float] = []
     path, steps, success = 0.0, 0, False
+    closest, lifted, over_bowl = env.milestones(ARM)["tcp_to_block_m"], False, False
     reading = env.read(ARM)
     last_position = reading.position.copy()
 
@@ -120,6 +124,9 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
         position = env.read(ARM).position
         path += float(np.linalg.norm(position - last_position))
         last_position = position.copy()
+        now_at = env.milestones(ARM)
+        closest = min(closest, now_at["tcp_to_block_m"])
+        lifted, over_bowl = lifted or now_at["lifted"], over_bowl or now_at["over_bowl"]
         if env.success():
             success = True
             break
@@ -127,7 +134,8 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
         env.advance(settle_s)
         success = env.success()
     return PolicyEpisode(seed, instruction, success, round(env.time - t0, 2), steps, round(path, 3), events,
-                         sources, round(float(np.median(predict_ms)), 1) if predict_ms else 0.0)
+                         sources, round(float(np.median(predict_ms)), 1) if predict_ms else 0.0,
+                         round(closest, 3), lifted or success, over_bowl or success)
 
 
 def evaluate(checkpoint: str | Path, seeds, *, mode: str = "hybrid", sim_config: SimConfig,

@@ -28,6 +28,7 @@ BALL_RADIUS = 0.04     # m
 BALL_MASS = 0.04       # kg
 BOX_HALF = (0.07, 0.07)  # m, inner half sizes of the target box (x, y)
 BOX_WALL = 0.05        # m, wall height
+LIFTED = 0.03          # m above its resting height: an object counts as lifted (milestones)
 
 
 def _set_free_pose(model, data, joint: str, pos, yaw: float = 0.0) -> None:
@@ -167,6 +168,15 @@ class PickPlaceTask:
         resting = _free_speed(model, data, f"block_{layout.block}") < 0.05
         return bool(inside and released and resting)
 
+    def milestones(self, model, data, layout: PickPlaceLayout, tcp_position) -> dict:
+        """How far an episode got at this moment, to tell failures apart: the TCP's distance to the commanded
+        block [m], whether that block is lifted (bottom > LIFTED above the table) and lifted over its bowl."""
+        p = self.block_position(model, data, layout.block)
+        lifted = bool(p[2] > BLOCK_HALF + LIFTED)
+        over_bowl = lifted and bool(np.linalg.norm(p[:2] - np.array(layout.bowls[layout.bowl])) < BOWL_RADIUS)
+        return {"tcp_to_block_m": float(np.linalg.norm(np.asarray(tcp_position) - p)), "lifted": lifted,
+                "over_bowl": over_bowl}
+
 
 @dataclass
 class LiftBallLayout:
@@ -217,6 +227,14 @@ class LiftBallTask:
                   and p[2] < BOX_WALL + BALL_RADIUS)
         released = not _touching(model, data, finger_geoms, {model.body("ball").id})
         return bool(inside and released and _free_speed(model, data, "ball") < 0.05)
+
+    def milestones(self, model, data, layout: LiftBallLayout, tcp_position) -> dict:
+        """As PickPlaceTask.milestones for the ball and the box, seen from one arm's TCP."""
+        p = self.ball_position(model, data)
+        lifted = bool(p[2] > BALL_RADIUS + LIFTED)
+        over_box = lifted and abs(p[0] - layout.box[0]) < BOX_HALF[0] and abs(p[1] - layout.box[1]) < BOX_HALF[1]
+        return {"tcp_to_ball_m": float(np.linalg.norm(np.asarray(tcp_position) - p)), "lifted": lifted,
+                "over_box": bool(over_box)}
 
 
 TASKS = {"pick_place": PickPlaceTask, "lift_ball": LiftBallTask}

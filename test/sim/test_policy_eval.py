@@ -36,6 +36,9 @@ def test_the_policy_moves_the_arm_through_the_guards(env, policy):
     assert episode.tcp_path_m > 0.02
     assert episode.instruction.startswith("put the ")
     assert sum(episode.sources.values()) == episode.steps
+    env.reset(100002)
+    start = env.milestones("fr3")["tcp_to_block_m"]
+    assert 0.0 < episode.closest_to_block_m <= start  # the closest approach, over the start and every step
 
 
 class NaNPolicy:
@@ -75,6 +78,8 @@ def test_cli_writes_json_and_refuses_a_missing_checkpoint(tmp_path):
     assert "hybrid: success 0/1" in run.stdout or "hybrid: success 1/1" in run.stdout
     episode = json.loads(out.read_text())["hybrid"][0]
     assert episode["seed"] >= 100000 and episode["steps"] == 5
+    assert episode["lifted"] is False and episode["closest_to_block_m"] > 0.02  # 0.5 s cannot reach the table
+    assert "got as far as: TCP within 2 cm of the block 0, block lifted 0, over its bowl 0 (of 1)" in run.stdout
     bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a checkpoint directory" in bad.stderr

@@ -58,15 +58,22 @@ def test_gripper_closes_on_a_block_and_lifts_it(env):
     rot = (Rotation.from_euler("z", yaw) * TOP_DOWN).as_quat()
     env.set_target("fr3", block + [0, 0, 0.15], rot)
     env.advance(1.5)
+    assert env.milestones("fr3") == {"tcp_to_block_m": pytest.approx(0.15, abs=0.01), "lifted": False,
+                                     "over_bowl": False}
     env.set_target("fr3", block + [0, 0, 0.004], rot)
     env.advance(1.5)
     env.set_gripper("fr3", 0.0)
     env.advance(1.0)
     width = env.read("fr3").gripper_width
     assert abs(width - 0.04) < 0.003  # stopped by the 4 cm block, not closed
+    assert env.milestones("fr3")["tcp_to_block_m"] < 0.01
     env.set_target("fr3", block + [0, 0, 0.2], rot)
     env.advance(1.5)
     assert env.task.block_position(env.model, env.data, colour)[2] > 0.15
+    assert env.milestones("fr3")["lifted"] and not env.milestones("fr3")["over_bowl"]
+    env.set_target("fr3", [*env.layout.bowls[env.layout.bowl], 0.2], rot)
+    env.advance(2.5)
+    assert env.milestones("fr3")["over_bowl"] and env.milestones("fr3")["tcp_to_block_m"] < 0.01
 
 
 def test_same_seed_same_episode_and_different_seed_different_episode():
@@ -193,3 +200,16 @@ def test_unreachable_target_stretches_the_arm_to_its_reach_and_a_reachable_one_i
     env.set_target("fr3", goal, TOP_DOWN.as_quat())
     env.advance(2.0)  # no wind-up: the setpoint stayed with the arm, so this is a 0.5 m move at 0.5 m/s
     assert np.linalg.norm(env.read("fr3").position - goal) < 0.005
+
+
+def test_ball_milestones_count_lifted_and_over_the_box_only_when_both(dual):
+    dual.reset(2)
+    first = dual.milestones("left")
+    assert not first["lifted"] and not first["over_box"] and first["tcp_to_ball_m"] > 0.05
+    ball = dual.model.joint("ball").qposadr[0]
+    box = dual.layout.box
+    for xy, over in (((box[0], box[1] + 0.2), False), (box, True)):
+        dual.data.qpos[ball:ball + 3] = (*xy, 0.2)  # held in the air for this one reading
+        mujoco.mj_forward(dual.model, dual.data)
+        assert dual.milestones("left") == {"tcp_to_ball_m": pytest.approx(
+            np.linalg.norm(dual.read("left").position - [*xy, 0.2])), "lifted": True, "over_box": over}
