@@ -23,6 +23,10 @@ def _positive(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
 
+def _non_negative(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+
 def _topic(v) -> bool:
     return isinstance(v, str) and v.startswith("/") and " " not in v
 
@@ -52,6 +56,10 @@ SCHEMA: dict[str, tuple[Any, str]] = {
     "gripper_speed": (_positive, "m/s > 0"),
     "episode_timeout_s": (_positive, "seconds > 0"),
     "publish_arm_state": (lambda v: isinstance(v, bool), "true or false"),
+    "start_jitter.x_m": (_non_negative, "m >= 0"),
+    "start_jitter.y_m": (_non_negative, "m >= 0"),
+    "start_jitter.z_m": (_non_negative, "m >= 0"),
+    "start_jitter.yaw_rad": (_non_negative, "rad >= 0"),
     "topics.target_pose": (_topic, "an absolute topic name"),
     "topics.current_pose": (_topic, "an absolute topic name"),
     "topics.joint_states": (_topic, "an absolute topic name"),
@@ -97,6 +105,10 @@ class SimConfig:
     gripper_speed: float
     episode_timeout_s: float
     publish_arm_state: bool
+    start_jitter_x_m: float
+    start_jitter_y_m: float
+    start_jitter_z_m: float
+    start_jitter_yaw_rad: float
     topics_target_pose: str
     topics_current_pose: str
     topics_joint_states: str
@@ -114,7 +126,9 @@ class SimConfig:
         return dict(robot=self.robot, task=self.task, physics_rate_hz=self.physics_rate_hz,
                     controller_rate_hz=self.controller_rate_hz, image_width=self.camera_width,
                     image_height=self.camera_height, max_linear_speed=self.max_linear_speed,
-                    max_angular_speed=self.max_angular_speed, gripper_speed=self.gripper_speed)
+                    max_angular_speed=self.max_angular_speed, gripper_speed=self.gripper_speed,
+                    start_jitter=(self.start_jitter_x_m, self.start_jitter_y_m, self.start_jitter_z_m,
+                                  self.start_jitter_yaw_rad))
 
     def arm_topic(self, pattern: str, arm: str) -> str:
         return pattern.format(arm=arm)

@@ -64,13 +64,15 @@ class ArmController:
         self.gripper_max = 2 * spec.finger_max
 
     # --- state -------------------------------------------------------------------------------------------
-    def reset(self, data: mujoco.MjData) -> None:
-        data.qpos[self.qadr] = self.spec.home
+    def reset(self, data: mujoco.MjData, q=None) -> None:
+        """At rest in joint configuration q [rad] (default: the spec's home), gripper open."""
+        q = np.array(self.spec.home if q is None else q, dtype=float)
+        data.qpos[self.qadr] = q
         data.qpos[self.finger_qadr] = self.spec.finger_max
-        data.ctrl[self.act] = self.spec.home
+        data.ctrl[self.act] = q
         data.ctrl[self.gripper_act] = self.spec.finger_max
         self.model.actuator_forcerange[self.gripper_act] = self.default_forcerange
-        self.q_cmd = np.array(self.spec.home, dtype=float)
+        self.q_cmd = q.copy()
         self.joint_target: np.ndarray | None = None
         p, quat = self.chain.fk(self.q_cmd)
         self.sp_p, self.sp_R = p, Rotation.from_quat(quat)
@@ -184,10 +186,17 @@ class SimEnv:
 
     def __init__(self, robot: str = "fr3", task: str = "pick_place", *, physics_rate_hz: float = 500.0,
                  controller_rate_hz: float = 50.0, image_width: int = 320, image_height: int = 240,
-                 max_linear_speed: float = 0.5, max_angular_speed: float = 1.5, gripper_speed: float = 0.1):
+                 max_linear_speed: float = 0.5, max_angular_speed: float = 1.5, gripper_speed: float = 0.1,
+                 start_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)):
+        """start_jitter: half-ranges of the seeded random start pose around each arm's home TCP: x, y, z [m] in
+        the arm's base frame and a turn about the base z axis [rad]; zeros = always home. A policy trained
+        from one start pose can read the goal off the line from there to its TCP (start_pose)."""
         if robot not in ROBOTS:
             raise ValueError(f"unknown robot {robot!r}; known: {', '.join(ROBOTS)}")
         self.robot = robot
+        self.start_jitter = tuple(float(v) for v in start_jitter)
+        if len(self.start_jitter) != 4 or any(not np.isfinite(v) or v < 0 for v in self.start_jitter):
+            raise ValueError(f"start_jitter must be 4 half-ranges >= 0 (x, y, z m, yaw rad), got {start_jitter}")
         self.task = make_task(task)
         if self.task.robot != robot:
             raise ValueError(f"task {task!r} is for robot {self.task.robot!r}, not {robot!r}")
@@ -221,12 +230,31 @@ class SimEnv:
         self.seed = int(seed)
         self.layout = self.task.sample(np.random.default_rng(self.seed))
         self.instruction = self.task.instruction(self.layout)
-        for arm in self.arms.values():
-            arm.reset(self.data)
+        for name, arm in self.arms.items():
+            arm.reset(self.data, self.start_pose(name))
         self.task.apply(self.model, self.data, self.layout)
         mujoco.mj_forward(self.model, self.data)
         self.advance(SETTLE_S)
         return self.instruction
+
+    def start_pose(self, arm: str) -> np.ndarray:
+        """Joint configuration [rad] that `arm` starts this seed's episode in: home, or with start_jitter a
+        TCP pose drawn uniformly around home's (its own random stream, so the layout of a seed is the same
+        with or without jitter)."""
+        controller = self.arms[arm]
+        home = np.array(controller.spec.home, dtype=float)
+        if not any(self.start_jitter):
+            return home
+        rng = np.random.default_rng([self.seed, 1 + list(self.arms).index(arm)])
+        jx, jy, jz, jyaw = self.start_jitter
+        offset = rng.uniform(-1.0, 1.0, 4) * np.array([jx, jy, jz, jyaw])
+        position, quaternion = controller.chain.fk(home)
+        turned = Rotation.from_euler("z", offset[3]) * Rotation.from_quat(quaternion)
+        solution = controller.chain.ik(position + offset[:3], turned.as_quat(), home, margin=0.05)
+        if not solution.success:
+            raise ValueError(f"start_jitter {self.start_jitter}: seed {self.seed} drew a start pose of {arm} "
+                             f"that IK cannot reach ({solution.position_error * 100:.1f} cm off); use smaller ranges")
+        return solution.q
 
     def advance(self, seconds: float) -> None:
         """Run the controllers and the physics for `seconds` (rounded to whole controller periods)."""

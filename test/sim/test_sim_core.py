@@ -213,3 +213,40 @@ def test_ball_milestones_count_lifted_and_over_the_box_only_when_both(dual):
         mujoco.mj_forward(dual.model, dual.data)
         assert dual.milestones("left") == {"tcp_to_ball_m": pytest.approx(
             np.linalg.norm(dual.read("left").position - [*xy, 0.2])), "lifted": True, "over_box": over}
+
+
+def test_start_jitter_draws_a_seeded_start_pose_inside_its_ranges_and_leaves_the_layout_alone(env):
+    jitter = (0.08, 0.15, 0.07, 0.5)
+    jittered = SimEnv("fr3", "pick_place", image_width=64, image_height=48, start_jitter=jitter)
+    try:
+        home_p, home_q = load_arm("fr3").fk(np.array(jittered.arms["fr3"].spec.home))
+        starts = []
+        for seed in (3, 4, 3):
+            env.reset(seed)
+            jittered.reset(seed)
+            assert jittered.layout == env.layout  # the start pose has its own random stream
+            np.testing.assert_allclose(env.read("fr3").position, home_p, atol=2e-3)  # no jitter: home
+            reading = jittered.read("fr3")
+            turn = Rotation.from_quat(reading.quaternion) * Rotation.from_quat(home_q).inv()
+            offset = reading.position - home_p
+            assert np.all(np.abs(offset) <= np.array(jitter[:3]) + 2e-3)
+            assert abs(turn.as_euler("xyz")[2]) <= jitter[3] + 0.01 and turn.magnitude() <= jitter[3] + 0.01
+            starts.append(np.r_[reading.position, turn.as_euler("xyz")[2]])
+        np.testing.assert_allclose(starts[0], starts[2], atol=1e-9)  # same seed, same start
+        assert np.linalg.norm(starts[0][:3] - starts[1][:3]) > 0.01   # another seed, another start
+    finally:
+        jittered.close()
+    with pytest.raises(ValueError, match="start_jitter must be 4 half-ranges >= 0"):
+        SimEnv("fr3", "pick_place", start_jitter=(0.1, -0.1, 0.0, 0.0))
+    with pytest.raises(ValueError, match="parameter 'start_jitter.y_m' = -0.1 is invalid: expected m >= 0"):
+        config_from_parameters({"start_jitter.y_m": -0.1})
+
+
+def test_a_start_jitter_beyond_reach_is_refused_in_one_line():
+    far = SimEnv("fr3", "pick_place", image_width=64, image_height=48, start_jitter=(0.0, 0.0, 2.0, 0.0))
+    try:
+        with pytest.raises(ValueError, match=r"start_jitter .*: seed \d+ drew a start pose of fr3 that IK cannot"):
+            for seed in range(5):  # half of the draws lie 1 m or more above the robot's reach
+                far.reset(seed)
+    finally:
+        far.close()
