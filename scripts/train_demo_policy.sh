@@ -9,8 +9,13 @@
 #      one bag at a time, the front view cut to the table region of the model config (--crop) and every frame
 #      resized to the model's 64 px input as it is written (--image-size 64), then `hybridvla dataset merge`;
 #   3. `hybridvla train config/train_demo_fr3.yaml` (stage 1, delta translation), then
-#      `hybridvla train config/train_demo_fr3_stage2.yaml` (stage 2: fine-tuned on the keyframe set), then
-#      stage 2's final checkpoint copied into the repository.
+#      `hybridvla train config/train_demo_fr3_stage2.yaml` (stage 2: fine-tuned on the keyframe set);
+#   4. JIT_PER_VARIANT (default 500) more demonstrations per variant from seed 20000 on, built as keyframes, and
+#      `hybridvla train config/train_demo_fr3_stage3.yaml` (stage 3: stage 2 fine-tuned on them), then stage 3's
+#      final checkpoint copied into the repository.
+# Every episode starts from a seeded random pose (config/sim_franka.yaml start_jitter). The committed
+# checkpoint's stages 1 and 2 were recorded before start_jitter existed, from the home pose only; only stage
+# 3's demonstrations have random starts (checkpoints/sim_fr3_pick_place/README.md).
 # Data and runs live outside the repository: /tmp/demo_data (the data.path of config/train_demo_fr3.yaml;
 # for 4,000 episodes ~17 GB of bags and ~4 GB of training set, both in proportion to PER_VARIANT) and
 # RUN (default /tmp/demo_train; stage 2 starts from /tmp/demo_train/stage1/final, its init_from).
@@ -20,6 +25,7 @@ cd "$(dirname "$0")/.."
 DATA=/tmp/demo_data
 RUN=${RUN:-/tmp/demo_train}
 PER_VARIANT=${PER_VARIANT:-1000}
+JIT_PER_VARIANT=${JIT_PER_VARIANT:-500}
 PY=${HYBRIDVLA_VENV:-$PWD/.venv}/bin
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
@@ -30,19 +36,21 @@ wait_all() {  # wait for every background job; fail if any failed (a bare `wait`
 }
 
 mkdir -p "$DATA" "$RUN"
-# Two recording processes, one per core; each takes every other seed.
-for part in 0 1; do
-  "$PY/python" -m hybridvla_core.demo record --out "$DATA/bags" --per-variant "$PER_VARIANT" --part "$part/2" &
-done
-wait_all
+record() {  # record OUT PER_VARIANT FIRST_SEED: two recording processes, one per core, every other seed each
+  for part in 0 1; do
+    "$PY/python" -m hybridvla_core.demo record --out "$1" --per-variant "$2" --start "$3" --part "$part/2" &
+  done
+  wait_all
+}
+record "$DATA/bags" "$PER_VARIANT" 0
 # The crop must be the front view's crop in config/train_demo_fr3.yaml (training refuses a set cropped otherwise).
 # Two sets of the same demonstrations: per-step delta translation (stage 1) and keyframes in absolute
 # translation (stage 2).
-build_set() {  # build_set OUT BUILD-OPTIONS...: both halves in parallel, then merged into OUT
-  local out=$1; shift
+build_set() {  # build_set BAGS OUT BUILD-OPTIONS...: both halves in parallel, then merged into OUT
+  local bags=$1 out=$2; shift 2
   rm -rf "$DATA/build" "$out"
   for part in 0 1; do
-    "$PY/hybridvla" dataset build "$DATA/bags/part$part" -o "$DATA/build/part$part" --views front,wrist --rate 10 \
+    "$PY/hybridvla" dataset build "$bags/part$part" -o "$DATA/build/part$part" --views front,wrist --rate 10 \
       --chunk 1 "$@" --unnorm-key sim_fr3_pick_place --val-fraction 0.05 --image-size 64 \
       --crop front=0.40,0.86,0.12,0.88 &
   done
@@ -50,12 +58,20 @@ build_set() {  # build_set OUT BUILD-OPTIONS...: both halves in parallel, then m
   "$PY/hybridvla" dataset merge "$DATA/build/part0" "$DATA/build/part1" -o "$out"
   rm -rf "$DATA/build"
 }
-build_set "$DATA/dataset" --translation delta
-build_set "$DATA/dataset_kf" --translation absolute --keyframes
+build_set "$DATA/bags" "$DATA/dataset" --translation delta
+build_set "$DATA/bags" "$DATA/dataset_kf" --translation absolute --keyframes
 # Stage 1 (delta), then stage 2 fine-tunes it on keyframes (init_from: $RUN/stage1/final).
 "$PY/hybridvla" train config/train_demo_fr3.yaml --output-dir "$RUN/stage1" 2>&1 | tee "$RUN/stage1.log"
 "$PY/hybridvla" train config/train_demo_fr3_stage2.yaml --output-dir "$RUN/stage2" 2>&1 | tee "$RUN/stage2.log"
+# Stage 3: new layouts (seeds from 20000), random start poses, keyframes (init_from: $RUN/stage2/final).
+record "$DATA/bags_jit" "$JIT_PER_VARIANT" 20000
+build_set "$DATA/bags_jit" "$DATA/dataset_jit" --translation absolute --keyframes
+"$PY/hybridvla" train config/train_demo_fr3_stage3.yaml --output-dir "$RUN/stage3" 2>&1 | tee "$RUN/stage3.log"
 mkdir -p checkpoints/sim_fr3_pick_place
-cp "$RUN/stage2/final/"* checkpoints/sim_fr3_pick_place/
-cp "$DATA/bags/seeds.json" checkpoints/sim_fr3_pick_place/training_seeds.json
+cp "$RUN/stage3/final/"* checkpoints/sim_fr3_pick_place/
+"$PY/python" - "$DATA/bags/seeds.json" "$DATA/bags_jit/seeds.json" > checkpoints/sim_fr3_pick_place/training_seeds.json <<'PY'
+import json, sys  # every seed any stage trained on: the demo's held-out seeds skip them all
+sets = [json.load(open(f)) for f in sys.argv[1:]]
+print(json.dumps({"variants": sets[0]["variants"], "seeds": sorted({s for d in sets for s in d["seeds"]})}))
+PY
 echo "checkpoint: checkpoints/sim_fr3_pick_place (training seeds in training_seeds.json)"
