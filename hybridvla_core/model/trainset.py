@@ -133,14 +133,12 @@ def read_index(directory: str | Path) -> dict:
     index = json.loads(path.read_text())
     if index.get("format") != FORMAT or index.get("version") != VERSION:
         raise ValueError(f"{path}: expected format {FORMAT} version {VERSION}")
+    index.setdefault("labels", "per_step")  # sets written before "labels" existed
     return index
 
 
 _MUST_MATCH = ("views", "action_dim", "chunk", "convention", "unnorm_key", "crops", "labels")
 
-
-def _setting(index: dict, key: str):
-    return index.get(key, "per_step") if key == "labels" else index.get(key)  # sets from before "labels": per step
 
 
 def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True,
@@ -158,10 +156,10 @@ def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True
     indexes = [read_index(d) for d in inputs]
     first = indexes[0]
     for directory, index in zip(inputs[1:], indexes[1:]):
-        differ = [k for k in _MUST_MATCH if _setting(index, k) != _setting(first, k)]
+        differ = [k for k in _MUST_MATCH if index.get(k) != first.get(k)]
         if differ:
             raise ValueError(f"{directory} differs from {inputs[0]} in {differ}: "
-                             + "; ".join(f"{k} {_setting(index, k)} vs {_setting(first, k)}" for k in differ))
+                             + "; ".join(f"{k} {index.get(k)} vs {first.get(k)}" for k in differ))
     out.mkdir(parents=True, exist_ok=True)
     shards, actions, states, offset, episodes = [], [], [], 0, 0
     for directory, index in zip(inputs, indexes):
