@@ -90,17 +90,22 @@ class ViewConfig:
                 raise ValueError(f"view {self.name!r}: tokens must be a positive perfect square, got {self.tokens}")
 
 
+PREDICTION_TYPES = ("epsilon", "sample")  # what the denoiser outputs: the noise, or the clean action x_0
+
+
 @dataclass
 class DiffusionConfig:
     train_steps: int = 100
     beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: str = "epsilon"
+    prediction_type: str = "epsilon"  # or "sample" (the denoiser outputs x_0; see model/diffusion.py)
     ddim_steps: int = 4
     repeated_samples: int = 4  # k noisy copies of every training sample
 
     def __post_init__(self) -> None:
-        if self.beta_schedule != "squaredcos_cap_v2" or self.prediction_type != "epsilon":
-            raise ValueError("diffusion: only beta_schedule squaredcos_cap_v2 with epsilon prediction is supported")
+        if self.beta_schedule != "squaredcos_cap_v2":
+            raise ValueError(f"diffusion.beta_schedule: only squaredcos_cap_v2 is supported, got {self.beta_schedule!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"diffusion.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if not 1 <= self.ddim_steps <= self.train_steps:
             raise ValueError(f"diffusion.ddim_steps must be in 1..{self.train_steps}, got {self.ddim_steps}")
         if self.repeated_samples < 1:

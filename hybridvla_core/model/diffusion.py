@@ -1,10 +1,14 @@
-"""DDPM training schedule (squaredcos_cap_v2, epsilon prediction) and deterministic DDIM sampling (eta 0,
-no clipping), written from the formulas of Nichol & Dhariwal (2021) and Song et al. (2021)."""
+"""DDPM training schedule (squaredcos_cap_v2) and deterministic DDIM sampling (eta 0, no clipping), written
+from the formulas of Nichol & Dhariwal (2021) and Song et al. (2021). The denoiser predicts either the noise
+("epsilon", the paper and reference) or the clean sample ("sample": x_0 directly; for low-dimensional actions
+its error is the action error itself, where an epsilon error is amplified by sqrt(1 - abar) / sqrt(abar))."""
 from __future__ import annotations
 
 import math
 
 import torch
+
+from hybridvla_core.model.config import PREDICTION_TYPES
 
 
 def cosine_betas(train_steps: int, max_beta: float = 0.999) -> torch.Tensor:
@@ -18,8 +22,11 @@ def cosine_betas(train_steps: int, max_beta: float = 0.999) -> torch.Tensor:
 
 
 class DiffusionSchedule:
-    def __init__(self, train_steps: int = 100):
+    def __init__(self, train_steps: int = 100, prediction_type: str = "epsilon"):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         self.train_steps = train_steps
+        self.prediction_type = prediction_type
         self.alphas_cumprod = torch.cumprod(1.0 - cosine_betas(train_steps), dim=0)  # float64
 
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -28,8 +35,15 @@ class DiffusionSchedule:
         shape = (-1,) + (1,) * (clean.dim() - 1)
         return abar.sqrt().view(shape) * clean + (1 - abar).sqrt().view(shape) * noise
 
-    def predict_clean(self, noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """x_0 estimate from one epsilon prediction."""
+    def target(self, clean: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the denoiser is trained to output."""
+        return noise if self.prediction_type == "epsilon" else clean
+
+    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x_0 estimate from one denoiser output."""
+        if self.prediction_type == "sample":
+            return output
+        eps = output
         abar = self.alphas_cumprod.to(noisy.device)[timesteps].to(noisy.dtype)
         shape = (-1,) + (1,) * (noisy.dim() - 1)
         return (noisy - (1 - abar).sqrt().view(shape) * eps) / abar.sqrt().view(shape)
@@ -39,10 +53,16 @@ class DiffusionSchedule:
         ratio = self.train_steps // steps
         return [i * ratio for i in reversed(range(steps))]
 
-    def ddim_step(self, sample: torch.Tensor, eps: torch.Tensor, timestep: int, steps: int) -> torch.Tensor:
-        """x_{t - ratio} from x_t with eta = 0; the step after t = 0 uses abar = 1 (returns the x_0 estimate)."""
+    def ddim_step(self, sample: torch.Tensor, output: torch.Tensor, timestep: int, steps: int) -> torch.Tensor:
+        """x_{t - ratio} from x_t and the denoiser's output, eta = 0; the step after t = 0 uses abar = 1 (returns
+        the x_0 estimate)."""
         previous = timestep - self.train_steps // steps
         abar = self.alphas_cumprod[timestep].item()
         abar_previous = self.alphas_cumprod[previous].item() if previous >= 0 else 1.0
-        clean = (sample - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
+        if self.prediction_type == "sample":
+            clean = output
+            eps = (sample - math.sqrt(abar) * clean) / math.sqrt(1 - abar)
+        else:
+            eps = output
+            clean = (sample - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
         return math.sqrt(abar_previous) * clean + math.sqrt(1 - abar_previous) * eps

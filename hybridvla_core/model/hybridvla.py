@@ -127,7 +127,7 @@ class TimestepEmbedder(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """RMSNorm -> MLP(H -> H -> action_dim), last linear zero-initialised (the model starts predicting eps = 0)."""
+    """RMSNorm -> MLP(H -> H -> action_dim), last linear zero-initialised (the denoiser starts by outputting 0)."""
 
     def __init__(self, hidden: int, action_dim: int):
         super().__init__()
@@ -302,7 +302,7 @@ class HybridVLA(nn.Module):
         self.proprio_embedder = MLPEmbedder(config.action_dim, hidden)
         self.t_embedder = TimestepEmbedder(hidden)
         self.final_layer = FinalLayer(hidden, config.action_dim)
-        self.schedule = DiffusionSchedule(config.diffusion.train_steps)
+        self.schedule = DiffusionSchedule(config.diffusion.train_steps, config.diffusion.prediction_type)
         self.action_tokenizer = ActionTokenizer(config.tokens["base_vocab_size"])
 
     # ------------------------------------------------------------------------------------------------ pieces
@@ -396,7 +396,7 @@ class HybridVLA(nn.Module):
         """Training forward. pixels (B, V, 3, S, S) in [0, 1]; prompts: token ids per sample; states (B, D) and
         actions (B, T, D) normalised. Every sample is repeated k = diffusion.repeated_samples times with its own
         noise and t (noise (B*k, T, D) and timesteps (B*k,) may be given). Returns the losses and, for tests,
-        eps_pred and ar_logits."""
+        denoiser_output (noise or x_0 estimate, as diffusion.prediction_type says) and ar_logits."""
         repeats = self.config.diffusion.repeated_samples
         batch, chunk = actions.shape[:2]
         prefix, mask, positions = self.build_prefix(self.encode_images(pixels), prompts, states)
@@ -416,15 +416,16 @@ class HybridVLA(nn.Module):
         hidden = self._run_llm(sequence, self._extend_mask(rep(mask), sequence.shape[1]),
                                self._extend_positions(rep(positions), sequence.shape[1]))
         x_start = prefix_len + 1  # after [t]
-        eps_pred = self.final_layer(hidden[:, x_start:x_start + chunk]).float()
-        diffusion_loss = F.mse_loss(eps_pred, noise)
+        denoiser_output = self.final_layer(hidden[:, x_start:x_start + chunk]).float()
+        diffusion_loss = F.mse_loss(denoiser_output, self.schedule.target(clean, noise))
 
         if self.config.ar_conditioning == "noisy":
             ar_logits = self._logits(hidden[:, x_start + chunk:])
             ar_targets = rep(targets)
         else:
             first = torch.arange(batch, device=clean.device) * repeats  # repeat 0 of every sample
-            hint = self.schedule.predict_clean(noisy[first], eps_pred[first].detach(), timesteps[first]).clamp(-1, 1)
+            hint = self.schedule.predict_clean(noisy[first], denoiser_output[first].detach(),
+                                               timesteps[first]).clamp(-1, 1)
             zero_t = torch.zeros(batch, dtype=torch.long, device=clean.device)
             sequence = torch.cat([prefix, self.diffusion_embeds(zero_t, hint), self._ar_tail(targets)], dim=1)
             hidden = self._run_llm(sequence, self._extend_mask(mask, sequence.shape[1]),
@@ -433,7 +434,7 @@ class HybridVLA(nn.Module):
             ar_targets = targets
         ar_loss = F.cross_entropy(ar_logits.flatten(0, 1), ar_targets.flatten())
         return {"loss": diffusion_loss + ar_loss, "diffusion_loss": diffusion_loss, "ar_loss": ar_loss,
-                "eps_pred": eps_pred, "ar_logits": ar_logits}
+                "denoiser_output": denoiser_output, "ar_logits": ar_logits}
 
     @staticmethod
     def _extend_mask(mask, length):
@@ -474,8 +475,8 @@ class HybridVLA(nn.Module):
         for t in self.schedule.ddim_timesteps(ddim_steps):
             step = torch.full((sample.shape[0],), t, dtype=torch.long, device=sample.device)
             hidden = steps.run(self.diffusion_embeds(step, sample), start=0)
-            eps = self.final_layer(hidden[:, 1:]).float()
-            sample = self.schedule.ddim_step(sample, eps, t, ddim_steps)
+            output = self.final_layer(hidden[:, 1:]).float()
+            sample = self.schedule.ddim_step(sample, output, t, ddim_steps)
         steps.finish()
         return sample
 
@@ -485,8 +486,8 @@ class HybridVLA(nn.Module):
         for t in self.schedule.ddim_timesteps(ddim_steps):
             step = torch.full((sample.shape[0],), t, dtype=torch.long, device=sample.device)
             hidden = self._run_llm(torch.cat([prefix, self.diffusion_embeds(step, sample)], dim=1))
-            eps = self.final_layer(hidden[:, prefix.shape[1] + 1:]).float()
-            sample = self.schedule.ddim_step(sample, eps, t, ddim_steps)
+            output = self.final_layer(hidden[:, prefix.shape[1] + 1:]).float()
+            sample = self.schedule.ddim_step(sample, output, t, ddim_steps)
         return sample
 
     def _ar_head(self, timesteps: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

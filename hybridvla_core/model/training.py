@@ -5,8 +5,10 @@ clipping, bf16 autocast on CUDA, optional frozen vision, periodic checkpoints, r
 Training config (YAML), every section a mapping:
     model:    ModelConfig fields (llm, vision, views, chunk, diffusion, theta, ar_conditioning); action_dim,
               convention and unnorm_key are taken from the training set
-    init_from: optional checkpoint directory to fine-tune (its model config replaces `model`; the action
-              convention and unnorm_key become the training set's, the action heads learn them)
+    init_from: optional checkpoint directory to fine-tune (its model config replaces `model`, except a given
+              `model.diffusion`, which replaces the checkpoint's: e.g. switch prediction_type, the denoiser
+              head learns the new target; the action convention and unnorm_key become the training set's,
+              the action heads learn them)
     data:     {path: training-set directory (hybridvla_core.model.trainset)}
     train:    TrainConfig fields below
 Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
@@ -14,6 +16,8 @@ Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + t
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -24,13 +28,15 @@ import torch
 import torch.distributed as dist
 
 from hybridvla_core.model.checkpoint import build_model, load_checkpoint, save_checkpoint
-from hybridvla_core.model.config import ModelConfig, _from_mapping
+from hybridvla_core.model.config import DiffusionConfig, ModelConfig, _from_mapping
+from hybridvla_core.model.diffusion import DiffusionSchedule
 from hybridvla_core.model.text_tokenizer import prompt_text
 from hybridvla_core.model.trainset import TrainsetDataset, read_index
 from hybridvla_core.actions import ActionConvention
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_STATE = "trainer_state.pt"
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -39,6 +45,10 @@ class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 8  # per process
     learning_rate: float = 2e-5  # reference: constant
+    # "constant" (reference) or "cosine": from learning_rate down to min_learning_rate at max_steps, so the
+    # last checkpoints of a run stop swinging.
+    lr_schedule: str = "constant"
+    min_learning_rate: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     save_every: int = 500  # steps; 0 = only the final checkpoint
@@ -56,9 +66,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1:
             raise ValueError("train.max_steps and train.batch_size must be >= 1")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0 <= self.min_learning_rate <= self.learning_rate:
+            raise ValueError(f"train.min_learning_rate must be in [0, learning_rate], got {self.min_learning_rate}")
         if self.state_noise < 0:
             raise ValueError(f"train.state_noise must be >= 0, got {self.state_noise}")
         self.state_noise_dims = list(self.state_noise_dims or [])
+
+
+def learning_rate_at(settings: TrainConfig, step: int) -> float:
+    """The learning rate for optimizer step `step` (0-based): a function of the step alone, so resuming
+    continues the same curve."""
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    progress = min(step / settings.max_steps, 1.0)
+    low, high = settings.min_learning_rate, settings.learning_rate
+    return low + (high - low) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _collate(samples: list[dict], tokenizer) -> dict:
@@ -123,6 +147,9 @@ def train(spec: dict) -> dict:
         # Fine-tuning onto another set: the weights carry over, the action semantics are the set's.
         model.config.convention = ActionConvention.from_dict(index["convention"])
         model.config.unnorm_key = index["unnorm_key"]
+        diffusion = spec.get("model", {}).get("diffusion")
+        if diffusion:
+            _replace_diffusion(model, diffusion)
     config = model.config
     bad_dims = [d for d in settings.state_noise_dims if not 0 <= d < config.action_dim]
     if bad_dims:
@@ -172,6 +199,8 @@ def train(spec: dict) -> dict:
             with autocast:
                 out = wrapped(batch["pixels"].to(device), batch["prompts"], states.to(device),
                               batch["actions"][:, :config.chunk].to(device))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(settings, step)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
@@ -194,6 +223,13 @@ def train(spec: dict) -> dict:
     if world > 1:
         dist.barrier()
     return {"checkpoint": final, "history": history, "model": model}
+
+
+def _replace_diffusion(model, diffusion: dict) -> None:
+    """Fine-tuning: a new diffusion section (e.g. another prediction_type) for the loaded model."""
+    merged = {**dataclasses.asdict(model.config.diffusion), **diffusion}
+    model.config.diffusion = _from_mapping(DiffusionConfig, merged, "model.diffusion")
+    model.schedule = DiffusionSchedule(model.config.diffusion.train_steps, model.config.diffusion.prediction_type)
 
 
 def _save_step(model, optimizer, statistics, directory: Path, step: int) -> None:

@@ -40,6 +40,33 @@ def test_ddim_schedule_matches_reference_numbers():
         torch.testing.assert_close(x, clean, atol=1e-4, rtol=0)
 
 
+def test_ddim_with_sample_prediction_recovers_the_clean_sample():
+    schedule = DiffusionSchedule(100, prediction_type="sample")
+    clean = torch.rand(3, 2, 7) * 2 - 1
+    noise = torch.randn_like(clean)
+    assert torch.equal(schedule.target(clean, noise), clean)
+    assert torch.equal(DiffusionSchedule(100).target(clean, noise), noise)
+    for steps in (1, 4, 10):
+        t0 = schedule.ddim_timesteps(steps)[0]
+        x = schedule.add_noise(clean, noise, torch.full((3,), t0))
+        assert torch.equal(schedule.predict_clean(x, clean, torch.full((3,), t0)), clean)
+        for t in schedule.ddim_timesteps(steps):
+            x = schedule.ddim_step(x, clean, t, steps)
+        torch.testing.assert_close(x, clean, atol=1e-4, rtol=0)
+    # An x_0 off by d moves the result by d: the error is not amplified along the way.
+    x = schedule.add_noise(clean, noise, torch.full((3,), 75))
+    for t in schedule.ddim_timesteps(4):
+        x = schedule.ddim_step(x, clean + 0.01, t, 4)
+    torch.testing.assert_close(x, clean + 0.01, atol=1e-4, rtol=0)
+
+
+def test_unknown_prediction_type_is_refused_in_one_line():
+    data = tiny_config().to_dict()
+    data["diffusion"]["prediction_type"] = "v_prediction"
+    with pytest.raises(ValueError, match=r"^diffusion.prediction_type must be one of \('epsilon', 'sample'\), got 'v_prediction'$"):
+        ModelConfig.from_dict(data)
+
+
 def conf(value, dims=7, gripper=1.0):
     c = np.full(dims, value)
     c[6::7] = gripper

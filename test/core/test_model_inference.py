@@ -76,13 +76,13 @@ def test_no_leakage_in_the_training_forward(conditioning):
         other_targets[:, 0] = -other_targets[:, 0]  # changes the AR ground truth (the first action)
         changed_gt = model(pixels, prompts, states, other_targets, noise=noise, timesteps=timesteps)
         changed_noise = model(pixels, prompts, states, actions, noise=noise + 0.5, timesteps=timesteps)
-    # eps_pred depends on the clean action only through x_t; feeding the same x_t must give the same eps.
+    # The denoiser sees the clean action only through x_t; feeding the same x_t must give the same output.
     same_xt = model.schedule.add_noise(other_targets.repeat_interleave(2, 0), noise, timesteps)
     base_xt = model.schedule.add_noise(actions.repeat_interleave(2, 0), noise, timesteps)
     with torch.no_grad():
         noise_for_same_xt = noise + (base_xt - same_xt) / (1 - model.schedule.alphas_cumprod[timesteps]).sqrt().float().view(-1, 1, 1)
         leak = model(pixels, prompts, states, other_targets, noise=noise_for_same_xt, timesteps=timesteps)
-    torch.testing.assert_close(leak["eps_pred"], base["eps_pred"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(leak["denoiser_output"], base["denoiser_output"], atol=1e-5, rtol=0)
     assert not torch.allclose(changed_gt["ar_logits"], base["ar_logits"])  # teacher forcing does see the GT
     assert (changed_noise["ar_logits"] - base["ar_logits"]).abs().max() > 1e-4
 

@@ -1,13 +1,16 @@
 """Fine-tuning (train.init_from) onto a training set with another action convention: the weights carry over,
-the action convention and unnorm_key become the new set's. And train.state_noise: only the named state dims get it."""
+the action convention and unnorm_key become the new set's; a given model.diffusion replaces the checkpoint's.
+train.state_noise: only the named state dims get it. train.lr_schedule: the rate each step really used."""
 import numpy as np
+import pytest
+import torch
 from safetensors.numpy import load_file
 
 from hybridvla_core.actions import ActionConvention
 from hybridvla_core.model import TrainsetWriter
 from hybridvla_core.model.checkpoint import load_checkpoint
 from hybridvla_core.model.presets import tiny_config
-from hybridvla_core.model.training import train
+from hybridvla_core.model.training import TrainConfig, learning_rate_at, train
 
 
 def _write_set(directory, convention, unnorm_key, seed):
@@ -45,8 +48,61 @@ def test_init_from_adopts_the_new_sets_convention(tmp_path):
     assert not np.array_equal(before["final_layer.mlp.2.weight"], after["final_layer.mlp.2.weight"])
 
 
+def _tiny_model_spec():
+    model = tiny_config().to_dict()
+    for key in ("action_dim", "convention", "unnorm_key", "tokens"):
+        model.pop(key)
+    model["views"] = [{"name": "front"}]
+    return model
+
+
+def test_init_from_can_switch_the_denoiser_to_predict_the_clean_action(tmp_path):
+    _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
+    first = train(_spec(tmp_path / "set", tmp_path / "run1", model=_tiny_model_spec()))["checkpoint"]
+    assert load_checkpoint(first)[0].config.diffusion.prediction_type == "epsilon"
+    second = train(_spec(tmp_path / "set", tmp_path / "run2", init_from=str(first),
+                         model={"diffusion": {"prediction_type": "sample"}}))["checkpoint"]
+    tuned, _ = load_checkpoint(second)
+    assert tuned.config.diffusion.prediction_type == "sample" and tuned.schedule.prediction_type == "sample"
+    assert tuned.config.diffusion.ddim_steps == tiny_config().diffusion.ddim_steps  # the rest kept
+    # The loss is now measured against the clean action, not the noise.
+    torch.manual_seed(0)
+    actions = torch.rand(2, 1, 7) * 2 - 1
+    noise = torch.randn(2 * tuned.config.diffusion.repeated_samples, 1, 7)
+    with torch.no_grad():
+        out = tuned(torch.rand(2, 1, 3, 32, 32), [tuned.prompt_ids("push")] * 2, torch.zeros(2, 7), actions,
+                    noise=noise)
+    clean = actions.repeat_interleave(tuned.config.diffusion.repeated_samples, 0)
+    torch.testing.assert_close(out["diffusion_loss"], torch.nn.functional.mse_loss(out["denoiser_output"], clean))
+    assert not torch.isclose(out["diffusion_loss"], torch.nn.functional.mse_loss(out["denoiser_output"], noise))
+
+
+def test_cosine_learning_rate_is_what_the_optimizer_used(tmp_path, monkeypatch):
+    settings = TrainConfig(max_steps=4, learning_rate=1e-3, lr_schedule="cosine", min_learning_rate=1e-5)
+    rates = [learning_rate_at(settings, step) for step in range(5)]
+    assert rates[0] == 1e-3 and rates[-1] == pytest.approx(1e-5) and rates[2] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert learning_rate_at(TrainConfig(learning_rate=1e-3), 999) == 1e-3  # constant, the default
+    used = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
+    spec = _spec(tmp_path / "set", tmp_path / "run", model=_tiny_model_spec())
+    spec["train"].update(max_steps=4, learning_rate=1e-3, lr_schedule="cosine", min_learning_rate=1e-5)
+    train(spec)
+    assert used == pytest.approx(rates[:4])
+    with pytest.raises(ValueError, match="train.lr_schedule must be one of"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="train.min_learning_rate must be in"):
+        TrainConfig(learning_rate=1e-4, min_learning_rate=1e-3)
+
+
 def test_state_noise_reaches_only_the_named_dims(tmp_path, monkeypatch):
-    import pytest
     from hybridvla_core.model import hybridvla
     from hybridvla_core.model.trainset import TrainsetDataset
 
