@@ -131,3 +131,25 @@ def test_state_noise_reaches_only_the_named_dims(tmp_path, monkeypatch):
     spec["train"].update(state_noise_dims=[7], output_dir=str(tmp_path / "run2"))
     with pytest.raises(ValueError, match=r"state_noise_dims \[7\]"):
         train(spec)
+
+
+def test_diffusion_loss_weight_scales_the_denoiser_gradient(tmp_path, monkeypatch):
+    grads = {}
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, *args, **kwargs):
+        parameters = list(parameters)
+        # final_layer's last linear (action_dim x hidden): only the diffusion loss reaches it.
+        grads[run] = next(p.grad.clone() for p in parameters if p.dim() == 2 and p.shape[0] == 7 and p.shape[1] > 7)
+        return clip(parameters, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
+    for run, weight in (("one", 1.0), ("ten", 10.0)):
+        spec = _spec(tmp_path / "set", tmp_path / run, model=_tiny_model_spec())
+        spec["train"]["diffusion_loss_weight"] = weight
+        train(spec)
+    assert grads["one"].abs().max() > 0
+    torch.testing.assert_close(grads["ten"], 10 * grads["one"], rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="train.diffusion_loss_weight must be > 0"):
+        TrainConfig(diffusion_loss_weight=0)
