@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="training config (YAML): model, data, train sections")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")
     parser.add_argument("--output-dir", help="override train.output_dir")
+    parser.add_argument("--stop-after", type=int, metavar="STEP",
+                        help="override train.stop_after: stop after STEP (saved) as if interrupted; the learning-rate "
+                             "schedule still runs to max_steps and the same command without it resumes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,12 +33,14 @@ def run(args: argparse.Namespace) -> int:
         spec["train"]["max_steps"] = args.max_steps
     if args.output_dir is not None:
         spec["train"]["output_dir"] = args.output_dir
+    if args.stop_after is not None:
+        spec["train"]["stop_after"] = args.stop_after
     try:
         result = train(spec)
     except (ValueError, FileNotFoundError) as error:
         print(f"hybridvla train: {error}", file=sys.stderr)
         return 2
-    print(f"final checkpoint: {result['checkpoint']}")
+    print(f"{'final' if result['checkpoint'].name == 'final' else 'stopped early at'} checkpoint: {result['checkpoint']}")
     return 0
 
 

@@ -12,7 +12,7 @@ Training config (YAML), every section a mapping:
     data:     {path: training-set directory (hybridvla_core.model.trainset)}
     train:    TrainConfig fields below
 Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
-<output_dir>/final/ at the end. A run restarted with the same output_dir resumes from the newest step.
+<output_dir>/final/ at the end (not when stopped early by train.stop_after). A run restarted with the same output_dir resumes from the newest step.
 """
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ class TrainConfig:
     # gradients (~0.7 vs an MSE of ~0.02 late in training); a larger weight makes the backbone also carry what
     # the denoiser needs.
     diffusion_loss_weight: float = 1.0
+    # Stop after this step (saved, trainer state included) as if interrupted there: the learning-rate schedule
+    # still runs to max_steps and the same config resumes. None = run to max_steps.
+    stop_after: int | None = None
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     save_every: int = 500  # steps; 0 = only the final checkpoint
@@ -74,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 <= self.min_learning_rate <= self.learning_rate:
             raise ValueError(f"train.min_learning_rate must be in [0, learning_rate], got {self.min_learning_rate}")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.max_steps:
+            raise ValueError(f"train.stop_after must be in 1..max_steps ({self.max_steps}), got {self.stop_after}")
         if self.diffusion_loss_weight <= 0:
             raise ValueError(f"train.diffusion_loss_weight must be > 0, got {self.diffusion_loss_weight}")
         if self.state_noise < 0:
@@ -193,7 +198,8 @@ def train(spec: dict) -> dict:
     bar = tqdm(total=settings.max_steps, initial=step, disable=rank != 0 or not settings.progress, desc="train")
     model.train()
     epoch = step // max(len(loader), 1)
-    while step < settings.max_steps:
+    end = settings.stop_after or settings.max_steps
+    while step < end:
         if sampler is not None:
             sampler.set_epoch(epoch)
         for batch in loader:
@@ -216,16 +222,18 @@ def train(spec: dict) -> dict:
             history.append(record)
             bar.update(1)
             bar.set_postfix(dif=f"{record['diffusion_loss']:.4f}", ce=f"{record['ar_loss']:.4f}")
-            if rank == 0 and settings.save_every and step % settings.save_every == 0 and step < settings.max_steps:
+            if rank == 0 and settings.save_every and step % settings.save_every == 0 and step < end:
                 _save_step(model, optimizer, statistics, output_dir / "checkpoints" / f"step-{step:08d}", step)
-            if step >= settings.max_steps:
+            if step >= end:
                 break
         epoch += 1
     bar.close()
-    final = output_dir / "final"
+    last = output_dir / "checkpoints" / f"step-{step:08d}"
+    final = output_dir / "final" if step >= settings.max_steps else last  # stopped early: no final yet
     if rank == 0:
-        _save_step(model, optimizer, statistics, output_dir / "checkpoints" / f"step-{step:08d}", step)
-        save_checkpoint(model, final, statistics)
+        _save_step(model, optimizer, statistics, last, step)
+        if final != last:
+            save_checkpoint(model, final, statistics)
     if world > 1:
         dist.barrier()
     return {"checkpoint": final, "history": history, "model": model}

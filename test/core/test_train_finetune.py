@@ -153,3 +153,26 @@ def test_diffusion_loss_weight_scales_the_denoiser_gradient(tmp_path, monkeypatc
     torch.testing.assert_close(grads["ten"], 10 * grads["one"], rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="train.diffusion_loss_weight must be > 0"):
         TrainConfig(diffusion_loss_weight=0)
+
+
+def test_stop_after_then_resume_follows_one_learning_rate_curve(tmp_path, monkeypatch):
+    used = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
+    spec = _spec(tmp_path / "set", tmp_path / "run", model=_tiny_model_spec())
+    spec["train"].update(max_steps=4, learning_rate=1e-3, lr_schedule="cosine", stop_after=2)
+    stopped = train(spec)["checkpoint"]
+    assert stopped == tmp_path / "run" / "checkpoints" / "step-00000002" and not (tmp_path / "run" / "final").exists()
+    assert load_checkpoint(stopped)[0].config.diffusion.prediction_type == "epsilon"  # a usable checkpoint
+    del spec["train"]["stop_after"]
+    assert train(spec)["checkpoint"] == tmp_path / "run" / "final"
+    settings = TrainConfig(max_steps=4, learning_rate=1e-3, lr_schedule="cosine")
+    assert used == pytest.approx([learning_rate_at(settings, s) for s in range(4)])
+    with pytest.raises(ValueError, match=r"train.stop_after must be in 1..max_steps \(4\), got 5"):
+        TrainConfig(max_steps=4, stop_after=5)
