@@ -91,6 +91,7 @@ class ViewConfig:
 
 
 PREDICTION_TYPES = ("epsilon", "sample")  # what the denoiser outputs: the noise, or the clean action x_0
+TIMESTEP_SPACINGS = ("leading", "trailing")  # which timesteps DDIM visits (model/diffusion.py)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class DiffusionConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "epsilon"  # or "sample" (the denoiser outputs x_0; see model/diffusion.py)
     ddim_steps: int = 4
+    timestep_spacing: str = "leading"  # the reference's; "trailing" never asks the denoiser at t = 0
     repeated_samples: int = 4  # k noisy copies of every training sample
 
     def __post_init__(self) -> None:
@@ -106,6 +108,9 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.beta_schedule: only squaredcos_cap_v2 is supported, got {self.beta_schedule!r}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"diffusion.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"diffusion.timestep_spacing must be one of {TIMESTEP_SPACINGS}, "
+                             f"got {self.timestep_spacing!r}")
         if not 1 <= self.ddim_steps <= self.train_steps:
             raise ValueError(f"diffusion.ddim_steps must be in 1..{self.train_steps}, got {self.ddim_steps}")
         if self.repeated_samples < 1:

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from hybridvla_core.model.config import PREDICTION_TYPES
+from hybridvla_core.model.config import PREDICTION_TYPES, TIMESTEP_SPACINGS
 
 
 def cosine_betas(train_steps: int, max_beta: float = 0.999) -> torch.Tensor:
@@ -22,11 +22,14 @@ def cosine_betas(train_steps: int, max_beta: float = 0.999) -> torch.Tensor:
 
 
 class DiffusionSchedule:
-    def __init__(self, train_steps: int = 100, prediction_type: str = "epsilon"):
+    def __init__(self, train_steps: int = 100, prediction_type: str = "epsilon", timestep_spacing: str = "leading"):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
         self.train_steps = train_steps
         self.prediction_type = prediction_type
+        self.timestep_spacing = timestep_spacing
         self.alphas_cumprod = torch.cumprod(1.0 - cosine_betas(train_steps), dim=0)  # float64
 
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -49,8 +52,11 @@ class DiffusionSchedule:
         return (noisy - (1 - abar).sqrt().view(shape) * eps) / abar.sqrt().view(shape)
 
     def ddim_timesteps(self, steps: int) -> list[int]:
-        """'leading' spacing: 4 steps of 100 -> [75, 50, 25, 0]."""
+        """'leading' spacing: 4 steps of 100 -> [75, 50, 25, 0]; 'trailing': [99, 74, 49, 24] (the last step
+        returns the x_0 estimate made at t = 24, without asking the denoiser at t = 0)."""
         ratio = self.train_steps // steps
+        if self.timestep_spacing == "trailing":
+            return [self.train_steps - 1 - i * ratio for i in range(steps)]
         return [i * ratio for i in reversed(range(steps))]
 
     def ddim_step(self, sample: torch.Tensor, output: torch.Tensor, timestep: int, steps: int) -> torch.Tensor:

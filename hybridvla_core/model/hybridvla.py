@@ -302,7 +302,8 @@ class HybridVLA(nn.Module):
         self.proprio_embedder = MLPEmbedder(config.action_dim, hidden)
         self.t_embedder = TimestepEmbedder(hidden)
         self.final_layer = FinalLayer(hidden, config.action_dim)
-        self.schedule = DiffusionSchedule(config.diffusion.train_steps, config.diffusion.prediction_type)
+        self.schedule = DiffusionSchedule(config.diffusion.train_steps, config.diffusion.prediction_type,
+                                          config.diffusion.timestep_spacing)
         self.action_tokenizer = ActionTokenizer(config.tokens["base_vocab_size"])
 
     # ------------------------------------------------------------------------------------------------ pieces

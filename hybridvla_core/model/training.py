@@ -243,7 +243,8 @@ def _replace_diffusion(model, diffusion: dict) -> None:
     """Fine-tuning: a new diffusion section (e.g. another prediction_type) for the loaded model."""
     merged = {**dataclasses.asdict(model.config.diffusion), **diffusion}
     model.config.diffusion = _from_mapping(DiffusionConfig, merged, "model.diffusion")
-    model.schedule = DiffusionSchedule(model.config.diffusion.train_steps, model.config.diffusion.prediction_type)
+    d = model.config.diffusion
+    model.schedule = DiffusionSchedule(d.train_steps, d.prediction_type, d.timestep_spacing)
 
 
 def _save_step(model, optimizer, statistics, directory: Path, step: int) -> None:

@@ -60,9 +60,27 @@ def test_ddim_with_sample_prediction_recovers_the_clean_sample():
     torch.testing.assert_close(x, clean + 0.01, atol=1e-4, rtol=0)
 
 
+def test_trailing_spacing_never_asks_the_denoiser_at_t0():
+    schedule = DiffusionSchedule(100, prediction_type="sample", timestep_spacing="trailing")
+    assert schedule.ddim_timesteps(4) == [99, 74, 49, 24]
+    assert DiffusionSchedule(100).ddim_timesteps(4) == [75, 50, 25, 0]
+    clean = torch.rand(3, 1, 7) * 2 - 1
+    x = schedule.add_noise(clean, torch.randn_like(clean), torch.full((3,), 99))
+    estimates = [clean + 0.1, clean + 0.05, clean - 0.02, clean + 0.01]
+    for t, estimate in zip(schedule.ddim_timesteps(4), estimates):
+        x = schedule.ddim_step(x, estimate, t, 4)
+    torch.testing.assert_close(x, clean + 0.01)  # the x_0 estimate of the last step (t = 24), exactly
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        DiffusionSchedule(100, timestep_spacing="linspace")
+
+
 def test_unknown_prediction_type_is_refused_in_one_line():
     data = tiny_config().to_dict()
     data["diffusion"]["prediction_type"] = "v_prediction"
+    spacing = tiny_config().to_dict()
+    spacing["diffusion"]["timestep_spacing"] = "linspace"
+    with pytest.raises(ValueError, match=r"^diffusion.timestep_spacing must be one of \('leading', 'trailing'\), got 'linspace'$"):
+        ModelConfig.from_dict(spacing)
     with pytest.raises(ValueError, match=r"^diffusion.prediction_type must be one of \('epsilon', 'sample'\), got 'v_prediction'$"):
         ModelConfig.from_dict(data)
 
