@@ -11,8 +11,11 @@
 #   3. `hybridvla train config/train_demo_fr3.yaml` (stage 1, delta translation), then
 #      `hybridvla train config/train_demo_fr3_stage2.yaml` (stage 2: fine-tuned on the keyframe set);
 #   4. JIT_PER_VARIANT (default 500) more demonstrations per variant from seed 20000 on, built as keyframes, and
-#      `hybridvla train config/train_demo_fr3_stage3.yaml` (stage 3: stage 2 fine-tuned on them), then stage 3's
-#      final checkpoint copied into the repository.
+#      `hybridvla train config/train_demo_fr3_stage3.yaml --stop-after 4000` (stage 3: stage 2 fine-tuned on
+#      them);
+#   5. stage 4 (config/train_demo_fr3_stage4.yaml --stop-after 2000: the denoiser switched to predicting x_0)
+#      and stage 5 (config/train_demo_fr3_stage5.yaml: the diffusion loss weighted 10x, trailing DDIM
+#      timesteps), both on stage 3's data; stage 5's final checkpoint is copied into the repository.
 # Every episode starts from a seeded random pose (config/sim_franka.yaml start_jitter). The committed
 # checkpoint's stages 1 and 2 were recorded before start_jitter existed, from the home pose only; only stage
 # 3's demonstrations have random starts (checkpoints/sim_fr3_pick_place/README.md).
@@ -66,9 +69,14 @@ build_set "$DATA/bags" "$DATA/dataset_kf" --translation absolute --keyframes
 # Stage 3: new layouts (seeds from 20000), random start poses, keyframes (init_from: $RUN/stage2/final).
 record "$DATA/bags_jit" "$JIT_PER_VARIANT" 20000
 build_set "$DATA/bags_jit" "$DATA/dataset_jit" --translation absolute --keyframes
-"$PY/hybridvla" train config/train_demo_fr3_stage3.yaml --output-dir "$RUN/stage3" 2>&1 | tee "$RUN/stage3.log"
+"$PY/hybridvla" train config/train_demo_fr3_stage3.yaml --output-dir "$RUN/stage3" --stop-after 4000 2>&1 \
+  | tee "$RUN/stage3.log"
+# Stages 4 and 5 (init_from: $RUN/stage3/checkpoints/step-00004000, then $RUN/stage4/checkpoints/step-00002000).
+"$PY/hybridvla" train config/train_demo_fr3_stage4.yaml --output-dir "$RUN/stage4" --stop-after 2000 2>&1 \
+  | tee "$RUN/stage4.log"
+"$PY/hybridvla" train config/train_demo_fr3_stage5.yaml --output-dir "$RUN/stage5" 2>&1 | tee "$RUN/stage5.log"
 mkdir -p checkpoints/sim_fr3_pick_place
-cp "$RUN/stage3/final/"* checkpoints/sim_fr3_pick_place/
+cp "$RUN/stage5/final/"* checkpoints/sim_fr3_pick_place/
 "$PY/python" - "$DATA/bags/seeds.json" "$DATA/bags_jit/seeds.json" > checkpoints/sim_fr3_pick_place/training_seeds.json <<'PY'
 import json, sys  # every seed any stage trained on: the demo's held-out seeds skip them all
 sets = [json.load(open(f)) for f in sys.argv[1:]]
