@@ -22,6 +22,7 @@ Units: metres, radians, seconds; quaternions (x, y, z, w); gripper dimensionless
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -249,8 +250,9 @@ class GuardPipeline:
             return self._hold(now, [(EventKind.NON_FINITE, "target holds NaN/inf: refused", 0.0)], target)
         norm = _norm(qt)
         if abs(norm - 1.0) > 0.1:
+            # Finite components near float max can still have an infinite norm: report a finite magnitude.
             return self._hold(now, [(EventKind.NON_FINITE, f"quaternion norm {norm:.3g} is not 1: refused",
-                                     abs(norm - 1.0))], target)
+                                     min(abs(norm - 1.0), sys.float_info.max))], target)
         qt = qt / norm
         age = now - float(target.stamp)
         if abs(age) > cfg.watchdog_period:
@@ -321,6 +323,9 @@ class GuardPipeline:
         when the newest target or the measured state is older than the watchdog period."""
         if self._command is None:
             return GuardResult(None)
+        moved = self._relatch_if_moved_away(now)
+        if moved is not None:
+            return moved
         if not self.enabled:
             return GuardResult(self._command)
         m = self._measured
@@ -335,6 +340,22 @@ class GuardPipeline:
                 else f"measured state is {measured_age:.3f} s old")
         return self._hold(now, [(EventKind.STALE_TARGET, f"{what} (watchdog {self.config.watchdog_period} s): "
                                  "holding the last safe command", max(target_age, measured_age))], None)
+
+    def _relatch_if_moved_away(self, now: float) -> GuardResult | None:
+        """A held pose more than one guarded step from where the arm now is (the simulated lab reset it, or it
+        was pushed or hand-guided while held) is not sent: driving back there would be a move nobody asked for,
+        larger than any step the guards let a target make. Hold the measured pose instead."""
+        c, m = self._command, self._measured
+        if not c.hold or m is None or now - m.stamp > self.config.watchdog_period:
+            return None
+        distance = float(np.linalg.norm(c.position - m.position))
+        angle = float((Rotation.from_quat(c.quaternion) * Rotation.from_quat(m.quaternion).inv()).magnitude())
+        if distance <= self.config.max_translation_step and angle <= self.config.max_rotation_step:
+            return None
+        self._latch_measured()
+        return GuardResult(self._command, [self._record(now, (
+            EventKind.STEP_CLAMP, f"held pose is {distance:.4f} m / {angle:.4f} rad from the measured pose "
+            "(more than one step): holding the measured pose", max(distance, angle)), None)])
 
     # --- helpers --------------------------------------------------------------------------------------
     def _hold(self, now: float, notes, target: Target | None) -> GuardResult:

@@ -128,6 +128,26 @@ def test_disable_and_estop_latch_the_measured_pose(g):
     assert g.enable(0.2)[0]
 
 
+def test_a_held_pose_never_drives_the_arm_back_from_where_it_was_put(g):
+    # The simulated lab's reset (or a push while disabled) moves the arm away from the latched hold: sending
+    # that old pose would drive the arm back across the scene. Within one step it is held as before.
+    g.enable(0.0)
+    g.submit(here(g, (0.02, 0, 0)), 0.0)
+    g.disable(0.1)
+    held = g.command.position.copy()
+    g.set_measured(READY + 0.005, 0.15)  # nudged: within one step of the held pose
+    assert g.tick(0.2).events == [] and np.array_equal(g.command.position, held)
+    elsewhere = READY + np.array([0.4, 0.2, 0.0, 0.3, 0.0, -0.2, 0.0])
+    g.set_measured(elsewhere, 0.3)
+    moved = g.tick(0.3)
+    assert kinds(moved) == [EventKind.STEP_CLAMP] and "holding the measured pose" in moved.events[0].detail
+    assert moved.command.hold and np.array_equal(moved.command.joints, elsewhere)
+    np.testing.assert_allclose(moved.command.position, g.measured.position)
+    assert g.tick(0.35).events == []  # reported once, then held quietly
+    g.set_measured(READY, 1.5)  # moved again, but the measurement is stale by now: nothing is re-latched
+    assert g.tick(2.5).events == [] and np.array_equal(g.command.joints, elsewhere)
+
+
 @pytest.mark.parametrize("change, field", [
     (dict(workspace_min=(0.8, -0.4, 0.0)), "workspace_max"),
     (dict(max_translation_step=0.0), "max_translation_step"),
