@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="first seed (default: the demo's held-out seeds, variants in turn, from 100000)")
     e.add_argument("--mode", default="hybrid", choices=["hybrid", "diffusion", "autoregressive", "all"])
     e.add_argument("--time-limit", type=float, default=25.0, help="simulation seconds per episode (default 25)")
+    e.add_argument("--theta", type=float, default=None,
+                   help="ensemble threshold 0..1 on the mean AR token confidence (default: the checkpoint's)")
     e.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
     e.add_argument("--bridge-config", type=Path, help="franka_bridge parameter file with the guards "
                                                       "(default config/franka.yaml)")
@@ -101,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fused_percent(results) -> float:
+    """Share of steps where the ensemble averaged both branches (hybrid mode)."""
+    steps = sum(sum(r.sources.values()) for r in results)
+    return 100.0 * sum(r.sources.get("average", 0) for r in results) / max(steps, 1)
+
+
 def eval_policy(args: argparse.Namespace) -> int:
     from hybridvla_core import demo
     from hybridvla_core.sim.policy_eval import as_dicts, evaluate, franka_bridge_parameters
@@ -110,6 +118,9 @@ def eval_policy(args: argparse.Namespace) -> int:
         return 2
     if not (args.checkpoint / "config.json").is_file():
         print(f"error: {args.checkpoint} is not a checkpoint directory (no config.json)", file=sys.stderr)
+        return 2
+    if args.theta is not None and not 0.0 <= args.theta <= 1.0:
+        print(f"error: --theta must be in [0, 1], got {args.theta}", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args.config, robot="fr3")
@@ -131,7 +142,7 @@ def eval_policy(args: argparse.Namespace) -> int:
     report = {}
     for mode in modes:
         results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
-                           time_limit_s=args.time_limit)
+                           time_limit_s=args.time_limit, theta=args.theta)
         ok = sum(r.success for r in results)
         report[mode] = as_dicts(results)
         events: dict[str, int] = {}
@@ -140,6 +151,7 @@ def eval_policy(args: argparse.Namespace) -> int:
                 events[kind] = events.get(kind, 0) + n
         print(f"{mode}: success {ok}/{len(results)} = {100.0 * ok / len(results):.1f}%  "
               f"predict p50 {np.median([r.predict_ms_median for r in results]):.0f} ms  "
+              f"fused {_fused_percent(results):.0f}%  "
               f"guard events {dict(sorted(events.items())) or 'none'}")
         closest = np.array([r.closest_to_block_m for r in results])
         print(f"{'':{len(mode)}}  got as far as: TCP within 2 cm of the block {int((closest < 0.02).sum())}, "

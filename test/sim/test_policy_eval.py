@@ -80,6 +80,20 @@ def test_cli_writes_json_and_refuses_a_missing_checkpoint(tmp_path):
     assert episode["seed"] >= 100000 and episode["steps"] == 5
     assert episode["lifted"] is False and episode["closest_to_block_m"] > 0.02  # 0.5 s cannot reach the table
     assert "got as far as: TCP within 2 cm of the block 0, block lifted 0, over its bowl 0 (of 1)" in run.stdout
+    assert "fused 0%" in run.stdout  # the checkpoint's theta 0.96: its AR confidence never gets there
     bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a checkpoint directory" in bad.stderr
+
+
+def test_cli_theta_sets_the_ensemble_threshold(tmp_path):
+    out = tmp_path / "eval.json"
+    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+                          "--episodes", "1", "--time-limit", "0.3", "--theta", "0", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "fused 100%" in run.stdout  # any confidence is above 0: every step averages both branches
+    assert json.loads(out.read_text())["hybrid"][0]["sources"] == {"average": 3}
+    bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+                          "--theta", "1.5"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --theta must be in [0, 1], got 1.5"
