@@ -1,7 +1,7 @@
 """franka_bridge driving the simulated lab (sim_lab node, MuJoCo FR3 behind the franka_ros2/crisp interfaces),
 both as their own processes with config/sim_franka.yaml and config/franka.yaml, as sim_franka.launch.py starts
 them: targets inside the workspace are tracked, a target outside is clamped and reported, when targets stop the
-arm holds, disable holds the arm."""
+arm holds, disable holds the arm, and a reset of the lab while held leaves the arm where the lab put it."""
 import numpy as np
 import pytest
 
@@ -12,7 +12,7 @@ pytest.importorskip("franka_msgs.action", reason="franka_msgs stand-in not built
 
 from hybridvla_msgs.msg import ArmState, ArmTarget, GuardEvent  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from std_srvs.srv import SetBool  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
 from rosnodes import ROOT, Process, Spinner, wait_for  # noqa: E402
@@ -96,6 +96,19 @@ def test_bridge_drives_the_simulated_fr3_through_its_guards(tmp_path):
         assert client.kinds(since).count(GuardEvent.DISABLED) >= 10
         np.testing.assert_allclose(client.pose()[0], held, atol=3e-3)
         assert not client.states[-1].enabled
+
+        # The lab resets the arm to a new start pose while the bridge holds: the bridge holds it THERE (one
+        # event) instead of driving it back to the pose it had latched (before: the next episode began with
+        # the arm heading for where the last one ended).
+        since = len(client.events)
+        assert spinner.call(client, Trigger, "/sim_lab/reset", Trigger.Request(), timeout=30).success
+        assert wait_for(lambda: np.linalg.norm(client.pose()[0] - held) > 0.05, timeout=10), client.pose()
+        assert wait_for(lambda: GuardEvent.STEP_CLAMP in client.kinds(since), timeout=5), bridge.output()
+        assert any("holding the measured pose" in e.detail for e in client.events[since:])
+        wait_for(lambda: False, timeout=0.3)
+        reset_pose = client.pose()[0]
+        wait_for(lambda: False, timeout=1.5)
+        np.testing.assert_allclose(client.pose()[0], reset_pose, atol=3e-3)
     finally:
         bridge.stop()
         sim.stop()
