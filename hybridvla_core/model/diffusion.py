@@ -32,6 +32,11 @@ class DiffusionSchedule:
         self.timestep_spacing = timestep_spacing
         self.alphas_cumprod = torch.cumprod(1.0 - cosine_betas(train_steps), dim=0)  # float64
 
+    @classmethod
+    def from_config(cls, config) -> "DiffusionSchedule":
+        """The schedule a model's DiffusionConfig describes."""
+        return cls(config.train_steps, config.prediction_type, config.timestep_spacing)
+
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; timesteps (B,) integer."""
         abar = self.alphas_cumprod.to(clean.device)[timesteps].to(clean.dtype)

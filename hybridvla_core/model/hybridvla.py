@@ -302,8 +302,7 @@ class HybridVLA(nn.Module):
         self.proprio_embedder = MLPEmbedder(config.action_dim, hidden)
         self.t_embedder = TimestepEmbedder(hidden)
         self.final_layer = FinalLayer(hidden, config.action_dim)
-        self.schedule = DiffusionSchedule(config.diffusion.train_steps, config.diffusion.prediction_type,
-                                          config.diffusion.timestep_spacing)
+        self.schedule = DiffusionSchedule.from_config(config.diffusion)
         self.action_tokenizer = ActionTokenizer(config.tokens["base_vocab_size"])
 
     # ------------------------------------------------------------------------------------------------ pieces

@@ -243,8 +243,7 @@ def _replace_diffusion(model, diffusion: dict) -> None:
     """Fine-tuning: a new diffusion section (e.g. another prediction_type) for the loaded model."""
     merged = {**dataclasses.asdict(model.config.diffusion), **diffusion}
     model.config.diffusion = _from_mapping(DiffusionConfig, merged, "model.diffusion")
-    d = model.config.diffusion
-    model.schedule = DiffusionSchedule(d.train_steps, d.prediction_type, d.timestep_spacing)
+    model.schedule = DiffusionSchedule.from_config(model.config.diffusion)
 
 
 def _save_step(model, optimizer, statistics, directory: Path, step: int) -> None:

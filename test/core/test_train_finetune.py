@@ -27,14 +27,33 @@ def _spec(data, output, **extra):
                       "save_every": 0, "progress": False, "freeze_vision": "init_from" in extra}}
 
 
-def test_init_from_adopts_the_new_sets_convention(tmp_path):
-    _write_set(tmp_path / "delta", ActionConvention(), "lab_delta", 0)
-    absolute = ActionConvention(translation="absolute")
-    _write_set(tmp_path / "absolute", absolute, "lab_absolute", 1)
+def _tiny_model_spec():
     model = tiny_config().to_dict()
     for key in ("action_dim", "convention", "unnorm_key", "tokens"):
         model.pop(key)
     model["views"] = [{"name": "front"}]
+    return model
+
+
+@pytest.fixture
+def used_learning_rates(monkeypatch):
+    """The learning rate of every optimizer step train() takes."""
+    used = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    return used
+
+
+def test_init_from_adopts_the_new_sets_convention(tmp_path):
+    _write_set(tmp_path / "delta", ActionConvention(), "lab_delta", 0)
+    absolute = ActionConvention(translation="absolute")
+    _write_set(tmp_path / "absolute", absolute, "lab_absolute", 1)
+    model = _tiny_model_spec()
     first = train(_spec(tmp_path / "delta", tmp_path / "run1", model=model))["checkpoint"]
     second = train(_spec(tmp_path / "absolute", tmp_path / "run2", init_from=str(first)))["checkpoint"]
 
@@ -46,14 +65,6 @@ def test_init_from_adopts_the_new_sets_convention(tmp_path):
     vision = [k for k in before if k.startswith("vision_backbone.")]
     assert vision and all(np.array_equal(before[k], after[k]) for k in vision)
     assert not np.array_equal(before["final_layer.mlp.2.weight"], after["final_layer.mlp.2.weight"])
-
-
-def _tiny_model_spec():
-    model = tiny_config().to_dict()
-    for key in ("action_dim", "convention", "unnorm_key", "tokens"):
-        model.pop(key)
-    model["views"] = [{"name": "front"}]
-    return model
 
 
 def test_init_from_can_switch_the_denoiser_to_predict_the_clean_action(tmp_path):
@@ -77,25 +88,17 @@ def test_init_from_can_switch_the_denoiser_to_predict_the_clean_action(tmp_path)
     assert not torch.isclose(out["diffusion_loss"], torch.nn.functional.mse_loss(out["denoiser_output"], noise))
 
 
-def test_cosine_learning_rate_is_what_the_optimizer_used(tmp_path, monkeypatch):
+def test_cosine_learning_rate_is_what_the_optimizer_used(tmp_path, used_learning_rates):
     settings = TrainConfig(max_steps=4, learning_rate=1e-3, lr_schedule="cosine", min_learning_rate=1e-5)
     rates = [learning_rate_at(settings, step) for step in range(5)]
     assert rates[0] == 1e-3 and rates[-1] == pytest.approx(1e-5) and rates[2] == pytest.approx((1e-3 + 1e-5) / 2)
     assert all(a > b for a, b in zip(rates, rates[1:]))
     assert learning_rate_at(TrainConfig(learning_rate=1e-3), 999) == 1e-3  # constant, the default
-    used = []
-    step = torch.optim.AdamW.step
-
-    def spy(self, *args, **kwargs):
-        used.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
     spec = _spec(tmp_path / "set", tmp_path / "run", model=_tiny_model_spec())
     spec["train"].update(max_steps=4, learning_rate=1e-3, lr_schedule="cosine", min_learning_rate=1e-5)
     train(spec)
-    assert used == pytest.approx(rates[:4])
+    assert used_learning_rates == pytest.approx(rates[:4])
     with pytest.raises(ValueError, match="train.lr_schedule must be one of"):
         TrainConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="train.min_learning_rate must be in"):
@@ -115,10 +118,7 @@ def test_state_noise_reaches_only_the_named_dims(tmp_path, monkeypatch):
         return forward(self, pixels, prompts, states, actions, *args, **kwargs)
 
     monkeypatch.setattr(hybridvla.HybridVLA, "forward", spy)
-    model = tiny_config().to_dict()
-    for key in ("action_dim", "convention", "unnorm_key", "tokens"):
-        model.pop(key)
-    model["views"] = [{"name": "front"}]
+    model = _tiny_model_spec()
     spec = _spec(tmp_path / "set", tmp_path / "run", model=model)
     spec["train"].update(batch_size=4, state_noise=1.0, state_noise_dims=[0, 5])
     train(spec)
@@ -155,15 +155,7 @@ def test_diffusion_loss_weight_scales_the_denoiser_gradient(tmp_path, monkeypatc
         TrainConfig(diffusion_loss_weight=0)
 
 
-def test_stop_after_then_resume_follows_one_learning_rate_curve(tmp_path, monkeypatch):
-    used = []
-    step = torch.optim.AdamW.step
-
-    def spy(self, *args, **kwargs):
-        used.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+def test_stop_after_then_resume_follows_one_learning_rate_curve(tmp_path, used_learning_rates):
     _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
     spec = _spec(tmp_path / "set", tmp_path / "run", model=_tiny_model_spec())
     spec["train"].update(max_steps=4, learning_rate=1e-3, lr_schedule="cosine", stop_after=2)
@@ -173,6 +165,6 @@ def test_stop_after_then_resume_follows_one_learning_rate_curve(tmp_path, monkey
     del spec["train"]["stop_after"]
     assert train(spec)["checkpoint"] == tmp_path / "run" / "final"
     settings = TrainConfig(max_steps=4, learning_rate=1e-3, lr_schedule="cosine")
-    assert used == pytest.approx([learning_rate_at(settings, s) for s in range(4)])
+    assert used_learning_rates == pytest.approx([learning_rate_at(settings, s) for s in range(4)])
     with pytest.raises(ValueError, match=r"train.stop_after must be in 1..max_steps \(4\), got 5"):
         TrainConfig(max_steps=4, stop_after=5)

@@ -2,7 +2,8 @@
 NaN/inf, far outside the workspace, huge jumps, IK-infeasible poses, stale and future stamps, wild
 grippers; enable/disable/e-stop at random; the arm following, lagging or being pushed) and, after every
 one: no emitted command leaves the workspace, the step limits or the joint limits, a hold never moves the
-command (except to the measured pose, reported, when the arm is more than one step from it), and every deviation from what was asked produced an event of the matching kind."""
+command (except to the measured pose, reported, when the arm is more than one step from it), and every
+deviation from what was asked produced an event of the matching kind."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
