@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="build outputs (directories holding train/ and val/) or training sets (holding index.json)")
     m.add_argument("-o", "--output", type=Path, required=True, help="output directory (new or empty)")
     m.add_argument("--copy", action="store_true", help="copy the shard files (default: hard links where possible)")
+    m.add_argument("--statistics-from", type=Path, metavar="DIR",
+                   help="keep these normalisation statistics instead of recomputing them: a training set or a "
+                        "checkpoint directory holding dataset_statistics.json with the sets' unnorm key (fine-tuning "
+                        "a checkpoint on more data without moving its normalisation)")
     r = sub.add_parser("recover", help="turn episodes left open by a recorder crash into proper bags")
     r.add_argument("episodes", nargs="+", type=Path)
 
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "recover":
         return _recover(args.episodes)
     if args.action == "merge":
-        return _merge(args.inputs, args.output, link=not args.copy)
+        return _merge(args.inputs, args.output, link=not args.copy, statistics_from=args.statistics_from)
     from tqdm import tqdm
 
     from hybridvla_core.actions import ActionConvention
@@ -114,20 +118,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _merge(inputs: list[Path], out: Path, link: bool) -> int:
-    """Training sets merge into `out`; builds merge split by split (train statistics recomputed, val normalised
-    with them, as the builder does)."""
+def _merge(inputs: list[Path], out: Path, link: bool, statistics_from: Path | None = None) -> int:
+    """Training sets merge into `out`; builds merge split by split (train statistics recomputed, or taken from
+    `statistics_from`; val normalised with the train split's, as the builder does)."""
     from hybridvla_core.model.trainset import INDEX_FILE, merge_trainsets
 
     try:
         if all((d / INDEX_FILE).is_file() for d in inputs):
-            index = merge_trainsets(inputs, out, link)
+            index = merge_trainsets(inputs, out, link, statistics_from=statistics_from)
             print(f"{index['num_episodes']} episodes, {index['num_samples']} samples -> {out}")
             return 0
         lacking = [str(d) for d in inputs if not (d / "train" / INDEX_FILE).is_file()]
         if lacking:
             raise ValueError(f"neither a training set nor a build (no index.json, no train/index.json): {lacking}")
-        train = merge_trainsets([d / "train" for d in inputs], out / "train", link)
+        train = merge_trainsets([d / "train" for d in inputs], out / "train", link, statistics_from=statistics_from)
         vals = [d / "val" for d in inputs if (d / "val" / INDEX_FILE).is_file()]
         val = merge_trainsets(vals, out / "val", link, statistics_from=out / "train") if vals else None
     except (ValueError, OSError) as exc:

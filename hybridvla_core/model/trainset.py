@@ -155,6 +155,8 @@ def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True
         raise ValueError(f"output directory {out} is not empty")
     indexes = [read_index(d) for d in inputs]
     first = indexes[0]
+    if statistics_from is not None:  # checked before anything is written
+        select_statistics(load_dataset_statistics(Path(statistics_from) / STATISTICS_FILE), first["unnorm_key"])
     for directory, index in zip(inputs[1:], indexes[1:]):
         differ = [k for k in _MUST_MATCH if index.get(k) != first.get(k)]
         if differ:

@@ -19,6 +19,14 @@ from hybridvla_core.sim.tasks import BALL_RADIUS, BLOCK_HALF, BOWL_WALL, BOX_WAL
 # TCP pointing at the table (180 deg about x), fingers closing along the base's y axis: the FR3 "ready" pose.
 TOP_DOWN = Rotation.from_euler("x", np.pi)
 
+# PickPlaceExpert's plan (TCP heights m above the table, waits s); sim/dagger.py labels states with the same plan.
+CARRY_Z = 0.2
+GRASP_Z = BLOCK_HALF + 0.004     # TCP a little above the block centre: fingertips below it
+DROP_Z = BOWL_WALL + 0.06        # block bottom clear of the bowl wall
+RETREAT_Z = CARRY_Z + 0.05
+GRASP_WAIT_S = 0.6               # closed on the block before lifting
+RELEASE_WAIT_S = 0.5             # opened over the bowl before retreating
+
 
 @dataclass(frozen=True)
 class Command:
@@ -89,7 +97,7 @@ class WaypointExpert:
         return {arm: Command(self.p[arm].copy(), self.R[arm].as_quat(), self.gripper) for arm in self.arms}
 
 
-def _grasp_rotation(yaw: float) -> Rotation:
+def grasp_rotation(yaw: float) -> Rotation:
     """Top-down TCP orientation whose fingers close across a block of this yaw (rad); a cube has 90 deg
     symmetry, so the closest equivalent yaw to the ready pose is used."""
     yaw = (yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
@@ -108,23 +116,21 @@ class PickPlaceExpert:
         env = self.env
         layout = env.layout
         block = env.task.block_position(env.model, env.data, layout.block)
-        R = _grasp_rotation(env.task.block_yaw(env.model, env.data, layout.block))
+        R = grasp_rotation(env.task.block_yaw(env.model, env.data, layout.block))
         bowl = np.array([*layout.bowls[layout.bowl], 0.0])
-        carry_z = 0.2
-        grasp_z = BLOCK_HALF + 0.004     # TCP a little above the block centre: fingertips below it
-        drop_z = BOWL_WALL + 0.06        # block bottom clear of the bowl wall
+
         def at(p, z, gripper, wait=0.0):  # fr3_link0 is the world frame
             return Waypoint({"fr3": (np.array([p[0], p[1], z]), R)}, gripper, wait)
 
         self.stream.start(env, [
-            at(block, carry_z, 1.0),
-            at(block, grasp_z, 1.0),
-            at(block, grasp_z, 0.0, wait=0.6),
-            at(block, carry_z, 0.0),
-            at(bowl, carry_z, 0.0),
-            at(bowl, drop_z, 0.0),
-            at(bowl, drop_z, 1.0, wait=0.5),
-            at(bowl, carry_z + 0.05, 1.0),
+            at(block, CARRY_Z, 1.0),
+            at(block, GRASP_Z, 1.0),
+            at(block, GRASP_Z, 0.0, wait=GRASP_WAIT_S),
+            at(block, CARRY_Z, 0.0),
+            at(bowl, CARRY_Z, 0.0),
+            at(bowl, DROP_Z, 0.0),
+            at(bowl, DROP_Z, 1.0, wait=RELEASE_WAIT_S),
+            at(bowl, RETREAT_Z, 1.0),
         ])
 
     @property

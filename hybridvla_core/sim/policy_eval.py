@@ -62,8 +62,12 @@ class PolicyEpisode:
 
 
 def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict, time_limit_s: float = 25.0,
-                       control_rate_hz: float = 10.0, settle_s: float = 0.5) -> PolicyEpisode:
-    """One closed-loop FR3 episode; success is checked every control step and after the time limit."""
+                       control_rate_hz: float = 10.0, settle_s: float = 0.5, step_hook=None) -> PolicyEpisode:
+    """One closed-loop FR3 episode; success is checked every control step and after the time limit.
+
+    step_hook(observation, pose, action) -> action, when given, sees every step's observation, measured
+    ArmPose and the policy's action (robot units, the checkpoint's convention) and returns the action to
+    execute instead (through the same guards): how sim/dagger.py labels and steers the policy's own states."""
     instruction = env.reset(seed)
     v = guard_parameters
     values = {f"guards.{name}": v.get(f"guards.{name}", default) for name, (default, _, _) in GUARD_PARAMETERS.items()}
@@ -102,8 +106,9 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
         result = policy.predict(observation)
         predict_ms.append((time.perf_counter() - start) * 1000.0)
         sources[result.source] = sources.get(result.source, 0) + 1
+        action = result.action if step_hook is None else step_hook(observation, pose, result.action)
         try:
-            target = to_absolute_targets(result.action, [pose], policy.config.convention)[0]
+            target = to_absolute_targets(action, [pose], policy.config.convention)[0]
         except ValueError:  # a non-finite action: skipped as the policy node skips it, the arm holds
             events["policy_error"] = events.get("policy_error", 0) + 1
             target = None

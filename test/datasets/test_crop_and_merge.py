@@ -126,3 +126,26 @@ def test_crop_arguments_are_checked_in_one_line(builds, capsys):
                           "--crop", crop])
         err = capsys.readouterr().err.strip()
         assert code == 1 and match in err and "\n" not in err
+
+
+def test_merge_can_keep_a_checkpoints_statistics(builds, capsys):
+    """Fine-tuning a checkpoint on more data (DAgger) must not move its normalisation: --statistics-from copies
+    the given statistics instead of recomputing them, and a file without the sets' key writes nothing."""
+    root, _, _ = builds
+    kept = root / "a" / "train" / "dataset_statistics.json"
+    out = root / "merged_kept"
+    assert hybridvla(["dataset", "merge", str(root / "a"), str(root / "b"), "-o", str(out),
+                      "--statistics-from", str(root / "a" / "train")]) == 0
+    assert (out / "train" / "dataset_statistics.json").read_text() == kept.read_text()
+    recomputed = root / "merged_recomputed"
+    assert hybridvla(["dataset", "merge", str(root / "a"), str(root / "b"), "-o", str(recomputed)]) == 0
+    assert (recomputed / "train" / "dataset_statistics.json").read_text() != kept.read_text()  # b moved them
+    other = root / "other_key"
+    other.mkdir()
+    (other / "dataset_statistics.json").write_text(json.dumps({"elsewhere": json.loads(kept.read_text())["recorded"]}))
+    capsys.readouterr()
+    assert hybridvla(["dataset", "merge", str(root / "a"), "-o", str(root / "never"),
+                      "--statistics-from", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "unnorm_key 'recorded' not in dataset statistics ['elsewhere']" in err and err.count("\n") == 1
+    assert not (root / "never").exists()
