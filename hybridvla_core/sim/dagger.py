@@ -47,10 +47,15 @@ class PickPlaceLabeller:
     """The expert's next keyframe (position m and quaternion xyzw in the arm's base frame, gripper 0 closed
     .. 1 open) for the state the simulated lab is in now; call `label(dt)` once per control step."""
 
-    def __init__(self, env, tolerance: float = 0.012, column: float = 0.012, lost: float = 0.025):
+    def __init__(self, env, tolerance: float = 0.012, column: float = 0.03, lost: float = 0.04):
         self.env = env
         self.tolerance = tolerance  # m: measured TCP this close to the waypoint = arrived (the expert's 1 cm + slack)
-        self.column = column        # m: TCP this close (x, y) to the block, gripper open: go down
+        # m: TCP below the carry height this close (x, y) to the block, gripper open: go down to it, correcting
+        # x, y on the way (the open
+        # fingers clear a 4 cm block by 2 cm a side). Wider than the expert's 1 cm so that a state near the grasp
+        # is not labelled both "down" (demonstrations) and "up" (here): an MSE-trained denoiser averages the two
+        # and hovers.
+        self.column = column
         self.lost = lost            # m: further than this (x, y) from the block while going down: up again
 
     def reset(self) -> None:
@@ -87,8 +92,11 @@ class PickPlaceLabeller:
         elif phase in (Phase.LIFT, Phase.CARRY, Phase.LOWER) and not held:
             phase = Phase.APPROACH  # dropped: start over
         xy_to_block = float(np.linalg.norm(p[:2] - block[:2]))
-        if phase == Phase.APPROACH and xy_to_block < self.column and block[2] < BLOCK_HALF + 0.01:
-            phase = Phase.DESCEND
+        if phase == Phase.APPROACH and block[2] < BLOCK_HALF + 0.01:
+            above = np.linalg.norm(p - [block[0], block[1], CARRY_Z]) < self.tolerance  # the expert's own rule
+            below_carry = p[2] < CARRY_Z - 0.02 and xy_to_block < self.column  # where demonstrations only descend
+            if above or below_carry:
+                phase = Phase.DESCEND
         if phase == Phase.DESCEND:
             if xy_to_block > self.lost:
                 phase = Phase.APPROACH

@@ -56,13 +56,22 @@ def test_the_labeller_sends_a_far_arm_above_the_block_then_down(env):
     block = _block(env)
     assert labeller.phase == Phase.APPROACH and gripper == 1.0
     np.testing.assert_allclose(position, [block[0], block[1], CARRY_Z])
-    # a TCP right above the block (within the column), at any height: down to the grasp height
-    target = np.array([block[0] + 0.005, block[1], 0.12])
-    env.set_target("fr3", target, env.read("fr3").quaternion)
+    # 2 cm beside the block at the carry height: not there yet (the expert descends from within 1 cm)
+    env.set_target("fr3", np.array([block[0] + 0.02, block[1], CARRY_Z]), env.read("fr3").quaternion)
+    env.advance(1.5)
+    position, _, gripper = labeller.label(0.1)
+    assert labeller.phase == Phase.APPROACH and position[2] == pytest.approx(CARRY_Z)
+    # the same 2 cm off below the carry height, where demonstrations only ever go down: down to the block
+    env.set_target("fr3", np.array([block[0] + 0.02, block[1], 0.12]), env.read("fr3").quaternion)
     env.advance(1.5)
     position, _, gripper = labeller.label(0.1)
     assert labeller.phase == Phase.DESCEND and gripper == 1.0
     np.testing.assert_allclose(position, [block[0], block[1], GRASP_Z], atol=1e-6)
+    # 6 cm off on the way down: lost, up again
+    env.set_target("fr3", np.array([block[0] + 0.06, block[1], 0.10]), env.read("fr3").quaternion)
+    env.advance(1.5)
+    labeller.label(0.1)
+    assert labeller.phase == Phase.APPROACH
 
 
 def test_a_lost_block_starts_over_and_a_block_in_the_bowl_is_let_go(env):
