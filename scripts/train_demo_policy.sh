@@ -75,23 +75,9 @@ build_set "$DATA/bags_jit" "$DATA/dataset_jit" --translation absolute --keyframe
 "$PY/hybridvla" train config/train_demo_fr3_stage4.yaml --output-dir "$RUN/stage4" --stop-after 2000 2>&1 \
   | tee "$RUN/stage4.log"
 "$PY/hybridvla" train config/train_demo_fr3_stage5.yaml --output-dir "$RUN/stage5" 2>&1 | tee "$RUN/stage5.log"
-# Stage 6, DAgger: stage 5 run closed loop on DAGGER_EPISODES new layouts (seeds of the variants from 40000 on),
-# every visited state labelled with the expert's next keyframe (hybridvla_core/sim/dagger.py), merged with
-# stage 3's demonstrations under stage 5's statistics, and trained on (init_from: $RUN/stage5/final).
-DAGGER_EPISODES=${DAGGER_EPISODES:-300}
-rm -rf "$DATA/dagger1" "$DATA/dataset_dagger1"
-for part in 0 1; do
-  "$PY/python" -m hybridvla_core.sim.dagger "$RUN/stage5/final" --out "$DATA/dagger1/part$part" \
-    --episodes "$DAGGER_EPISODES" --start 40000 --part "$part/2" --expert-share 0.2 &
-done
-wait_all
-"$PY/hybridvla" dataset merge "$DATA/dataset_jit/train" "$DATA/dagger1/part0" "$DATA/dagger1/part1" \
-  -o "$DATA/dataset_dagger1/train" --statistics-from "$RUN/stage5/final"
-"$PY/hybridvla" train config/train_demo_fr3_stage6.yaml --output-dir "$RUN/stage6" 2>&1 | tee "$RUN/stage6.log"
 mkdir -p checkpoints/sim_fr3_pick_place
-cp "$RUN/stage6/final/"* checkpoints/sim_fr3_pick_place/
-"$PY/python" - "$DATA/bags/seeds.json" "$DATA/bags_jit/seeds.json" "$DATA/dagger1/part0/dagger.json" \
-  "$DATA/dagger1/part1/dagger.json" > checkpoints/sim_fr3_pick_place/training_seeds.json <<'PY'
+cp "$RUN/stage5/final/"* checkpoints/sim_fr3_pick_place/
+"$PY/python" - "$DATA/bags/seeds.json" "$DATA/bags_jit/seeds.json" > checkpoints/sim_fr3_pick_place/training_seeds.json <<'PY'
 import json, sys  # every seed any stage trained on: the demo's held-out seeds skip them all
 sets = [json.load(open(f)) for f in sys.argv[1:]]
 print(json.dumps({"variants": sets[0]["variants"], "seeds": sorted({s for d in sets for s in d["seeds"]})}))
