@@ -8,7 +8,8 @@ with --record writes one rosbag2 (MCAP) per episode, with the topics of a real t
     hybridvla sim eval-policy CHECKPOINT --episodes 20 [--mode hybrid|diffusion|autoregressive|all]
 
 runs an FR3 pick_place checkpoint closed loop through the franka_bridge's guards on the demo's held-out seeds
-(>= 100000, skipping the checkpoint's training_seeds.json), without ROS: the quick check before `make demo`.
+(seeds of the trained instruction variants from 100000 on, or from --seed, skipping the checkpoint's
+training_seeds.json), without ROS: the quick check before `make demo`.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json, model.safetensors, ...)")
     e.add_argument("--episodes", type=int, default=20, help="episodes per mode (default 20)")
     e.add_argument("--seed", type=int, default=None,
-                   help="first seed (default: the demo's held-out seeds, variants in turn, from 100000)")
+                   help="first seed searched for episodes of the trained instruction variants, taken in turn, "
+                        "skipping the checkpoint's training_seeds.json (default 100000: the demo's held-out seeds)")
     e.add_argument("--mode", default="hybrid", choices=["hybrid", "diffusion", "autoregressive", "all"])
     e.add_argument("--time-limit", type=float, default=25.0, help="simulation seconds per episode (default 25)")
     e.add_argument("--theta", type=float, default=None,
@@ -132,12 +134,12 @@ def eval_policy(args: argparse.Namespace) -> int:
         print(f"error: eval-policy runs the FR3 pick_place scene; the sim config says {cfg.robot}/{cfg.task}",
               file=sys.stderr)
         return 2
-    if args.seed is not None:
-        seeds = list(range(args.seed, args.seed + args.episodes))
-    else:
-        seeds_file = args.checkpoint / "training_seeds.json"
-        training = json.loads(seeds_file.read_text())["seeds"] if seeds_file.is_file() else []
-        seeds = demo.held_out_seeds(args.episodes, training_seeds=training)
+    # Seeds of the instruction variants the checkpoint was trained on (consecutive seeds would include colours
+    # it never saw), as hybridvla_demo picks them.
+    seeds_file = args.checkpoint / "training_seeds.json"
+    training = json.loads(seeds_file.read_text())["seeds"] if seeds_file.is_file() else []
+    start = demo.HELD_OUT_SEED_START if args.seed is None else args.seed
+    seeds = demo.held_out_seeds(args.episodes, start, training_seeds=training)
     modes = list(demo.MODES) if args.mode == "all" else [args.mode]
     report = {}
     for mode in modes:

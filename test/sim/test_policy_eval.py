@@ -97,3 +97,18 @@ def test_cli_theta_sets_the_ensemble_threshold(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
                           "--theta", "1.5"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --theta must be in [0, 1], got 1.5"
+
+
+def test_cli_seed_picks_the_trained_variants_from_there(tmp_path):
+    """--seed S searches from S for the instruction variants the checkpoint was trained on (consecutive seeds
+    would include colours it never saw), as hybridvla_demo does."""
+    from hybridvla_core import demo
+
+    out = tmp_path / "eval.json"
+    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+                          "--episodes", "2", "--seed", "100500", "--time-limit", "0.2", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    seeds = [e["seed"] for e in json.loads(out.read_text())["hybrid"]]
+    assert seeds == demo.held_out_seeds(2, 100500)
+    assert all(demo.variant_of(s) in demo.VARIANTS for s in seeds) and min(seeds) >= 100500
