@@ -69,20 +69,20 @@ class PickPlaceLabeller:
         colour = env.layout.block
         return env.task.block_position(env.model, env.data, colour), env.task.block_yaw(env.model, env.data, colour)
 
-    def holding(self) -> bool:
+    @staticmethod
+    def _holding(reading, block) -> bool:
         """The commanded block is between the closed fingers (held askew too: lifted off the table near the TCP)."""
-        reading = self.env.read(ARM)
-        block, _ = self._block()
         near = float(np.linalg.norm(block - reading.position))
         closed_on_it = 0.015 < reading.gripper_width < 0.05
         return bool(closed_on_it and (near < 0.03 or (near < 0.06 and block[2] > BLOCK_HALF + 0.01)))
 
     def label(self, dt: float) -> tuple[np.ndarray, np.ndarray, float]:
         env = self.env
-        p = env.read(ARM).position
+        reading = env.read(ARM)
+        p = reading.position
         block, yaw = self._block()
         bowl = np.array(env.layout.bowls[env.layout.bowl])
-        held = self.holding()
+        held = self._holding(reading, block)
         phase = self.phase
         if not held and np.linalg.norm(block[:2] - bowl) < BOWL_RADIUS and block[2] < BOWL_WALL:
             if phase == Phase.LOWER:  # in the bowl already: let go where the arm is, then up
@@ -123,18 +123,21 @@ class PickPlaceLabeller:
         self.phase = phase
         if phase <= Phase.DESCEND or self.rotation is None:
             self.rotation = grasp_rotation(yaw)  # follows a pushed block; kept from the grasp on
-        where = {
-            Phase.APPROACH: ([*block[:2], CARRY_Z], 1.0),
-            Phase.DESCEND: ([*block[:2], GRASP_Z], 1.0),
-            Phase.CLOSE: ([*self.grasp_xy, GRASP_Z], 0.0) if self.grasp_xy is not None else None,
-            Phase.LIFT: ([*self.grasp_xy, CARRY_Z], 0.0) if self.grasp_xy is not None else None,
-            Phase.CARRY: ([*bowl, CARRY_Z], 0.0),
-            Phase.LOWER: ([*bowl, DROP_Z], 0.0),
-            Phase.RELEASE: ([*bowl, DROP_Z], 1.0),
-            Phase.RETREAT: ([*bowl, RETREAT_Z], 1.0),
-        }[phase]
-        position, gripper = where
+        position, gripper = self._waypoint(phase, block, bowl)
         return np.array(position, dtype=float), self.rotation.as_quat(), gripper
+
+    def _waypoint(self, phase: Phase, block, bowl) -> tuple[list, float]:
+        """The phase's waypoint: TCP position (m, base frame) and gripper command (0 closed .. 1 open)."""
+        if phase == Phase.APPROACH:
+            return [*block[:2], CARRY_Z], 1.0
+        if phase == Phase.DESCEND:
+            return [*block[:2], GRASP_Z], 1.0
+        if phase == Phase.CLOSE:
+            return [*self.grasp_xy, GRASP_Z], 0.0
+        if phase == Phase.LIFT:
+            return [*self.grasp_xy, CARRY_Z], 0.0
+        height = {Phase.CARRY: CARRY_Z, Phase.LOWER: DROP_Z, Phase.RELEASE: DROP_Z, Phase.RETREAT: RETREAT_Z}[phase]
+        return [*bowl, height], 0.0 if phase < Phase.RELEASE else 1.0
 
 
 def collect(checkpoint: str | Path, out: str | Path, seeds, *, mode: str = "hybrid", expert_share: float = 0.25,
@@ -145,7 +148,7 @@ def collect(checkpoint: str | Path, out: str | Path, seeds, *, mode: str = "hybr
     label. Returns a summary."""
     from tqdm import tqdm
 
-    from hybridvla_core.actions import from_absolute_targets, state_from_poses
+    from hybridvla_core.actions import from_absolute_targets
     from hybridvla_core.model.policy import Policy
     from hybridvla_core.model.trainset import TrainsetWriter
     from hybridvla_core.model.vision import resize_frames
