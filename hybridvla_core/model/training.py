@@ -8,7 +8,8 @@ Training config (YAML), every section a mapping:
     init_from: optional checkpoint directory to fine-tune (its model config replaces `model`, except a given
               `model.diffusion`, which replaces the checkpoint's: e.g. switch prediction_type, the denoiser
               head learns the new target; the action convention and unnorm_key become the training set's,
-              the action heads learn them)
+              the action heads learn them; a given `model.theta`, the ensemble threshold, replaces the
+              checkpoint's)
     data:     {path: training-set directory (hybridvla_core.model.trainset)}
     train:    TrainConfig fields below
 Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
@@ -161,6 +162,9 @@ def train(spec: dict) -> dict:
         diffusion = spec.get("model", {}).get("diffusion")
         if diffusion:
             _replace_diffusion(model, diffusion)
+        theta = spec.get("model", {}).get("theta")
+        if theta is not None:  # an inference setting: chosen on calibration seeds after training
+            model.config.theta = _checked_theta(theta)
     config = model.config
     bad_dims = [d for d in settings.state_noise_dims if not 0 <= d < config.action_dim]
     if bad_dims:
@@ -237,6 +241,12 @@ def train(spec: dict) -> dict:
     if world > 1:
         dist.barrier()
     return {"checkpoint": final, "history": history, "model": model}
+
+
+def _checked_theta(theta) -> float:
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0.0 <= theta <= 1.0:
+        raise ValueError(f"model.theta must be a number in [0, 1], got {theta!r}")
+    return float(theta)
 
 
 def _replace_diffusion(model, diffusion: dict) -> None:

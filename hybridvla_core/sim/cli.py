@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--time-limit", type=float, default=25.0, help="simulation seconds per episode (default 25)")
     e.add_argument("--theta", type=float, default=None,
                    help="ensemble threshold 0..1 on the mean AR token confidence (default: the checkpoint's)")
+    e.add_argument("--ddim-steps", type=int, default=None,
+                   help="DDIM denoising steps of the diffusion branch (default: the checkpoint's)")
     e.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
     e.add_argument("--bridge-config", type=Path, help="franka_bridge parameter file with the guards "
                                                       "(default config/franka.yaml)")
@@ -124,6 +126,11 @@ def eval_policy(args: argparse.Namespace) -> int:
     if args.theta is not None and not 0.0 <= args.theta <= 1.0:
         print(f"error: --theta must be in [0, 1], got {args.theta}", file=sys.stderr)
         return 2
+    train_steps = json.loads((args.checkpoint / "config.json").read_text())["diffusion"]["train_steps"]
+    if args.ddim_steps is not None and not 1 <= args.ddim_steps <= train_steps:
+        print(f"error: --ddim-steps must be in 1..{train_steps} (the checkpoint's diffusion steps), "
+              f"got {args.ddim_steps}", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, robot="fr3")
         bridge = franka_bridge_parameters(args.bridge_config)
@@ -144,7 +151,7 @@ def eval_policy(args: argparse.Namespace) -> int:
     report = {}
     for mode in modes:
         results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
-                           time_limit_s=args.time_limit, theta=args.theta)
+                           time_limit_s=args.time_limit, theta=args.theta, ddim_steps=args.ddim_steps)
         ok = sum(r.success for r in results)
         report[mode] = as_dicts(results)
         events: dict[str, int] = {}

@@ -1,5 +1,6 @@
 """Fine-tuning (train.init_from) onto a training set with another action convention: the weights carry over,
-the action convention and unnorm_key become the new set's; a given model.diffusion replaces the checkpoint's.
+the action convention and unnorm_key become the new set's; a given model.diffusion or model.theta replaces
+the checkpoint's.
 train.state_noise: only the named state dims get it. train.lr_schedule: the rate each step really used."""
 import numpy as np
 import pytest
@@ -76,6 +77,7 @@ def test_init_from_can_switch_the_denoiser_to_predict_the_clean_action(tmp_path)
     tuned, _ = load_checkpoint(second)
     assert tuned.config.diffusion.prediction_type == "sample" and tuned.schedule.prediction_type == "sample"
     assert tuned.config.diffusion.ddim_steps == tiny_config().diffusion.ddim_steps  # the rest kept
+    assert tuned.config.theta == tiny_config().theta
     # The loss is now measured against the clean action, not the noise.
     torch.manual_seed(0)
     actions = torch.rand(2, 1, 7) * 2 - 1
@@ -168,3 +170,13 @@ def test_stop_after_then_resume_follows_one_learning_rate_curve(tmp_path, used_l
     assert used_learning_rates == pytest.approx([learning_rate_at(settings, s) for s in range(4)])
     with pytest.raises(ValueError, match=r"train.stop_after must be in 1..max_steps \(4\), got 5"):
         TrainConfig(max_steps=4, stop_after=5)
+
+
+def test_init_from_can_set_the_ensemble_threshold(tmp_path):
+    _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
+    first = train(_spec(tmp_path / "set", tmp_path / "run1", model=_tiny_model_spec()))["checkpoint"]
+    assert load_checkpoint(first)[0].config.theta != 0.6
+    second = train(_spec(tmp_path / "set", tmp_path / "run2", init_from=str(first), model={"theta": 0.6}))
+    assert load_checkpoint(second["checkpoint"])[0].config.theta == 0.6
+    with pytest.raises(ValueError, match=r"model.theta must be a number in \[0, 1\], got 1.5"):
+        train(_spec(tmp_path / "set", tmp_path / "run3", init_from=str(first), model={"theta": 1.5}))

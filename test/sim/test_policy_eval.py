@@ -80,7 +80,8 @@ def test_cli_writes_json_and_refuses_a_missing_checkpoint(tmp_path):
     assert episode["seed"] >= 100000 and episode["steps"] == 5
     assert episode["lifted"] is False and episode["closest_to_block_m"] > 0.02  # 0.5 s cannot reach the table
     assert "got as far as: TCP within 2 cm of the block 0, block lifted 0, over its bowl 0 (of 1)" in run.stdout
-    assert "fused 0%" in run.stdout  # the checkpoint's theta 0.96: its AR confidence never gets there
+    fused = 100 * episode["sources"].get("average", 0) / episode["steps"]
+    assert f"fused {fused:.0f}%" in run.stdout  # the share of steps that averaged both branches
     bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a checkpoint directory" in bad.stderr
@@ -94,9 +95,19 @@ def test_cli_theta_sets_the_ensemble_threshold(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "fused 100%" in run.stdout  # any confidence is above 0: every step averages both branches
     assert json.loads(out.read_text())["hybrid"][0]["sources"] == {"average": 3}
+    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+                          "--episodes", "1", "--time-limit", "0.3", "--theta", "1", "--ddim-steps", "1",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "fused 0%" in run.stdout  # no confidence is strictly above 1: every step follows the diffusion branch
+    assert json.loads(out.read_text())["hybrid"][0]["sources"] == {"diffusion": 3}
     bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
                           "--theta", "1.5"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --theta must be in [0, 1], got 1.5"
+    bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+                          "--ddim-steps", "101"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: --ddim-steps must be in 1..100 (the checkpoint's diffusion steps), got 101"
 
 
 def test_cli_seed_picks_the_trained_variants_from_there(tmp_path):
