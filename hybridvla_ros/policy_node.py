@@ -30,6 +30,7 @@ from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterE
 from hybridvla_ros.images import image_to_rgb
 
 MODES = ("hybrid", "diffusion", "autoregressive")
+GRIPPER_RULES = ("average", "autoregressive")  # ensemble.GRIPPER_RULES (importing hybridvla_core.model loads torch)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -57,6 +58,8 @@ class PolicyNode(Node):
             "mode": ("hybrid", lambda v: v in MODES, f"one of {', '.join(MODES)}"),
             "theta": (-1.0, lambda v: v == -1.0 or 0.0 <= v <= 1.0, "0..1, or -1 for the checkpoint's"),
             "ddim_steps": (0, lambda v: v >= 0, "DDIM steps >= 1, or 0 for the checkpoint's"),
+            "ensemble_gripper": ("", lambda v: v in ("", *GRIPPER_RULES),
+                                 f"one of {', '.join(GRIPPER_RULES)}, or empty for the checkpoint's"),
             "control_rate_hz": (10.0, lambda v: 0.0 < v <= 1000.0, "Hz in (0, 1000]"),
             "max_image_age_s": (0.2, lambda v: v > 0.0, "seconds > 0"),
             "max_state_age_s": (0.2, lambda v: v > 0.0, "seconds > 0"),
@@ -102,7 +105,7 @@ class PolicyNode(Node):
         self._stop = threading.Event()
         self.get_logger().info(
             f"policy ready: {p['checkpoint']} mode={self.policy.mode} theta={self.policy.theta:g} "
-            f"ddim_steps={self.policy.ddim_steps} at {self.rate_hz:g} Hz; views {p['view_names']}, arms "
+            f"ddim_steps={self.policy.ddim_steps} ensemble_gripper={self.policy.ensemble_gripper} at {self.rate_hz:g} Hz; views {p['view_names']}, arms "
             f"{p['arm_names']}; {'ENABLED' if p['start_enabled'] else 'disabled (call ~/enable)'}")
         self._ticker = Ticker(self.rate_hz)
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
@@ -123,6 +126,7 @@ class PolicyNode(Node):
                 Path(p["checkpoint"]).expanduser(), device=device,
                 dtype=None if p["dtype"] == "auto" else p["dtype"], mode=p["mode"],
                 theta=None if p["theta"] == -1.0 else p["theta"], ddim_steps=p["ddim_steps"] or None,
+                ensemble_gripper=p["ensemble_gripper"] or None,
                 unnorm_key=p["unnorm_key"] or None, seed=p["seed"])
         except (ValueError, FileNotFoundError, KeyError) as exc:
             raise ParameterError(f"checkpoint {p['checkpoint']}: {exc}") from exc
@@ -217,7 +221,8 @@ class PolicyNode(Node):
         values = {
             "requested_rate_hz": self.rate_hz, "achieved_rate_hz": round(achieved, 2),
             "enabled": self.controller.enabled, "instruction": self.controller.instruction,
-            "mode": self.policy.mode, "theta": self.policy.theta, "mean_confidence": self.last_confidence,
+            "mode": self.policy.mode, "theta": self.policy.theta, "ensemble_gripper": self.policy.ensemble_gripper,
+            "mean_confidence": self.last_confidence,
             "steps": c.steps, "actions": c.actions, "targets_sent_steps": c.sent, "stale_steps": c.stale,
             "error_steps": c.errors, "frames_superseded": self.controller.inputs.superseded,
             "missed_ticks": self._ticker.missed,

@@ -2,7 +2,8 @@
 
 Entry points:
     Policy.from_checkpoint(directory, device="cpu", dtype=None, mode="hybrid", theta=None, ddim_steps=None,
-                           ar_schedule=None, unnorm_key=None, seed=0).predict(observation) -> ActionResult
+                           ar_schedule=None, unnorm_key=None, seed=0, ensemble_gripper=None)
+        .predict(observation) -> ActionResult
     build_model(config), save_checkpoint(model, directory, statistics), load_checkpoint(directory)
     TrainsetWriter / TrainsetDataset: the training-set directory format (see hybridvla_core.model.trainset)
 """

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from hybridvla_core.actions import ActionConvention, num_arms
+from hybridvla_core.model.ensemble import GRIPPER_RULES
 
 LLM_FAMILIES = ("llama", "phi", "qwen2")
 VISION_KINDS = ("dinov2_siglip", "clip", "small", "keypoints")
@@ -126,6 +127,8 @@ class ModelConfig:
     chunk: int = 1  # action chunk length T (>= 1): noisy-action tokens between state/t and <EOD>
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     theta: float = 0.96  # ensemble threshold on the mean non-gripper token confidence
+    # The gripper of an averaged step (ensemble.GRIPPER_RULES): "average" (the reference) or "autoregressive".
+    ensemble_gripper: str = "average"
     # How AR tokens are conditioned, in training and inference alike:
     #   "denoised": on [t=0, the denoised action] (paper; one prefill per step at inference),
     #   "noisy": on [random t, noisy action] as the reference trains (reference schedule at inference).
@@ -141,6 +144,8 @@ class ModelConfig:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
         if not 0.0 <= self.theta <= 1.0:
             raise ValueError(f"theta must be in [0, 1], got {self.theta}")
+        if self.ensemble_gripper not in GRIPPER_RULES:
+            raise ValueError(f"ensemble_gripper must be one of {GRIPPER_RULES}, got {self.ensemble_gripper!r}")
         if self.ar_conditioning not in AR_CONDITIONINGS:
             raise ValueError(f"ar_conditioning must be one of {AR_CONDITIONINGS}, got {self.ar_conditioning!r}")
         if not self.views:

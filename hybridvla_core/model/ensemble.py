@@ -8,6 +8,9 @@ import numpy as np
 from hybridvla_core.actions import gripper_indices
 
 MODES = ("hybrid", "diffusion", "autoregressive")
+# Who decides the gripper when both branches are averaged: "average" (the reference: the binarised average,
+# so a disagreement closes) or "autoregressive" (the AR branch's binarised gripper).
+GRIPPER_RULES = ("average", "autoregressive")
 
 
 class EnsembleDecision(NamedTuple):
@@ -30,12 +33,16 @@ def non_gripper_mean_confidence(confidence: np.ndarray) -> float:
     return float(confidence[keep].mean())
 
 
-def ensemble(diffusion_action, ar_action, confidence, mode: str, theta: float) -> EnsembleDecision:
+def ensemble(diffusion_action, ar_action, confidence, mode: str, theta: float,
+             gripper: str = "average") -> EnsembleDecision:
     """hybrid: average both branches when the mean non-gripper confidence is strictly above theta, else
-    diffusion. Grippers are binarised (> 0.5 -> 1) in each branch and again after averaging, so two branches
-    that disagree on the gripper average to 0.5 -> 0 (closed)."""
+    diffusion. Grippers are binarised (> 0.5 -> 1) in each branch; an averaged step's gripper is, by
+    `gripper`, the binarised average (two branches that disagree average to 0.5 -> 0, closed) or the
+    autoregressive branch's."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if gripper not in GRIPPER_RULES:
+        raise ValueError(f"gripper rule must be one of {GRIPPER_RULES}, got {gripper!r}")
     diffusion = None if diffusion_action is None else binarize_grippers(diffusion_action)
     ar = None if ar_action is None else binarize_grippers(ar_action)
     mean_conf = float("nan") if confidence is None else non_gripper_mean_confidence(confidence)
@@ -44,5 +51,9 @@ def ensemble(diffusion_action, ar_action, confidence, mode: str, theta: float) -
     if mode == "autoregressive":
         return EnsembleDecision(ar, "autoregressive", mean_conf)
     if mean_conf > theta:
-        return EnsembleDecision(binarize_grippers((diffusion + ar) / 2.0), "average", mean_conf)
+        fused = binarize_grippers((diffusion + ar) / 2.0)
+        if gripper == "autoregressive":
+            idx = gripper_indices(fused.shape[-1])
+            fused[idx] = ar[idx]
+        return EnsembleDecision(fused, "average", mean_conf)
     return EnsembleDecision(diffusion, "diffusion", mean_conf)

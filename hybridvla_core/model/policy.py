@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from hybridvla_core.actions import DatasetStatistics, select_statistics
-from hybridvla_core.model.ensemble import MODES, binarize_grippers, ensemble
+from hybridvla_core.model.ensemble import GRIPPER_RULES, MODES, binarize_grippers, ensemble
 from hybridvla_core.model.hybridvla import HybridVLA
 from hybridvla_core.model.vision import images_to_pixels
 
@@ -67,7 +67,7 @@ class _Stopwatch:
 class Policy:
     def __init__(self, model: HybridVLA, statistics: DatasetStatistics, mode: str = "hybrid",
                  theta: float | None = None, ddim_steps: int | None = None, ar_schedule: str | None = None,
-                 seed: int = 0):
+                 seed: int = 0, ensemble_gripper: str | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         config = model.config
@@ -81,6 +81,9 @@ class Policy:
         self.statistics = statistics
         self.mode = mode
         self.theta = config.theta if theta is None else float(theta)
+        self.ensemble_gripper = config.ensemble_gripper if ensemble_gripper is None else ensemble_gripper
+        if self.ensemble_gripper not in GRIPPER_RULES:
+            raise ValueError(f"ensemble_gripper must be one of {GRIPPER_RULES}, got {self.ensemble_gripper!r}")
         self.ddim_steps = config.diffusion.ddim_steps if ddim_steps is None else int(ddim_steps)
         if not 1 <= self.ddim_steps <= config.diffusion.train_steps:
             raise ValueError(f"ddim_steps must be in 1..{config.diffusion.train_steps}, got {self.ddim_steps}")
@@ -91,8 +94,10 @@ class Policy:
     @classmethod
     def from_checkpoint(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | str | None = None,
                         mode: str = "hybrid", theta: float | None = None, ddim_steps: int | None = None,
-                        ar_schedule: str | None = None, unnorm_key: str | None = None, seed: int = 0) -> "Policy":
-        """dtype defaults to float32 on CPU and bfloat16 on CUDA."""
+                        ar_schedule: str | None = None, unnorm_key: str | None = None, seed: int = 0,
+                        ensemble_gripper: str | None = None) -> "Policy":
+        """dtype defaults to float32 on CPU and bfloat16 on CUDA; theta, ddim_steps and ensemble_gripper
+        default to the checkpoint's."""
         from hybridvla_core.model.checkpoint import load_checkpoint
 
         device = torch.device(device)
@@ -101,7 +106,8 @@ class Policy:
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         model, statistics = load_checkpoint(directory, device, dtype)
         key = unnorm_key if unnorm_key is not None else model.config.unnorm_key
-        return cls(model, select_statistics(statistics, key), mode, theta, ddim_steps, ar_schedule, seed)
+        return cls(model, select_statistics(statistics, key), mode, theta, ddim_steps, ar_schedule, seed,
+                   ensemble_gripper)
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _validate(self, observation) -> Observation:
@@ -191,7 +197,7 @@ class Policy:
         ar_action = None if ar is None else ar[0].double().cpu().numpy()
         confidence = None if confidence is None else confidence[0].float().cpu().numpy()
         decision = ensemble(None if diffusion_chunk is None else diffusion_chunk[0], ar_action, confidence,
-                            self.mode, self.theta)
+                            self.mode, self.theta, self.ensemble_gripper)
         action = unnormalize(decision.action)
         if diffusion_chunk is not None:
             chunk = unnormalize(binarize_grippers(diffusion_chunk))

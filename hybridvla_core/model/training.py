@@ -8,8 +8,8 @@ Training config (YAML), every section a mapping:
     init_from: optional checkpoint directory to fine-tune (its model config replaces `model`, except a given
               `model.diffusion`, which replaces the checkpoint's: e.g. switch prediction_type, the denoiser
               head learns the new target; the action convention and unnorm_key become the training set's,
-              the action heads learn them; a given `model.theta`, the ensemble threshold, replaces the
-              checkpoint's)
+              the action heads learn them; a given `model.theta` or `model.ensemble_gripper`, inference
+              settings of the ensemble, replaces the checkpoint's)
     data:     {path: training-set directory (hybridvla_core.model.trainset)}
     train:    TrainConfig fields below
 Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
@@ -31,6 +31,7 @@ import torch.distributed as dist
 from hybridvla_core.model.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hybridvla_core.model.config import DiffusionConfig, ModelConfig, _from_mapping
 from hybridvla_core.model.diffusion import DiffusionSchedule
+from hybridvla_core.model.ensemble import GRIPPER_RULES
 from hybridvla_core.model.text_tokenizer import prompt_text
 from hybridvla_core.model.trainset import TrainsetDataset, read_index
 from hybridvla_core.actions import ActionConvention
@@ -162,9 +163,15 @@ def train(spec: dict) -> dict:
         diffusion = spec.get("model", {}).get("diffusion")
         if diffusion:
             _replace_diffusion(model, diffusion)
+        # Inference settings, chosen on calibration seeds after training, may be set beside init_from.
         theta = spec.get("model", {}).get("theta")
-        if theta is not None:  # an inference setting: chosen on calibration seeds after training
+        if theta is not None:
             model.config.theta = _checked_theta(theta)
+        gripper = spec.get("model", {}).get("ensemble_gripper")
+        if gripper is not None:
+            if gripper not in GRIPPER_RULES:
+                raise ValueError(f"model.ensemble_gripper must be one of {GRIPPER_RULES}, got {gripper!r}")
+            model.config.ensemble_gripper = gripper
     config = model.config
     bad_dims = [d for d in settings.state_noise_dims if not 0 <= d < config.action_dim]
     if bad_dims:

@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="ensemble threshold 0..1 on the mean AR token confidence (default: the checkpoint's)")
     e.add_argument("--ddim-steps", type=int, default=None,
                    help="DDIM denoising steps of the diffusion branch (default: the checkpoint's)")
+    e.add_argument("--ensemble-gripper", choices=["average", "autoregressive"], default=None,
+                   help="the gripper of a step that averages both branches: their binarised average "
+                        "(a disagreement closes) or the autoregressive branch's (default: the checkpoint's)")
     e.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
     e.add_argument("--bridge-config", type=Path, help="franka_bridge parameter file with the guards "
                                                       "(default config/franka.yaml)")
@@ -151,7 +154,8 @@ def eval_policy(args: argparse.Namespace) -> int:
     report = {}
     for mode in modes:
         results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
-                           time_limit_s=args.time_limit, theta=args.theta, ddim_steps=args.ddim_steps)
+                           time_limit_s=args.time_limit, theta=args.theta, ddim_steps=args.ddim_steps,
+                           ensemble_gripper=args.ensemble_gripper)
         ok = sum(r.success for r in results)
         report[mode] = as_dicts(results)
         events: dict[str, int] = {}

@@ -128,3 +128,22 @@ def test_model_config_json_round_trip_and_errors():
         ModelConfig.from_dict({**config.to_dict(), "views": [{"name": "wrist", "tokens": 10}]})
     with pytest.raises(ValueError, match="action_dim"):
         ModelConfig.from_dict({**config.to_dict(), "action_dim": 6})
+    with pytest.raises(ValueError, match="ensemble_gripper must be one of"):
+        ModelConfig.from_dict({**config.to_dict(), "ensemble_gripper": "vote"})
+    older = config.to_dict()
+    del older["ensemble_gripper"]  # a checkpoint saved before the field existed: the reference's rule
+    assert ModelConfig.from_dict(older).ensemble_gripper == "average"
+
+
+def test_ensemble_gripper_rule_autoregressive_lets_that_branch_decide():
+    diffusion, ar = np.array([0.2, 0, 0, 0, 0, 0, 0.7]), np.array([0.4, 0, 0, 0, 0, 0, 0.2])
+    # Diffusion opens, AR closes: both rules close.
+    decision = ensemble(diffusion, ar, conf(0.99), "hybrid", 0.96, gripper="autoregressive")
+    assert decision.source == "average" and decision.action[0] == pytest.approx(0.3) and decision.action[6] == 0.0
+    diffusion[6], ar[6] = 0.2, 0.9  # diffusion closes, AR opens: the average closes, the AR rule opens
+    assert ensemble(diffusion, ar, conf(0.99), "hybrid", 0.96).action[6] == 0.0
+    assert ensemble(diffusion, ar, conf(0.99), "hybrid", 0.96, gripper="autoregressive").action[6] == 1.0
+    # Below theta the diffusion branch is followed whole, its gripper included.
+    assert ensemble(diffusion, ar, conf(0.5), "hybrid", 0.96, gripper="autoregressive").action[6] == 0.0
+    with pytest.raises(ValueError, match="gripper rule must be one of"):
+        ensemble(diffusion, ar, conf(0.99), "hybrid", 0.96, gripper="vote")

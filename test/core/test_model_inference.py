@@ -6,6 +6,7 @@ import torch
 from hybridvla_core.actions import DatasetStatistics
 from hybridvla_core.model import Policy, build_model, load_checkpoint, save_checkpoint
 from hybridvla_core.model.presets import tiny_config
+from hybridvla_core.model import policy as policy_module
 
 
 def random_model(seed=0, **kwargs):
@@ -87,7 +88,7 @@ def test_no_leakage_in_the_training_forward(conditioning):
     assert (changed_noise["ar_logits"] - base["ar_logits"]).abs().max() > 1e-4
 
 
-def test_policy_predict_result_and_modes():
+def test_policy_predict_result_and_modes(monkeypatch):
     model = random_model(chunk=3)
     obs = observation()
     result = Policy(model, statistics(7), mode="hybrid", seed=3).predict(obs)
@@ -104,6 +105,15 @@ def test_policy_predict_result_and_modes():
     assert averaged.source == "average"
     expected = (result.diffusion_action[:6] + result.ar_action[:6]) / 2
     np.testing.assert_allclose(averaged.action[:6], expected, atol=1e-9)
+    # ensemble_gripper reaches the ensemble (its rule: test_model_components); the checkpoint's by default.
+    rules = []
+    real = policy_module.ensemble
+    monkeypatch.setattr(policy_module, "ensemble", lambda *a, **k: rules.append(a[5]) or real(*a, **k))
+    Policy(model, statistics(7), theta=0.0, ensemble_gripper="autoregressive").predict(obs)
+    Policy(model, statistics(7), theta=0.0).predict(obs)
+    assert rules == ["autoregressive", model.config.ensemble_gripper] and model.config.ensemble_gripper == "average"
+    with pytest.raises(ValueError, match="ensemble_gripper must be one of"):
+        Policy(model, statistics(7), ensemble_gripper="vote")
     ar_only = Policy(model, statistics(7), mode="autoregressive", ar_schedule="reference").predict(obs)
     assert ar_only.diffusion_action is None and ar_only.source == "autoregressive"
     assert "denoise" not in ar_only.timings_ms

@@ -172,11 +172,15 @@ def test_stop_after_then_resume_follows_one_learning_rate_curve(tmp_path, used_l
         TrainConfig(max_steps=4, stop_after=5)
 
 
-def test_init_from_can_set_the_ensemble_threshold(tmp_path):
+def test_init_from_can_set_the_ensemble_settings(tmp_path):
     _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
     first = train(_spec(tmp_path / "set", tmp_path / "run1", model=_tiny_model_spec()))["checkpoint"]
     assert load_checkpoint(first)[0].config.theta != 0.6
-    second = train(_spec(tmp_path / "set", tmp_path / "run2", init_from=str(first), model={"theta": 0.6}))
-    assert load_checkpoint(second["checkpoint"])[0].config.theta == 0.6
+    second = train(_spec(tmp_path / "set", tmp_path / "run2", init_from=str(first),
+                         model={"theta": 0.6, "ensemble_gripper": "autoregressive"}))
+    tuned = load_checkpoint(second["checkpoint"])[0].config
+    assert tuned.theta == 0.6 and tuned.ensemble_gripper == "autoregressive"
     with pytest.raises(ValueError, match=r"model.theta must be a number in \[0, 1\], got 1.5"):
         train(_spec(tmp_path / "set", tmp_path / "run3", init_from=str(first), model={"theta": 1.5}))
+    with pytest.raises(ValueError, match="model.ensemble_gripper must be one of"):
+        train(_spec(tmp_path / "set", tmp_path / "run4", init_from=str(first), model={"ensemble_gripper": "x"}))

@@ -199,6 +199,9 @@ def test_a_stopped_camera_stops_the_targets_within_two_periods(franka):
 @pytest.mark.parametrize("executable, params, overrides, expected", [
     ("policy_node", "policy_franka.yaml", {"mode": "fast"},
      "[PolicyNode] error: parameter 'mode' = 'fast' is invalid: expected one of hybrid, diffusion, autoregressive"),
+    ("policy_node", "policy_franka.yaml", {"ensemble_gripper": "vote"},
+     "[PolicyNode] error: parameter 'ensemble_gripper' = 'vote' is invalid: expected one of average, autoregressive, "
+     "or empty for the checkpoint's"),
     ("policy_node", "policy_franka.yaml", {"control_rate_hz": "10"},
      "[PolicyNode] error: parameter 'control_rate_hz' has the wrong type: expected Hz in (0, 1000]"),
     ("policy_node", "policy_franka.yaml", {"checkpoint": "/nonexistent"},

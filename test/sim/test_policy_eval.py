@@ -90,7 +90,8 @@ def test_cli_writes_json_and_refuses_a_missing_checkpoint(tmp_path):
 def test_cli_theta_sets_the_ensemble_threshold(tmp_path):
     out = tmp_path / "eval.json"
     run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
-                          "--episodes", "1", "--time-limit", "0.3", "--theta", "0", "--json", str(out)],
+                          "--episodes", "1", "--time-limit", "0.3", "--theta", "0", "--ensemble-gripper",
+                          "autoregressive", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "fused 100%" in run.stdout  # any confidence is above 0: every step averages both branches
