@@ -115,31 +115,42 @@ class WarnLimiter:
 
 
 class Ticker:
-    """Fixed-rate schedule on a grid t0 + k * period. A late step does not cause a burst: missed grid
-    points are skipped (and counted), the next step waits for the next grid point."""
+    """Fixed-rate schedule on a grid t0 + k * period of `clock`. A late step does not cause a burst: missed
+    grid points are skipped (and counted), the next step waits for the next grid point.
+
+    With a clock that is not the wall clock (ROS simulation time), give poll_s: sleep() takes wall seconds,
+    so the wait re-reads the clock every poll_s until the grid point has come. A clock that jumps back (a
+    restarted simulation) restarts the grid."""
 
     def __init__(self, rate_hz: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, poll_s: float | None = None):
         if rate_hz <= 0:
             raise ValueError(f"control rate must be > 0 Hz, got {rate_hz}")
         self.period = 1.0 / rate_hz
-        self._clock, self._sleep = clock, sleep
+        self._clock, self._sleep, self._poll = clock, sleep, poll_s
         self._next = clock()
         self.missed = 0
 
     def wait(self, stop: threading.Event | None = None) -> float:
         """Sleep until the next grid point (or until `stop` is set); returns the tick time."""
         now = self._clock()
+        if now < self._next - 2 * self.period:
+            self._next = now
         if now > self._next + self.period:
             skipped = int((now - self._next) / self.period)
             self.missed += skipped
             self._next += skipped * self.period
-        delay = self._next - now
-        if delay > 0:
+        while (delay := self._next - now) > 1e-6:  # 1 us: below the resolution of seconds since 1970
+            if self._poll is not None:
+                delay = min(delay, self._poll)
             if stop is not None:
-                stop.wait(delay)
+                if stop.wait(delay):
+                    break
             else:
                 self._sleep(delay)
+            if self._poll is None:
+                break
+            now = self._clock()
         tick = self._next
         self._next += self.period
         return tick

@@ -35,6 +35,7 @@ GUARD_KINDS = {0: "non_finite", 1: "workspace_clamp", 2: "step_clamp", 3: "joint
                5: "stale_target", 6: "disabled", 7: "estop"}
 LATENCY_STAGES = ("input_wait", "observation", "predict_total", "targets")  # observation in -> target out
 GIF_EVERY = 3  # keep every 3rd front frame (15 Hz camera -> 5 fps GIF)
+WALL_LIMIT_FACTOR = 10  # an episode longer than this many times its (simulated) time limit in wall time: stuck
 
 
 def _ros_environment(domain_id: int | None) -> None:
@@ -94,6 +95,7 @@ class Graph:
         from hybridvla_msgs.srv import EpisodeControl, SetInstruction
         from rcl_interfaces.srv import SetParameters
         from rclpy.executors import MultiThreadedExecutor
+        from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import Image
         from std_msgs.msg import Bool
         from std_srvs.srv import SetBool, Trigger
@@ -108,6 +110,7 @@ class Graph:
         self.reset_episode()
         self.success = False
         self.success_stamp = 0.0  # wall time of the newest success message
+        self.sim_time = 0.0       # s, the newest /clock (sim_lab's simulation time)
         self.pose: np.ndarray | None = None
         self.frame: np.ndarray | None = None
         self.capture: list[np.ndarray] | None = None  # front frames of the episode being filmed
@@ -118,6 +121,7 @@ class Graph:
         n.create_subscription(PoseStamped, "/target_pose", lambda _m: self._count("bridge_outputs"), COMMAND_QOS)
         n.create_subscription(PoseStamped, "/current_pose", self._on_pose, SENSOR_QOS)
         n.create_subscription(Bool, "/sim_lab/success", self._on_success, COMMAND_QOS)
+        n.create_subscription(Clock, "/clock", self._on_clock, COMMAND_QOS)
         n.create_subscription(Image, "/camera/front/color/image_raw", self._on_image, SENSOR_QOS)
         self.clients = {
             "seed": n.create_client(SetParameters, "/sim_lab/set_parameters"),
@@ -151,7 +155,8 @@ class Graph:
 
     def _on_action(self, m) -> None:
         stages = dict(zip(m.stage_names, (float(v) for v in m.stage_ms)))
-        record = {"stamp_s": time.monotonic(), "stages": stages,  # arrival: the achieved control period
+        record = {"stamp_s": m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,  # simulation time: the control period
+                  "stages": stages,
                   "total_ms": sum(stages.get(s, 0.0) for s in LATENCY_STAGES),
                   "source": SOURCE_NAMES.get(m.source, str(m.source))}
         with self.lock:
@@ -171,6 +176,9 @@ class Graph:
                 if self.start_pose is None:
                     self.start_pose = p
                 self.travel = max(self.travel, float(np.linalg.norm(p - self.start_pose)))
+
+    def _on_clock(self, m) -> None:
+        self.sim_time = m.clock.sec + m.clock.nanosec * 1e-9
 
     def _on_success(self, m) -> None:
         self.success, self.success_stamp = bool(m.data), time.monotonic()
@@ -263,10 +271,15 @@ def run_episode(graph: Graph, procs: Processes, seed: int, time_limit: float, fi
     graph.active = True
     graph.call("bridge", graph.request("SetBool", data=True))
     graph.call("policy", graph.request("SetBool", data=True))
-    start = time.monotonic()
+    # The time limit is simulation time, as in eval-policy: a machine too busy for real time slows the
+    # simulation and every node on /clock alike, and the episode gets the same simulated seconds.
+    start, sim_start = time.monotonic(), graph.sim_time
     success = False
-    while time.monotonic() - start < time_limit:
+    while graph.sim_time - sim_start < time_limit:
         procs.check()
+        if time.monotonic() - start > WALL_LIMIT_FACTOR * time_limit + 30.0:
+            raise RuntimeError(f"the simulation advanced {graph.sim_time - sim_start:.1f} s in "
+                               f"{time.monotonic() - start:.0f} s of wall time: sim_lab is stuck (see its log)")
         if graph.success and graph.success_stamp > start:
             success = True
             break
@@ -274,19 +287,26 @@ def run_episode(graph: Graph, procs: Processes, seed: int, time_limit: float, fi
             graph.viewer.show(graph.frame, f"{label} seed {seed}: {instruction}")
             continue
         time.sleep(0.05)
-    duration = time.monotonic() - start
+    duration, wall = graph.sim_time - sim_start, time.monotonic() - start
     graph.call("policy", graph.request("SetBool", data=False))
     graph.call("bridge", graph.request("SetBool", data=False))
     graph.active = False
     bag = graph.call("episode", graph.request("EpisodeControl", command=1 if success else 2)).message
     with graph.lock:
         episode = {"seed": seed, "instruction": instruction, "success": success, "duration_s": round(duration, 2),
+                   "real_time_factor": round(duration / wall, 2) if wall > 0 else None,
                    "steps": len(graph.actions), "arm_targets": graph.counts["arm_targets"],
                    "bridge_outputs": graph.counts["bridge_outputs"], "ee_travel_m": round(graph.travel, 4),
                    "bag": bag}
         actions, guards = list(graph.actions), list(graph.guards)
     frames, graph.capture = graph.capture, None
     return {"episode": episode, "actions": actions, "guards": guards, "frames": frames}
+
+
+def _slow_note(real_time_factor: float | None) -> str:
+    if real_time_factor is None or real_time_factor >= 0.9:
+        return ""
+    return f"  (simulation at {real_time_factor:.2f}x real time: machine busy)"
 
 
 def write_plots(summary: dict, latencies: dict[str, list[float]], out: Path) -> list[Path]:
@@ -331,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="all", choices=(*core.MODES, "all"))
     parser.add_argument("--robot", default="fr3", choices=("fr3", "agilex"))
     parser.add_argument("--checkpoint", type=Path, help=f"default checkpoints/{FR3_CHECKPOINT}")
-    parser.add_argument("--time-limit", type=float, default=25.0, help="seconds per episode (25)")
+    parser.add_argument("--time-limit", type=float, default=25.0, help="simulated seconds per episode (25)")
     parser.add_argument("--output", type=Path, help="report directory (default outputs/demo-<time>)")
     parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID or a random one)")
     args = parser.parse_args(argv)
@@ -387,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                 e = r["episode"]
                 print(f"  {mode:<15} seed {seed:>6}  {'SUCCESS' if e['success'] else 'failure'}  "
                       f"{e['duration_s']:5.1f} s  {e['steps']:3d} steps  TCP moved {100 * e['ee_travel_m']:.1f} cm  "
-                      f"{e['instruction']!r}", flush=True)
+                      f"{e['instruction']!r}{_slow_note(e['real_time_factor'])}", flush=True)
             procs.stop("policy")
             results[mode] = {**core.summarize_mode(episodes, actions, guards), "episode_details": episodes}
             latencies[mode] = [a["total_ms"] for a in actions]

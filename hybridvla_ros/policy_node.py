@@ -107,7 +107,7 @@ class PolicyNode(Node):
             f"policy ready: {p['checkpoint']} mode={self.policy.mode} theta={self.policy.theta:g} "
             f"ddim_steps={self.policy.ddim_steps} ensemble_gripper={self.policy.ensemble_gripper} at {self.rate_hz:g} Hz; views {p['view_names']}, arms "
             f"{p['arm_names']}; {'ENABLED' if p['start_enabled'] else 'disabled (call ~/enable)'}")
-        self._ticker = Ticker(self.rate_hz)
+        self._ticker: Ticker | None = None  # made by the loop once the clock runs
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
         self._thread.start()
 
@@ -162,6 +162,10 @@ class PolicyNode(Node):
 
     # ---------------------------------------------------------------------------------- the loop
     def _loop(self) -> None:
+        while self._now() == 0.0 and not self._stop.wait(0.01):
+            pass  # use_sim_time and no /clock yet
+        # On the node's clock: simulation time under use_sim_time, so a slowed simulation slows the policy too.
+        self._ticker = Ticker(self.rate_hz, self._now, poll_s=0.002)
         while not self._stop.is_set():
             self._ticker.wait(self._stop)
             if self._stop.is_set():
@@ -225,7 +229,7 @@ class PolicyNode(Node):
             "mean_confidence": self.last_confidence,
             "steps": c.steps, "actions": c.actions, "targets_sent_steps": c.sent, "stale_steps": c.stale,
             "error_steps": c.errors, "frames_superseded": self.controller.inputs.superseded,
-            "missed_ticks": self._ticker.missed,
+            "missed_ticks": self._ticker.missed if self._ticker is not None else 0,
         }
         values.update({f"latency_{name}_ms": round(ms, 2)
                        for name, ms in self.controller.stage_times.means().items()})

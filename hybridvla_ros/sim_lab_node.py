@@ -14,7 +14,9 @@ Both:
   the parameter seed at run time makes the next ~/reset start that seed),
   ~/success (std_msgs/Bool, 5 Hz), ~/instruction (std_msgs/String, transient local).
 Every stamp and /clock: simulation time offset to the wall clock at start (equal to wall time while the
-simulation keeps real time), so nodes with or without use_sim_time see fresh images.
+simulation keeps real time), so nodes with or without use_sim_time see fresh images. A machine too busy for
+real time slows the simulation down (never a catch-up burst): run the nodes with use_sim_time, as the launch
+files and the demo do, and the closed loop is the same at any speed.
 """
 from __future__ import annotations
 
@@ -108,8 +110,15 @@ class SimLabNode(Node):
 
     # --- the simulation thread ------------------------------------------------------------------------------
     def loop(self) -> None:
+        reported_slip = 0.0
         while self._running and rclpy.ok():
             due = self.lab.step()
+            pacer = self.lab.pacer
+            if pacer is not None and pacer.slipped_s > reported_slip + 0.5:
+                reported_slip = pacer.slipped_s
+                self.get_logger().warn(f"simulation {reported_slip:.1f} s behind real time in all (machine busy): "
+                                       "it runs slower instead of catching up in a burst (nodes on /clock see a pause, not a jump)",
+                                       throttle_duration_sec=5.0)
             if "state" in due:
                 self.publish_state()
             if "camera" in due:

@@ -32,22 +32,33 @@ class Ticker:
 
 
 class Pacer:
-    """Holds simulation time to wall time (real_time_factor 1.0 = real time; None = as fast as possible)."""
+    """Holds simulation time to wall time (real_time_factor 1.0 = real time; None = as fast as possible).
 
-    def __init__(self, real_time_factor: float | None = 1.0):
+    When the simulation falls more than max_lag_s behind (a busy machine), it does not catch up in a burst:
+    a burst would show the nodes seconds of motion at several times real time. It goes on from where it is,
+    and `slipped_s` adds up the wall time so given up (nodes on /clock see a slower world, not a faster one)."""
+
+    def __init__(self, real_time_factor: float | None = 1.0, max_lag_s: float = 0.1,
+                 clock=time.monotonic, sleep=time.sleep):
         self.factor = real_time_factor
-        self.anchor: tuple[float, float] | None = None  # (sim time, wall time) of the first call
+        self.max_lag_s = max_lag_s
+        self._clock, self._sleep = clock, sleep
+        self.anchor: tuple[float, float] | None = None  # (sim time, wall time) that the pace is measured from
+        self.slipped_s = 0.0
 
     def wait(self, sim_time: float) -> None:
         if self.factor is None:
             return
-        now = time.monotonic()
+        now = self._clock()
         if self.anchor is None:
             self.anchor = (sim_time, now)
             return
         ahead = (sim_time - self.anchor[0]) / self.factor - (now - self.anchor[1])
         if ahead > 0:
-            time.sleep(ahead)
+            self._sleep(ahead)
+        elif ahead < -self.max_lag_s:
+            self.slipped_s += -ahead
+            self.anchor = (sim_time, now)
 
 
 class EpisodeSink(Protocol):
@@ -134,7 +145,8 @@ class LiveLab:
     a time, paced to wall time when the config says realtime, with the state and camera streams due on
     simulation time. Commands and reads from other threads hold `lock`.
 
-    Stamps: `stamp_ns()` = wall-clock time at construction + simulation time, one clock for every message."""
+    Stamps: `stamp_ns()` = wall-clock time at construction + simulation time, one clock for every message
+    (behind the wall clock by `pacer.slipped_s` once the machine could not keep real time)."""
 
     def __init__(self, config: SimConfig):
         self.cfg = config

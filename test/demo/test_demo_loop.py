@@ -60,6 +60,16 @@ def test_images_reach_the_policy_and_targets_reach_the_bridge(demo_run):
     assert summary["modes"]["hybrid"]["control_rate_hz"] > 0
 
 
+def test_episodes_run_on_simulation_time(demo_run):
+    """The time limit and the policy's 10 Hz are simulated seconds (as in eval-policy), whatever the load."""
+    _, summary, _ = demo_run
+    for e in summary["modes"]["hybrid"]["episode_details"]:
+        assert e["real_time_factor"] > 0, e
+        if not e["success"]:
+            assert 6.0 <= e["duration_s"] < 7.0, e
+        assert 0.5 * 10 * e["duration_s"] <= e["steps"] <= 1.2 * 10 * e["duration_s"] + 2, e
+
+
 def test_the_simulated_arm_moves(demo_run):
     _, summary, _ = demo_run
     travel = [e["ee_travel_m"] for e in summary["modes"]["hybrid"]["episode_details"]]

@@ -219,3 +219,26 @@ def test_a_step_with_a_real_tiny_checkpoint(checkpoints):
     assert np.all(np.isfinite(step.targets[0].position)) and 0.0 <= step.confidence <= 1.0
     assert {"vision_prefix", "prefill", "denoise", "autoregressive", "predict_total"} <= set(step.stages_ms)
     assert step.result.source in ("average", "diffusion")
+
+
+def test_ticker_on_simulation_time_follows_that_clock_at_any_speed():
+    wall = FakeClock(500.0)
+
+    start = {"sim": 1700.0, "wall": 500.0}
+
+    def sim_now():  # /clock every 20 ms of simulation time, the simulation at half real time
+        return start["sim"] + 0.02 * int((wall.t - start["wall"]) / 2 / 0.02 + 1e-9)
+
+    polls = []
+
+    def sleep(dt):
+        polls.append(dt)
+        wall.sleep(dt)
+
+    ticker = Ticker(10.0, sim_now, sleep, poll_s=0.002)
+    ticks = [ticker.wait() for _ in range(4)]
+    assert ticks == pytest.approx([1700.0, 1700.1, 1700.2, 1700.3]) and ticker.missed == 0
+    assert max(polls) <= 0.002 + 1e-12  # polled: a 0.1 s sleep of wall time would be 0.05 s of this clock
+    assert wall.t - 500.0 == pytest.approx(0.6, abs=0.01)  # 0.3 s of simulation took 0.6 s of wall time
+    start.update(sim=10.0, wall=wall.t)  # the simulation restarted: the grid restarts, nothing missed
+    assert ticker.wait() == pytest.approx(10.0) and ticker.missed == 0

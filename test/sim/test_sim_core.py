@@ -9,6 +9,7 @@ from hybridvla_core.kinematics import load_arm
 from hybridvla_core.sim.config import config_from_parameters, load_config
 from hybridvla_core.sim.env import SimEnv
 from hybridvla_core.sim.experts import TOP_DOWN, make_expert
+from hybridvla_core.sim.runner import Pacer
 from hybridvla_core.sim.tasks import COLOURS
 
 
@@ -250,3 +251,41 @@ def test_a_start_jitter_beyond_reach_is_refused_in_one_line():
                 far.reset(seed)
     finally:
         far.close()
+
+
+class _WallClock:
+    def __init__(self):
+        self.t = 1000.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, dt):
+        self.sleeps.append(dt)
+        self.t += dt
+
+
+def test_pacer_holds_real_time_and_after_a_stall_goes_on_slower_instead_of_bursting():
+    wall = _WallClock()
+    pacer = Pacer(1.0, max_lag_s=0.1, clock=wall, sleep=wall.sleep)
+    sim = 0.0
+    pacer.wait(sim)
+    for _ in range(5):  # 20 ms steps that take no wall time: each waits its 20 ms
+        sim += 0.02
+        pacer.wait(sim)
+    assert wall.sleeps == pytest.approx([0.02] * 5) and wall.t == pytest.approx(1000.1)
+    wall.t += 2.0  # the machine stalled the simulation for 2 s
+    sim += 0.02
+    pacer.wait(sim)
+    assert pacer.slipped_s == pytest.approx(1.98)
+    wall.sleeps.clear()
+    for _ in range(3):  # real time again from here: no run of unpaced steps to win the 2 s back
+        sim += 0.02
+        pacer.wait(sim)
+    assert wall.sleeps == pytest.approx([0.02] * 3)
+    wall.t += 0.05  # a lag under max_lag_s is caught up as before: two steps unpaced, then 10 ms of sleep
+    for _ in range(3):
+        sim += 0.02
+        pacer.wait(sim)
+    assert pacer.slipped_s == pytest.approx(1.98) and wall.sleeps[3:] == pytest.approx([0.01])
