@@ -94,8 +94,7 @@ class Graph:
         from hybridvla_msgs.msg import ArmTarget, GuardEvent, PolicyAction
         from hybridvla_msgs.srv import EpisodeControl, SetInstruction
         from rcl_interfaces.srv import SetParameters
-        from rclpy.executors import MultiThreadedExecutor
-        from rosgraph_msgs.msg import Clock
+        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
         from std_msgs.msg import Bool
         from std_srvs.srv import SetBool, Trigger
@@ -110,7 +109,7 @@ class Graph:
         self.reset_episode()
         self.success = False
         self.success_stamp = 0.0  # wall time of the newest success message
-        self.sim_time = 0.0       # s, the newest /clock (sim_lab's simulation time)
+        self.sim_time = 0.0       # s, simulation time: the stamp of the newest /current_pose (50 Hz)
         self.pose: np.ndarray | None = None
         self.frame: np.ndarray | None = None
         self.capture: list[np.ndarray] | None = None  # front frames of the episode being filmed
@@ -121,7 +120,6 @@ class Graph:
         n.create_subscription(PoseStamped, "/target_pose", lambda _m: self._count("bridge_outputs"), COMMAND_QOS)
         n.create_subscription(PoseStamped, "/current_pose", self._on_pose, SENSOR_QOS)
         n.create_subscription(Bool, "/sim_lab/success", self._on_success, COMMAND_QOS)
-        n.create_subscription(Clock, "/clock", self._on_clock, COMMAND_QOS)
         n.create_subscription(Image, "/camera/front/color/image_raw", self._on_image, SENSOR_QOS)
         self.clients = {
             "seed": n.create_client(SetParameters, "/sim_lab/set_parameters"),
@@ -133,7 +131,8 @@ class Graph:
         }
         self.types = {"SetBool": SetBool, "Trigger": Trigger, "SetInstruction": SetInstruction,
                       "EpisodeControl": EpisodeControl, "SetParameters": SetParameters}
-        self.executor = MultiThreadedExecutor(num_threads=2)
+        # One thread: every callback is short, and rclpy's multi-threaded executor costs CPU the nodes need.
+        self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
         self._spin = threading.Thread(target=self.executor.spin, daemon=True)
         self._spin.start()
@@ -171,14 +170,12 @@ class Graph:
     def _on_pose(self, m) -> None:
         p = np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z])
         with self.lock:
+            self.sim_time = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
             self.pose = p
             if self.active:
                 if self.start_pose is None:
                     self.start_pose = p
                 self.travel = max(self.travel, float(np.linalg.norm(p - self.start_pose)))
-
-    def _on_clock(self, m) -> None:
-        self.sim_time = m.clock.sec + m.clock.nanosec * 1e-9
 
     def _on_success(self, m) -> None:
         self.success, self.success_stamp = bool(m.data), time.monotonic()

@@ -202,7 +202,7 @@ class FrankaBridge(Node):
 
     def _on_result(self, goal: GripperGoal, future) -> None:
         result = future.result().result
-        if not result.success:
+        if not result.success and goal == self.gripper.last:  # a superseded goal's failure is no news
             self.get_logger().warn(f"gripper {goal.action} to {goal.width:.3f} m failed: {result.error or 'no reason'}")
 
 

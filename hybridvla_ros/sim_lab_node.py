@@ -4,7 +4,8 @@ FR3 (robot: fr3), as franka_ros2 + crisp_controllers + franka_gripper:
   in   target_pose (geometry_msgs/PoseStamped in fr3_link0; m, xyzw; reliable, depth 1)
   out  current_pose (PoseStamped in fr3_link0, BEST_EFFORT), joint_states (fr3_joint1..7 rad + fingers m),
        <gripper_ns>/joint_states (fr3_finger_joint1/2, m)
-  actions <gripper_ns>/move, /grasp, /homing (franka_msgs: width m, speed m/s, force N, epsilon m)
+  actions <gripper_ns>/move, /grasp, /homing (franka_msgs: width m, speed m/s, force N, epsilon m; a new goal
+       aborts the running one)
 AgileX (robot: agilex), as piper_ros per arm (left, right):
   in   /<arm>/joint_ctrl_single (sensor_msgs/JointState: position[0:6] rad, position[6] gripper width m)
   out  /<arm>/joint_states_single (joint1..joint6 rad, joint7 = gripper width m)
@@ -66,6 +67,7 @@ class SimLabNode(Node):
             raise ParameterError(str(exc)) from None
         cfg = self.cfg
         self.lab = LiveLab(cfg)
+        self._gripper_goals = 0   # gripper goals started; a running goal ends when a newer one starts
         env = self.lab.env
         group = ReentrantCallbackGroup()
         self.cameras = {name: (self.create_publisher(Image, cfg.camera_topic(cfg.topics_camera_image, name), STATE_QOS),
@@ -220,9 +222,13 @@ class SimLabNode(Node):
 
     # --- franka_gripper actions -----------------------------------------------------------------------------
     def _run_gripper(self, goal_handle, action, width: float, speed: float, force: float | None):
-        """Command the fingers and wait until they stop; returns the final width [m] or None if canceled."""
+        """Command the fingers and wait until they stop. Returns the final width [m], or an error string when
+        the goal was canceled or preempted: the fingers follow the newest goal, and a goal that a newer one
+        overrode ends at once (so superseded goals do not hold the executor's threads)."""
         env = self.lab.env
         with self.lab.lock:
+            self._gripper_goals += 1
+            mine = self._gripper_goals
             env.set_gripper_width("fr3", width, speed, force)
         deadline = time.monotonic() + GRIPPER_TIMEOUT_S
         feedback = action.Feedback()
@@ -231,11 +237,16 @@ class SimLabNode(Node):
             with self.lab.lock:
                 busy = env.gripper_busy("fr3")
                 current = env.read("fr3").gripper_width
+                preempted = self._gripper_goals != mine
             if goal_handle.is_cancel_requested:
-                with self.lab.lock:
-                    env.set_gripper_width("fr3", current)
+                if not preempted:
+                    with self.lab.lock:
+                        env.set_gripper_width("fr3", current)
                 goal_handle.canceled()
-                return None
+                return "canceled"
+            if preempted:
+                goal_handle.abort()
+                return "preempted by a newer gripper goal"
             feedback.current_width = current
             goal_handle.publish_feedback(feedback)
             if not busy or time.monotonic() > deadline:
@@ -251,8 +262,8 @@ class SimLabNode(Node):
         Move = self.actions["move"]
         g = goal_handle.request
         width = self._run_gripper(goal_handle, Move, g.width, g.speed, None)
-        if width is None:
-            return Move.Result(success=False, error="canceled")
+        if isinstance(width, str):
+            return Move.Result(success=False, error=width)
         ok = abs(width - g.width) < 0.005
         return self._result(goal_handle, Move, ok, "" if ok else f"fingers stopped at {width:.4f} m, asked {g.width:.4f} m")
 
@@ -261,8 +272,8 @@ class SimLabNode(Node):
         g = goal_handle.request
         # As the real gripper: close with the force until blocked; success if the width ends within epsilon.
         width = self._run_gripper(goal_handle, Grasp, 0.0, g.speed, g.force)
-        if width is None:
-            return Grasp.Result(success=False, error="canceled")
+        if isinstance(width, str):
+            return Grasp.Result(success=False, error=width)
         ok = g.width - g.epsilon.inner <= width <= g.width + g.epsilon.outer
         return self._result(goal_handle, Grasp, ok, "" if ok else
                             f"grasp width {width:.4f} m outside {g.width:.4f} -{g.epsilon.inner} +{g.epsilon.outer} m")
@@ -270,8 +281,8 @@ class SimLabNode(Node):
     def execute_homing(self, goal_handle):
         Homing = self.actions["homing"]
         width = self._run_gripper(goal_handle, Homing, self.lab.env.arms["fr3"].gripper_max, 0.0, None)
-        if width is None:
-            return Homing.Result(success=False, error="canceled")
+        if isinstance(width, str):
+            return Homing.Result(success=False, error=width)
         return self._result(goal_handle, Homing, True)
 
     def close(self) -> None:

@@ -157,6 +157,22 @@ def test_grasp_goal_closes_the_gripper_on_a_block_and_fails_on_air(lab):
     assert abs(sum(state["fingers"].position) - 0.04) < 0.005
 
 
+def test_a_new_gripper_goal_preempts_the_running_one(lab):
+    node, state, _, _ = lab
+    Move = franka_action.Move
+    move = ActionClient(node, Move, "/franka_gripper/move")
+    spin_until(node, lambda: move.wait_for_server(timeout_sec=0.0), 30, "action server move")
+    slow = move.send_goal_async(Move.Goal(width=0.0, speed=0.005))  # 16 s to close at 5 mm/s
+    spin_until(node, slow.done, 30, "acceptance of the slow goal")
+    assert slow.result().accepted
+    slow_result = slow.result().get_result_async()
+    fast = run_action(node, move, Move.Goal(width=0.07, speed=0.1))
+    assert fast.success, fast.error
+    spin_until(node, slow_result.done, 10, "the slow goal's end")
+    assert not slow_result.result().result.success and "preempted" in slow_result.result().result.error
+    assert abs(sum(state["fingers"].position) - 0.07) < 0.005  # the fingers followed the newer goal
+
+
 def test_reset_service_starts_the_next_seed(lab):
     node, _, _, _ = lab
     client = node.create_client(Trigger, "/sim_lab/reset")
