@@ -217,9 +217,11 @@ def test_bad_parameter_stops_the_node_with_one_line():
 
 def test_agilex_node_speaks_piper_ros_per_arm():
     """The dual-arm lab: /left/joint_ctrl_single moves the left arm and its gripper (read back on
-    /left/joint_states_single); the right arm holds; three cameras are published."""
+    /left/joint_states_single); the right arm holds; three cameras are published. Started as the launch files
+    start it (use_sim_time:=true), it keeps wall time itself, and it stops cleanly on SIGTERM."""
     cmd = [sys.executable, "-m", "hybridvla_ros.sim_lab_node", "--ros-args", "--params-file",
-           str(resource_path("config", "sim_agilex.yaml")), "-p", "camera_width:=64", "-p", "camera_height:=48"]
+           str(resource_path("config", "sim_agilex.yaml")), "-p", "camera_width:=64", "-p", "camera_height:=48",
+           "-p", "use_sim_time:=true"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -257,3 +259,6 @@ def test_agilex_node_speaks_piper_ros_per_arm():
         rclpy.try_shutdown(context=context)
         proc.terminate()
         proc.wait(10)
+    log = proc.stdout.read().decode()
+    assert proc.returncode == 0 and "Traceback" not in log, log
+    assert "use_sim_time ignored" in log, log
