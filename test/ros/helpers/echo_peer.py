@@ -6,6 +6,7 @@ For each type T it subscribes to /hvtest/in/T and republishes what it got on /hv
 /hvtest/episode_control answers with the command number as the episode index.
 """
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -44,8 +45,11 @@ def main():
     rclpy.init()
     node = EchoPeer()
     try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
+        # Short waits, as hybridvla_ros.common.run_node: a SIGTERM does not always wake a wait set that is
+        # already sleeping (rclpy.spin here hung the fixture's teardown about once in 20 runs).
+        while rclpy.ok():
+            rclpy.spin_once(node, timeout_sec=0.2)
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.destroy_node()
