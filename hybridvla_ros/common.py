@@ -56,19 +56,11 @@ def arrays_to_pose(position, quaternion) -> Pose:
     return pose
 
 
-GIL_SWITCH_INTERVAL_S = 0.0005  # s, sys.setswitchinterval of every node process (Python default 0.005)
-
-
 def run_node(factory: Callable[[], Node], args: list[str] | None = None,
              executor_factory: Callable[[], Executor] | None = None) -> int:
     """Entry point body shared by every node: init, spin, and on a bad parameter exit with one line.
 
     executor_factory (e.g. lambda: MultiThreadedExecutor(4)) is called after rclpy.init, which executors need."""
-    # The nodes with a worker thread (sim_lab's simulation, policy_node's inference) share the GIL with rclpy's
-    # executor, whose wait loop is pure Python; at the default 5 ms switch interval the worker waits up to 5 ms
-    # each time it takes the GIL back. In the demo graph on 2 cores the simulation ran at 0.3-0.5x real time;
-    # at 0.5 ms it keeps real time (0.98x).
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args)
     node = None
     try:
