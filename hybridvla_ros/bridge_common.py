@@ -10,16 +10,12 @@ from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
 from hybridvla_core.guards import GuardEventRecord, GuardPipeline, GuardResult, Target
-from hybridvla_ros.common import arrays_to_pose, pose_to_arrays
+from hybridvla_ros.common import arrays_to_pose, pose_to_arrays, stamp_s
 
 
 def now_s(node: Node) -> float:
     """The node's clock in seconds (the time base of target stamps and the watchdog)."""
     return node.get_clock().now().nanoseconds * 1e-9
-
-
-def stamp_s(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def target_from_msg(msg: ArmTarget) -> Target:

@@ -48,6 +48,11 @@ def pose_to_arrays(pose: Pose) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p.x, p.y, p.z]), np.array([o.x, o.y, o.z, o.w])
 
 
+def stamp_s(stamp) -> float:
+    """A builtin_interfaces/Time (header stamp, /clock) in seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
 def arrays_to_pose(position, quaternion) -> Pose:
     """(position [m], quaternion xyzw) -> geometry_msgs/Pose."""
     pose = Pose()

@@ -153,9 +153,10 @@ class Graph:
                 self.counts[key] += 1
 
     def _on_action(self, m) -> None:
+        from hybridvla_ros.common import stamp_s
+
         stages = dict(zip(m.stage_names, (float(v) for v in m.stage_ms)))
-        record = {"stamp_s": m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,  # simulation time: the control period
-                  "stages": stages,
+        record = {"stamp_s": stamp_s(m.header.stamp), "stages": stages,  # simulation time: the control period
                   "total_ms": sum(stages.get(s, 0.0) for s in LATENCY_STAGES),
                   "source": SOURCE_NAMES.get(m.source, str(m.source))}
         with self.lock:
@@ -168,9 +169,11 @@ class Graph:
                 self.guards.append(GUARD_KINDS.get(m.kind, str(m.kind)))
 
     def _on_pose(self, m) -> None:
+        from hybridvla_ros.common import stamp_s
+
         p = np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z])
         with self.lock:
-            self.sim_time = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+            self.sim_time = stamp_s(m.header.stamp)
             self.pose = p
             if self.active:
                 if self.start_pose is None:

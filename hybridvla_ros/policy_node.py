@@ -26,7 +26,7 @@ from hybridvla_core.control import (SOURCE_CODES, ArmReading, Controller, RateMe
 from hybridvla_msgs.msg import ArmState, ArmTarget, PolicyAction
 from hybridvla_msgs.srv import SetInstruction
 from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, arrays_to_pose,
-                                  declare_parameters, pose_to_arrays, run_node)
+                                  declare_parameters, pose_to_arrays, run_node, stamp_s)
 from hybridvla_ros.images import image_to_rgb
 
 MODES = ("hybrid", "diffusion", "autoregressive")
@@ -36,10 +36,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def _names(values) -> bool:
     return len(values) > 0 and all(isinstance(v, str) and v.strip() for v in values) and len(set(values)) == len(values)
-
-
-def _seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class PolicyNode(Node):
@@ -105,8 +101,9 @@ class PolicyNode(Node):
         self._stop = threading.Event()
         self.get_logger().info(
             f"policy ready: {p['checkpoint']} mode={self.policy.mode} theta={self.policy.theta:g} "
-            f"ddim_steps={self.policy.ddim_steps} ensemble_gripper={self.policy.ensemble_gripper} at {self.rate_hz:g} Hz; views {p['view_names']}, arms "
-            f"{p['arm_names']}; {'ENABLED' if p['start_enabled'] else 'disabled (call ~/enable)'}")
+            f"ddim_steps={self.policy.ddim_steps} ensemble_gripper={self.policy.ensemble_gripper} at "
+            f"{self.rate_hz:g} Hz; views {p['view_names']}, arms {p['arm_names']}; "
+            f"{'ENABLED' if p['start_enabled'] else 'disabled (call ~/enable)'}")
         self._ticker: Ticker | None = None  # made by the loop once the clock runs
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
         self._thread.start()
@@ -141,12 +138,12 @@ class PolicyNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, view: str, msg: Image) -> None:
-        self.controller.put_image(view, msg, _seconds(msg.header.stamp), self._now())
+        self.controller.put_image(view, msg, stamp_s(msg.header.stamp), self._now())
 
     def _on_state(self, arm: str, msg: ArmState) -> None:
         position, quaternion = pose_to_arrays(msg.pose)
         reading = ArmReading(ArmPose(position, quaternion, float(msg.gripper)), msg.header.frame_id)
-        self.controller.put_state(arm, reading, _seconds(msg.header.stamp), self._now())
+        self.controller.put_state(arm, reading, stamp_s(msg.header.stamp), self._now())
 
     def _on_set_instruction(self, request, response):
         response.success, response.message = self.controller.set_instruction(request.instruction)
