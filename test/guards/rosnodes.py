@@ -58,6 +58,19 @@ class Spinner:
         assert wait_for(future.done, timeout), f"service {name} did not answer"
         return future.result()
 
+    def enable(self, node, service, timeout=20.0):
+        """Call a bridge's enable service the way an operator would: a refusal for a stale measured state (the
+        arm's state has not reached the bridge in its watchdog period; on a loaded 2-core machine a process can
+        stall that long) is retried; any other answer is returned."""
+        from std_srvs.srv import SetBool
+
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.call(node, SetBool, service, SetBool.Request(data=True), timeout=timeout)
+            if response.success or "no fresh measured state" not in response.message or time.monotonic() > deadline:
+                return response
+            time.sleep(0.2)
+
     def close(self):
         self.executor.shutdown(timeout_sec=2.0)
         for node in self.nodes:

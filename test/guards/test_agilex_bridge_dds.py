@@ -76,7 +76,7 @@ def test_piper_sdk_backend_moves_simulated_arms_only_through_the_guards(tmp_path
         client.send("left", home["left"] + [0.02, 0, 0], client.pose("left")[1])
         assert wait_for(lambda: GuardEvent.DISABLED in [e.kind for e in client.events], timeout=10)
 
-        response = spinner.call(client, SetBool, "/agilex_bridge/enable", SetBool.Request(data=True))
+        response = spinner.enable(client, "/agilex_bridge/enable")
         assert response.success, response.message + bridge.output()
         goals = {"left": home["left"] + [0.04, 0.03, -0.02], "right": home["right"] + [-0.03, -0.04, 0.02]}
         assert client.track(goals), (client.pose("left"), client.pose("right"), bridge.output())
@@ -142,7 +142,7 @@ def test_piper_ros_backend_sends_guarded_joints_and_clamps(tmp_path):
         assert wait_for(lambda: all(client.states[a] for a in ARMS), timeout=30), bridge.output()
         wait_for(lambda: False, timeout=0.3)
         assert robot.commands == {"left": [], "right": []}  # disabled: nothing sent
-        assert spinner.call(client, SetBool, "/agilex_bridge/enable", SetBool.Request(data=True)).success
+        assert spinner.enable(client, "/agilex_bridge/enable").success
         assert wait_for(lambda: robot.enable_flags["left"] == [True] and robot.enable_flags["right"] == [True])
         home = {a: client.pose(a)[0] for a in ARMS}
         goals = {"left": home["left"] + [0.03, 0.0, 0.02], "right": home["right"]}

@@ -28,7 +28,7 @@ def test_bridge_drives_the_simulated_pipers_through_their_guards(tmp_path):
     bridge = Process("hybridvla_ros.agilex_bridge_node", ROOT / "config/agilex.yaml", log=tmp_path / "bridge.log")
     try:
         assert wait_for(lambda: all(client.states[a] for a in ARMS), timeout=90), sim.output() + bridge.output()
-        response = spinner.call(client, SetBool, "/agilex_bridge/enable", SetBool.Request(data=True), timeout=30)
+        response = spinner.enable(client, "/agilex_bridge/enable", timeout=30)
         assert response.success, response.message
         home = {a: client.pose(a)[0] for a in ARMS}
         goals = {"left": home["left"] + [0.03, 0.02, -0.02], "right": home["right"] + [0.03, -0.02, -0.02]}

@@ -134,7 +134,7 @@ def test_starts_disabled_and_commands_nothing(lab):
 
 def test_enable_then_targets_inside_the_workspace_are_tracked(lab):
     spinner, robot, client, bridge = lab
-    response = spinner.call(client, SetBool, "/franka_bridge/enable", SetBool.Request(data=True))
+    response = spinner.enable(client, "/franka_bridge/enable")
     assert response.success, response.message
     start = robot.tcp()[0]
     goal = start + np.array([0.06, 0.05, -0.04])   # a few guard steps away, inside the box
@@ -206,13 +206,13 @@ def test_disable_holds_the_arm(lab):
 
 def test_estop_latches_until_cleared(lab):
     spinner, robot, client, bridge = lab
-    assert spinner.call(client, SetBool, "/franka_bridge/enable", SetBool.Request(data=True)).success
+    assert spinner.enable(client, "/franka_bridge/enable").success
     assert spinner.call(client, Trigger, "/franka_bridge/estop", Trigger.Request()).success
     assert wait_for(lambda: GuardEvent.ESTOP in client.kinds(), timeout=10)
-    refused = spinner.call(client, SetBool, "/franka_bridge/enable", SetBool.Request(data=True))
+    refused = spinner.enable(client, "/franka_bridge/enable")
     assert not refused.success and "e-stop" in refused.message
     assert spinner.call(client, Trigger, "/franka_bridge/clear_estop", Trigger.Request()).success
-    assert spinner.call(client, SetBool, "/franka_bridge/enable", SetBool.Request(data=True)).success
+    assert spinner.enable(client, "/franka_bridge/enable").success
 
 
 @pytest.mark.parametrize("override, name", [

@@ -59,7 +59,7 @@ def test_bridge_drives_the_simulated_fr3_through_its_guards(tmp_path):
     bridge = Process("hybridvla_ros.franka_bridge_node", ROOT / "config/franka.yaml", log=tmp_path / "bridge.log")
     try:
         assert wait_for(lambda: client.states, timeout=90), sim.output() + bridge.output()
-        assert spinner.call(client, SetBool, "/franka_bridge/enable", SetBool.Request(data=True), timeout=30).success
+        assert spinner.enable(client, "/franka_bridge/enable", timeout=30).success
         start, quaternion = client.pose()
 
         # Inside the workspace: tracked (the sim's Cartesian controller follows the guarded target_pose).
