@@ -225,11 +225,13 @@ def train(spec: dict) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(settings, step)
             optimizer.zero_grad(set_to_none=True)
-            (settings.diffusion_loss_weight * out["diffusion_loss"] + out["ar_loss"]).backward()
+            loss = settings.diffusion_loss_weight * out["diffusion_loss"] + out["ar_loss"]  # what is optimised
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
             step += 1
-            record = {k: float(out[k].detach()) for k in ("loss", "diffusion_loss", "ar_loss")}
+            record = {"loss": float(loss.detach()),
+                      **{k: float(out[k].detach()) for k in ("diffusion_loss", "ar_loss")}}
             history.append(record)
             bar.update(1)
             bar.set_postfix(dif=f"{record['diffusion_loss']:.4f}", ce=f"{record['ar_loss']:.4f}")

@@ -150,7 +150,9 @@ def test_diffusion_loss_weight_scales_the_denoiser_gradient(tmp_path, monkeypatc
     for run, weight in (("one", 1.0), ("ten", 10.0)):
         spec = _spec(tmp_path / "set", tmp_path / run, model=_tiny_model_spec())
         spec["train"]["diffusion_loss_weight"] = weight
-        train(spec)
+        record = train(spec)["history"][-1]
+        # The logged loss is the one optimised: the weighted sum.
+        assert record["loss"] == pytest.approx(weight * record["diffusion_loss"] + record["ar_loss"], rel=1e-5)
     assert grads["one"].abs().max() > 0
     torch.testing.assert_close(grads["ten"], 10 * grads["one"], rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="train.diffusion_loss_weight must be > 0"):
