@@ -31,6 +31,7 @@ VARIANTS = tuple((block, bowl) for block in BLOCKS for bowl in BOWLS)
 TRAIN_SEED_START = 0
 HELD_OUT_SEED_START = 100_000  # the recipe's training seeds all lie below this
 MODES = ("hybrid", "diffusion", "autoregressive")
+SETTLE_S = 0.5  # after the time limit, arm held: a block released at the limit may still land [s]; then judged
 
 
 def variant_of(seed: int, task=None) -> tuple[str, str]:

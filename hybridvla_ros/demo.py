@@ -290,6 +290,8 @@ def run_episode(graph: Graph, procs: Processes, seed: int, time_limit: float, fi
     duration, wall = graph.sim_time - sim_start, time.monotonic() - start
     graph.call("policy", graph.request("SetBool", data=False))
     graph.call("bridge", graph.request("SetBool", data=False))
+    if not success:
+        success = _settled_success(graph, procs)
     graph.active = False
     bag = graph.call("episode", graph.request("EpisodeControl", command=1 if success else 2)).message
     with graph.lock:
@@ -301,6 +303,23 @@ def run_episode(graph: Graph, procs: Processes, seed: int, time_limit: float, fi
         actions, guards = list(graph.actions), list(graph.guards)
     frames, graph.capture = graph.capture, None
     return {"episode": episode, "actions": actions, "guards": guards, "frames": frames}
+
+
+def _settled_success(graph: Graph, procs: Processes) -> bool:
+    """As eval-policy: after the time limit, with the arm held, SETTLE_S simulated seconds more for a block
+    released at the limit to land, then sim_lab's next success flag decides."""
+    settle_start, wall_start = graph.sim_time, time.monotonic()
+    while graph.sim_time - settle_start < core.SETTLE_S:
+        procs.check()
+        if time.monotonic() - wall_start > WALL_LIMIT_FACTOR * core.SETTLE_S + 5.0:
+            return False  # a stuck simulation: the next episode's loop reports it
+        time.sleep(0.02)
+    flag_after = time.monotonic()
+    while time.monotonic() - flag_after < 2.0:  # sim_lab publishes the flag at 5 Hz
+        if graph.success_stamp > flag_after:
+            return graph.success
+        time.sleep(0.02)
+    return False
 
 
 def _slow_note(real_time_factor: float | None) -> str:

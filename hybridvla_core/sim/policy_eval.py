@@ -18,6 +18,7 @@ import yaml
 
 from hybridvla_core.actions import ArmPose, state_from_poses, to_absolute_targets
 from hybridvla_core.arm_bridge import GUARD_PARAMETERS, FrankaGripperCommander, guard_config
+from hybridvla_core.demo import SETTLE_S
 from hybridvla_core.guards import GuardPipeline, Target
 from hybridvla_core.resources import resource_path
 from hybridvla_core.sim.config import SimConfig
@@ -62,7 +63,7 @@ class PolicyEpisode:
 
 
 def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict, time_limit_s: float = 25.0,
-                       control_rate_hz: float = 10.0, settle_s: float = 0.5, step_hook=None) -> PolicyEpisode:
+                       control_rate_hz: float = 10.0, settle_s: float = SETTLE_S, step_hook=None) -> PolicyEpisode:
     """One closed-loop FR3 episode; success is checked every control step and after the time limit.
 
     step_hook(observation, pose, action) -> action, when given, sees every step's observation, measured
