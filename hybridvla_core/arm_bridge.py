@@ -88,6 +88,11 @@ class FrankaGripperCommander:
         self.last = goal
         return goal
 
+    def forget(self) -> None:
+        """The fingers may have moved while the bridge was disabled (by hand, from Desk, a simulated lab's
+        reset): the next command goes out whatever was sent before. Called on every enable."""
+        self.last = None
+
     def not_accepted(self, goal: GripperGoal) -> None:
         """The server was absent or rejected the goal: allow it to be sent again."""
         if self.last == goal:

@@ -104,7 +104,7 @@ class FrankaBridge(Node):
             self.move_client = ActionClient(self, Move, f"{ns}/move")
             self.gripper = FrankaGripperCommander(values["gripper.max_width"], values["gripper.close_below"])
 
-        ControlServices(self, {self.arm: self.pipeline}, self.publish_events)
+        ControlServices(self, {self.arm: self.pipeline}, self.publish_events, on_enable=self.on_enable)
         self.create_timer(1.0 / values["rate_hz"], self.on_timer)
         self.get_logger().info(
             f"franka_bridge: {self.arm} ({values['model']}) {values['target_topic']} -> guards -> "
@@ -138,6 +138,11 @@ class FrankaBridge(Node):
         gripper = self.gripper_width / self.v["gripper.max_width"]
         if not self.pipeline.set_measured(joints, now, position, quaternion, gripper):
             self.get_logger().warn("non-finite or malformed joint state ignored", throttle_duration_sec=5.0)
+
+    def on_enable(self, _arm: str) -> tuple[bool, str]:
+        if self.gripper is not None:
+            self.gripper.forget()
+        return True, "enabled"
 
     # --- targets and output ---------------------------------------------------------------------------------
     def on_target(self, msg: ArmTarget) -> None:

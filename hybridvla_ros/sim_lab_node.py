@@ -75,7 +75,8 @@ class SimLabNode(Node):
             raise ParameterError(str(exc)) from None
         cfg = self.cfg
         self.lab = LiveLab(cfg)
-        self._gripper_goals = 0   # gripper goals started; a running goal ends when a newer one starts
+        self._gripper_goals = 0   # gripper goals started (+1 at reset); a running goal ends when this moves on
+        self._gripper_preempted_by = ""
         env = self.lab.env
         group = ReentrantCallbackGroup()
         self.cameras = {name: (self.create_publisher(Image, cfg.camera_topic(cfg.topics_camera_image, name), STATE_QOS),
@@ -230,6 +231,9 @@ class SimLabNode(Node):
         return SetParametersResult(successful=True)
 
     def on_reset(self, _request, response):
+        with self.lab.lock:  # a gripper goal of the last episode ends here (the reset reopens the fingers)
+            self._gripper_goals += 1
+            self._gripper_preempted_by = "the lab's reset"
         instruction = self.lab.reset()
         self.instruction_pub.publish(String(data=instruction))
         response.success = True
@@ -240,11 +244,12 @@ class SimLabNode(Node):
     # --- franka_gripper actions -----------------------------------------------------------------------------
     def _run_gripper(self, goal_handle, action, width: float, speed: float, force: float | None):
         """Command the fingers and wait until they stop. Returns the final width [m], or an error string when
-        the goal was canceled or preempted: the fingers follow the newest goal, and a goal that a newer one
-        overrode ends at once (so superseded goals do not hold the executor's threads)."""
+        the goal was canceled or preempted: the fingers follow the newest goal, and a goal that a newer one or a
+        reset overrode ends at once (so superseded goals do not hold the executor's threads)."""
         env = self.lab.env
         with self.lab.lock:
             self._gripper_goals += 1
+            self._gripper_preempted_by = "a newer gripper goal"
             mine = self._gripper_goals
             env.set_gripper_width("fr3", width, speed, force)
         deadline = time.monotonic() + GRIPPER_TIMEOUT_S
@@ -254,7 +259,7 @@ class SimLabNode(Node):
             with self.lab.lock:
                 busy = env.gripper_busy("fr3")
                 current = env.read("fr3").gripper_width
-                preempted = self._gripper_goals != mine
+                preempted = self._gripper_preempted_by if self._gripper_goals != mine else ""
             if goal_handle.is_cancel_requested:
                 if not preempted:
                     with self.lab.lock:
@@ -263,7 +268,7 @@ class SimLabNode(Node):
                 return "canceled"
             if preempted:
                 goal_handle.abort()
-                return "preempted by a newer gripper goal"
+                return f"preempted by {preempted}"
             feedback.current_width = current
             goal_handle.publish_feedback(feedback)
             if not busy or time.monotonic() > deadline:

@@ -43,6 +43,14 @@ def test_a_goal_the_server_never_took_is_retried():
     assert g.decide(0.0) == goal
 
 
+def test_after_forget_an_unchanged_command_goes_out_again():
+    g = FrankaGripperCommander()
+    assert g.decide(0.0) == GripperGoal("grasp", 0.0)
+    g.forget()  # on enable: the fingers may have moved meanwhile
+    assert g.decide(0.0) == GripperGoal("grasp", 0.0)
+    assert g.decide(0.0) is None
+
+
 def test_bad_gripper_settings_are_refused():
     with pytest.raises(ValueError, match="max_width"):
         FrankaGripperCommander(max_width=0.2)

@@ -213,6 +213,13 @@ def test_estop_latches_until_cleared(lab):
     assert not refused.success and "e-stop" in refused.message
     assert spinner.call(client, Trigger, "/franka_bridge/clear_estop", Trigger.Request()).success
     assert spinner.enable(client, "/franka_bridge/enable").success
+    # Enabled again, the unchanged gripper command goes out once more: the fingers may have moved meanwhile.
+    goals = len(robot.goals)
+    for _ in range(10):
+        client.send(*robot.tcp(), gripper=1.0)
+        wait_for(lambda: False, timeout=0.03)
+    assert wait_for(lambda: len(robot.goals) > goals, timeout=10)
+    assert robot.goals[goals:] == [("move", 0.08)]
 
 
 @pytest.mark.parametrize("override, name", [

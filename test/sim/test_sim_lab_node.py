@@ -173,8 +173,14 @@ def test_a_new_gripper_goal_preempts_the_running_one(lab):
     assert abs(sum(state["fingers"].position) - 0.07) < 0.005  # the fingers followed the newer goal
 
 
-def test_reset_service_starts_the_next_seed(lab):
+def test_reset_service_starts_the_next_seed_and_ends_a_running_gripper_goal(lab):
     node, _, _, _ = lab
+    Move = franka_action.Move
+    move = ActionClient(node, Move, "/franka_gripper/move")
+    spin_until(node, lambda: move.wait_for_server(timeout_sec=0.0), 30, "action server move")
+    slow = move.send_goal_async(Move.Goal(width=0.0, speed=0.005))  # 16 s to close at 5 mm/s
+    spin_until(node, slow.done, 30, "acceptance of the slow goal")
+    slow_result = slow.result().get_result_async()
     client = node.create_client(Trigger, "/sim_lab/reset")
     spin_until(node, lambda: client.wait_for_service(timeout_sec=0.0), 20, "the ~/reset service")
     future = client.call_async(Trigger.Request())
@@ -183,6 +189,9 @@ def test_reset_service_starts_the_next_seed(lab):
     expected = env.reset(SEED + 1)
     env.close()
     assert future.result().success and future.result().message == f"seed {SEED + 1}: {expected}"
+    # The last episode's gripper goal does not run on into the new one (nor report the reopened fingers).
+    spin_until(node, slow_result.done, 10, "the slow goal's end")
+    assert not slow_result.result().result.success and "reset" in slow_result.result().result.error
 
 
 def test_seed_parameter_chooses_the_next_reset(lab):
