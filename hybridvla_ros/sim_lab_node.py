@@ -5,7 +5,7 @@ FR3 (robot: fr3), as franka_ros2 + crisp_controllers + franka_gripper:
   out  current_pose (PoseStamped in fr3_link0, BEST_EFFORT), joint_states (fr3_joint1..7 rad + fingers m),
        <gripper_ns>/joint_states (fr3_finger_joint1/2, m)
   actions <gripper_ns>/move, /grasp, /homing (franka_msgs: width m, speed m/s, force N, epsilon m; a new goal
-       aborts the running one)
+       or ~/reset aborts the running one; a goal gives up after 5 simulated s)
 AgileX (robot: agilex), as piper_ros per arm (left, right):
   in   /<arm>/joint_ctrl_single (sensor_msgs/JointState: position[0:6] rad, position[6] gripper width m)
   out  /<arm>/joint_states_single (joint1..joint6 rad, joint7 = gripper width m)
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import numpy as np
 import rclpy
@@ -33,8 +32,6 @@ from hybridvla_msgs.msg import ArmState
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.action import ActionServer, CancelResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -53,7 +50,7 @@ from hybridvla_ros.images import numpy_to_image
 # Drivers publish their state reliable, depth 1 (a best-effort subscriber still receives it).
 STATE_QOS = COMMAND_QOS
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-GRIPPER_TIMEOUT_S = 5.0   # s of wall time before a gripper action gives up
+GRIPPER_TIMEOUT_S = 5.0   # simulated s before a gripper goal reports where the fingers are
 
 
 def _stamp(t_ns: int) -> Time:
@@ -75,10 +72,9 @@ class SimLabNode(Node):
             raise ParameterError(str(exc)) from None
         cfg = self.cfg
         self.lab = LiveLab(cfg)
-        self._gripper_goals = 0   # gripper goals started (+1 at reset); a running goal ends when this moves on
-        self._gripper_preempted_by = ""
+        self._gripper_goal = None  # (kind, goal handle, deadline in simulated s) of the running franka_gripper goal
+        self._outcomes = {}        # goal id -> (Result, success | "canceled"), waiting for the executor to report
         env = self.lab.env
-        group = ReentrantCallbackGroup()
         self.cameras = {name: (self.create_publisher(Image, cfg.camera_topic(cfg.topics_camera_image, name), STATE_QOS),
                                self.create_publisher(CameraInfo, cfg.camera_topic(cfg.topics_camera_info, name), STATE_QOS))
                         for name in env.cameras}
@@ -91,27 +87,26 @@ class SimLabNode(Node):
             # Only the FR3 needs franka_msgs (on a development machine: the test-only stand-in).
             from franka_msgs.action import Grasp, Homing, Move
             self.actions = {"move": Move, "grasp": Grasp, "homing": Homing}
-            self.create_subscription(PoseStamped, cfg.topics_target_pose, self.on_target_pose, COMMAND_QOS,
-                                     callback_group=group)
+            self.create_subscription(PoseStamped, cfg.topics_target_pose, self.on_target_pose, COMMAND_QOS)
             self.pose_pub = self.create_publisher(PoseStamped, cfg.topics_current_pose, SENSOR_QOS)
             self.joint_pub = self.create_publisher(JointState, cfg.topics_joint_states, STATE_QOS)
             self.finger_pub = self.create_publisher(JointState, f"{cfg.topics_gripper_ns}/joint_states", STATE_QOS)
-            for name, action, execute in (("move", Move, self.execute_move), ("grasp", Grasp, self.execute_grasp),
-                                          ("homing", Homing, self.execute_homing)):
-                ActionServer(self, action, f"{cfg.topics_gripper_ns}/{name}", execute, callback_group=group,
+            for name, action in self.actions.items():
+                ActionServer(self, action, f"{cfg.topics_gripper_ns}/{name}", self._report,
+                             handle_accepted_callback=lambda handle, kind=name: self._on_gripper_goal(kind, handle),
                              cancel_callback=lambda _goal: CancelResponse.ACCEPT)
         else:
             self.piper_pubs = {}
             for arm in env.arms:
                 self.create_subscription(JointState, cfg.arm_topic(cfg.topics_joint_ctrl, arm),
-                                         lambda m, arm=arm: self.on_joint_ctrl(arm, m), COMMAND_QOS, callback_group=group)
+                                         lambda m, arm=arm: self.on_joint_ctrl(arm, m), COMMAND_QOS)
                 self.piper_pubs[arm] = self.create_publisher(
                     JointState, cfg.arm_topic(cfg.topics_arm_joint_states, arm), STATE_QOS)
         self.success_pub = self.create_publisher(Bool, "~/success", STATE_QOS)
         self.instruction_pub = self.create_publisher(String, "~/instruction", LATCHED_QOS)
-        self.create_service(Trigger, "~/reset", self.on_reset, callback_group=group)
+        self.create_service(Trigger, "~/reset", self.on_reset)
         self.add_on_set_parameters_callback(self.on_parameters)
-        self.create_timer(0.2, self.publish_success, callback_group=group)
+        self.create_timer(0.2, self.publish_success)
         self.instruction_pub.publish(String(data=env.instruction))
         self.get_logger().info(f"sim_lab: {cfg.robot} / {cfg.task}, seed {env.seed}: {env.instruction!r}"
                                f"{' (real time)' if cfg.realtime else ' (as fast as possible)'}")
@@ -141,6 +136,8 @@ class SimLabNode(Node):
                                        throttle_duration_sec=5.0)
             if "state" in due:
                 self.publish_state()
+                if self.cfg.robot == "fr3":
+                    self._watch_gripper()
             if "camera" in due:
                 self.publish_cameras()
 
@@ -232,8 +229,7 @@ class SimLabNode(Node):
 
     def on_reset(self, _request, response):
         with self.lab.lock:  # a gripper goal of the last episode ends here (the reset reopens the fingers)
-            self._gripper_goals += 1
-            self._gripper_preempted_by = "the lab's reset"
+            self._end_gripper_goal("preempted by the lab's reset")
         instruction = self.lab.reset()
         self.instruction_pub.publish(String(data=instruction))
         response.success = True
@@ -242,70 +238,84 @@ class SimLabNode(Node):
         return response
 
     # --- franka_gripper actions -----------------------------------------------------------------------------
-    def _run_gripper(self, goal_handle, action, width: float, speed: float, force: float | None):
-        """Command the fingers and wait until they stop. Returns the final width [m], or an error string when
-        the goal was canceled or preempted: the fingers follow the newest goal, and a goal that a newer one or a
-        reset overrode ends at once (so superseded goals do not hold the executor's threads)."""
+    # No callback blocks: a goal starts the fingers when it is accepted, the simulation thread watches it
+    # (_watch_gripper) and, once the fingers stop (or a newer goal, a reset or a cancel ends it), hands the
+    # goal to the executor with its outcome (goal_handle.execute), whose callback only reports it. So one
+    # executor thread serves the node (with rclpy's MultiThreadedExecutor, needed while gripper goals
+    # blocked, sim_lab used 57 % of a core in a 3-episode demo; now 32 %).
+    def _on_gripper_goal(self, kind: str, goal_handle) -> None:
+        g = goal_handle.request
+        if kind == "move":
+            width, speed, force = g.width, g.speed, None
+        elif kind == "grasp":
+            width, speed, force = 0.0, g.speed, g.force
+        else:  # homing: open fully
+            width, speed, force = self.lab.env.arms["fr3"].gripper_max, 0.0, None
+        with self.lab.lock:
+            self._end_gripper_goal("preempted by a newer gripper goal")
+            self.lab.env.set_gripper_width("fr3", width, speed, force)
+            self._gripper_goal = (kind, goal_handle, self.lab.env.time + GRIPPER_TIMEOUT_S)
+
+    def _end_gripper_goal(self, why: str) -> None:
+        """Abort the running goal (if any) with `why`; the caller holds the lab's lock."""
+        if self._gripper_goal is not None:
+            kind, goal_handle, _ = self._gripper_goal
+            self._gripper_goal = None
+            self._finish(goal_handle, kind, None, why)
+
+    def _watch_gripper(self) -> None:
+        """Simulation thread, at the state rate: feedback, and the end of the running goal."""
         env = self.lab.env
         with self.lab.lock:
-            self._gripper_goals += 1
-            self._gripper_preempted_by = "a newer gripper goal"
-            mine = self._gripper_goals
-            env.set_gripper_width("fr3", width, speed, force)
-        deadline = time.monotonic() + GRIPPER_TIMEOUT_S
-        feedback = action.Feedback()
-        while True:
-            time.sleep(0.02)
-            with self.lab.lock:
-                busy = env.gripper_busy("fr3")
-                current = env.read("fr3").gripper_width
-                preempted = self._gripper_preempted_by if self._gripper_goals != mine else ""
+            if self._gripper_goal is None:
+                return
+            kind, goal_handle, deadline = self._gripper_goal
+            width = env.read("fr3").gripper_width
             if goal_handle.is_cancel_requested:
-                if not preempted:
-                    with self.lab.lock:
-                        env.set_gripper_width("fr3", current)
-                goal_handle.canceled()
-                return "canceled"
-            if preempted:
-                goal_handle.abort()
-                return f"preempted by {preempted}"
-            feedback.current_width = current
-            goal_handle.publish_feedback(feedback)
-            if not busy or time.monotonic() > deadline:
-                return current
+                env.set_gripper_width("fr3", width)  # stop where the fingers are
+                self._gripper_goal = None
+                self._finish(goal_handle, kind, width, "canceled")
+                return
+            if env.gripper_busy("fr3") and env.time < deadline:
+                feedback = self.actions[kind].Feedback()
+                if hasattr(feedback, "current_width"):
+                    feedback.current_width = width
+                goal_handle.publish_feedback(feedback)
+                return
+            self._gripper_goal = None
+        self._finish(goal_handle, kind, width, "")
 
-    def _result(self, goal_handle, action, success: bool, error: str = ""):
-        result = action.Result(success=success, error=error)
-        if goal_handle.is_active:
+    def _finish(self, goal_handle, kind: str, width: float | None, error: str) -> None:
+        """Hand the goal to the executor with its outcome: width [m] where the fingers stopped, or an error."""
+        action = self.actions[kind]
+        g = goal_handle.request
+        if error:
+            success = False
+        elif kind == "move":
+            success = abs(width - g.width) < 0.005
+            error = "" if success else f"fingers stopped at {width:.4f} m, asked {g.width:.4f} m"
+        elif kind == "grasp":
+            # As the real gripper: close with the force until blocked; success if the width ends within epsilon.
+            success = g.width - g.epsilon.inner <= width <= g.width + g.epsilon.outer
+            error = "" if success else (f"grasp width {width:.4f} m outside {g.width:.4f} "
+                                        f"-{g.epsilon.inner} +{g.epsilon.outer} m")
+        else:
+            success = True
+
+        self._outcomes[bytes(goal_handle.goal_id.uuid)] = (action.Result(success=success, error=error),
+                                                            "canceled" if error == "canceled" else success)
+        goal_handle.execute()
+
+    def _report(self, goal_handle):
+        """The action servers' execute callback (executor thread): the outcome _finish stored, at once."""
+        result, outcome = self._outcomes.pop(bytes(goal_handle.goal_id.uuid))
+        if outcome == "canceled":
+            goal_handle.canceled()
+        elif outcome:
             goal_handle.succeed()
+        else:
+            goal_handle.abort()
         return result
-
-    def execute_move(self, goal_handle):
-        Move = self.actions["move"]
-        g = goal_handle.request
-        width = self._run_gripper(goal_handle, Move, g.width, g.speed, None)
-        if isinstance(width, str):
-            return Move.Result(success=False, error=width)
-        ok = abs(width - g.width) < 0.005
-        return self._result(goal_handle, Move, ok, "" if ok else f"fingers stopped at {width:.4f} m, asked {g.width:.4f} m")
-
-    def execute_grasp(self, goal_handle):
-        Grasp = self.actions["grasp"]
-        g = goal_handle.request
-        # As the real gripper: close with the force until blocked; success if the width ends within epsilon.
-        width = self._run_gripper(goal_handle, Grasp, 0.0, g.speed, g.force)
-        if isinstance(width, str):
-            return Grasp.Result(success=False, error=width)
-        ok = g.width - g.epsilon.inner <= width <= g.width + g.epsilon.outer
-        return self._result(goal_handle, Grasp, ok, "" if ok else
-                            f"grasp width {width:.4f} m outside {g.width:.4f} -{g.epsilon.inner} +{g.epsilon.outer} m")
-
-    def execute_homing(self, goal_handle):
-        Homing = self.actions["homing"]
-        width = self._run_gripper(goal_handle, Homing, self.lab.env.arms["fr3"].gripper_max, 0.0, None)
-        if isinstance(width, str):
-            return Homing.Result(success=False, error=width)
-        return self._result(goal_handle, Homing, True)
 
     def close(self) -> None:
         self._running = False
@@ -318,8 +328,7 @@ def main(args=None) -> int:
     # 5 ms switch interval it waited up to 5 ms each time it took the GIL back, and in the demo graph on 2 cores
     # the simulation ran at 0.3-0.5x real time; handing the GIL back every 0.5 ms it keeps 0.95-0.98x.
     sys.setswitchinterval(0.0005)
-    # Several threads, so that gripper actions can wait while the simulation keeps publishing.
-    return run_node(SimLabNode, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=4))
+    return run_node(SimLabNode, args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 franka_action = pytest.importorskip("franka_msgs.action", reason="test-only franka_msgs not built (make setup)")
 
+from action_msgs.msg import GoalStatus  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from hybridvla_msgs.msg import ArmState  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
@@ -171,6 +172,26 @@ def test_a_new_gripper_goal_preempts_the_running_one(lab):
     spin_until(node, slow_result.done, 10, "the slow goal's end")
     assert not slow_result.result().result.success and "preempted" in slow_result.result().result.error
     assert abs(sum(state["fingers"].position) - 0.07) < 0.005  # the fingers followed the newer goal
+
+
+def test_a_canceled_gripper_goal_stops_the_fingers(lab):
+    node, state, _, _ = lab
+    Move = franka_action.Move
+    move = ActionClient(node, Move, "/franka_gripper/move")
+    spin_until(node, lambda: move.wait_for_server(timeout_sec=0.0), 30, "action server move")
+    assert run_action(node, move, Move.Goal(width=0.08, speed=0.1)).success
+    slow = move.send_goal_async(Move.Goal(width=0.0, speed=0.01))  # 8 s to close at 1 cm/s
+    spin_until(node, slow.done, 30, "acceptance of the slow goal")
+    result = slow.result().get_result_async()
+    spin_until(node, lambda: sum(state["fingers"].position) < 0.075, 10, "the fingers closing")
+    cancel = slow.result().cancel_goal_async()
+    spin_until(node, lambda: cancel.done() and result.done(), 10, "the canceled goal's end")
+    assert result.result().status == GoalStatus.STATUS_CANCELED and result.result().result.error == "canceled"
+    stopped = sum(state["fingers"].position)
+    later = time.monotonic() + 0.5
+    while time.monotonic() < later:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    assert 0.03 < stopped < 0.075 and abs(sum(state["fingers"].position) - stopped) < 0.003  # half a second on
 
 
 def test_reset_service_starts_the_next_seed_and_ends_a_running_gripper_goal(lab):
