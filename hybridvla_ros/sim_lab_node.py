@@ -73,7 +73,7 @@ class SimLabNode(Node):
         cfg = self.cfg
         self.lab = LiveLab(cfg)
         self._gripper_goal = None  # (kind, goal handle, deadline in simulated s) of the running franka_gripper goal
-        self._outcomes = {}        # goal id -> (Result, success | "canceled"), waiting for the executor to report
+        self._outcomes = {}        # goal id -> its Result, waiting for the executor to report it
         env = self.lab.env
         self.cameras = {name: (self.create_publisher(Image, cfg.camera_topic(cfg.topics_camera_image, name), STATE_QOS),
                                self.create_publisher(CameraInfo, cfg.camera_topic(cfg.topics_camera_info, name), STATE_QOS))
@@ -273,17 +273,17 @@ class SimLabNode(Node):
             width = env.read("fr3").gripper_width
             if goal_handle.is_cancel_requested:
                 env.set_gripper_width("fr3", width)  # stop where the fingers are
-                self._gripper_goal = None
-                self._finish(goal_handle, kind, width, "canceled")
-                return
-            if env.gripper_busy("fr3") and env.time < deadline:
+                error = "canceled"
+            elif env.gripper_busy("fr3") and env.time < deadline:
                 feedback = self.actions[kind].Feedback()
-                if hasattr(feedback, "current_width"):
+                if hasattr(feedback, "current_width"):  # Homing's feedback is empty
                     feedback.current_width = width
                 goal_handle.publish_feedback(feedback)
                 return
+            else:
+                error = ""
             self._gripper_goal = None
-        self._finish(goal_handle, kind, width, "")
+            self._finish(goal_handle, kind, width, error)
 
     def _finish(self, goal_handle, kind: str, width: float | None, error: str) -> None:
         """Hand the goal to the executor with its outcome: width [m] where the fingers stopped, or an error."""
@@ -302,16 +302,15 @@ class SimLabNode(Node):
         else:
             success = True
 
-        self._outcomes[bytes(goal_handle.goal_id.uuid)] = (action.Result(success=success, error=error),
-                                                            "canceled" if error == "canceled" else success)
+        self._outcomes[bytes(goal_handle.goal_id.uuid)] = action.Result(success=success, error=error)
         goal_handle.execute()
 
     def _report(self, goal_handle):
-        """The action servers' execute callback (executor thread): the outcome _finish stored, at once."""
-        result, outcome = self._outcomes.pop(bytes(goal_handle.goal_id.uuid))
-        if outcome == "canceled":
+        """The action servers' execute callback (executor thread): the result _finish stored, at once."""
+        result = self._outcomes.pop(bytes(goal_handle.goal_id.uuid))
+        if result.error == "canceled":
             goal_handle.canceled()
-        elif outcome:
+        elif result.success:
             goal_handle.succeed()
         else:
             goal_handle.abort()
