@@ -151,13 +151,18 @@ def test_a_target_outside_is_clamped_and_reported(lab):
     since = len(client.events)
     position, quaternion = robot.tcp()
     outside = np.array([position[0], position[1], -0.5])  # half a metre into the table
-    for _ in range(40):
+    # Streamed like a 20 Hz policy until the arm rests on the box floor (or 15 s): each target moves at most
+    # one guard step (3 cm) from the measured pose, so how many it takes depends on how fresh that pose is.
+    at_floor = lambda: abs(robot.tcp()[0][2] - BOX_MIN[2]) < 2e-3  # noqa: E731
+    for _ in range(300):
         client.send(outside, quaternion)
+        if at_floor():
+            break
         wait_for(lambda: False, timeout=0.05)
+    assert at_floor(), robot.tcp()
     assert wait_for(lambda: GuardEvent.WORKSPACE_CLAMP in client.kinds(since), timeout=10)
     clamp = next(e for e in client.events[since:] if e.kind == GuardEvent.WORKSPACE_CLAMP)
     assert clamp.requested.position.z == pytest.approx(-0.5) and clamp.sent.position.z >= BOX_MIN[2] - 1e-9
-    assert wait_for(lambda: abs(robot.tcp()[0][2] - BOX_MIN[2]) < 2e-3, timeout=15), robot.tcp()
     assert min(t[2] for t in robot.targets) >= BOX_MIN[2] - 1e-9
 
 
