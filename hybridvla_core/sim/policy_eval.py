@@ -60,6 +60,9 @@ class PolicyEpisode:
     closest_to_block_m: float = float("nan")  # the TCP's closest approach to the commanded block's centre [m]
     lifted: bool = False                      # the commanded block was lifted at some step
     over_bowl: bool = False                   # ... and carried over the commanded bowl
+    # Where the commanded block was from the TCP (block minus TCP, world frame, x y z [m]) when the gripper was
+    # first commanded to grasp; None if it never was. Tells along which axis grasps miss.
+    first_grasp_offset_m: list[float] | None = None
 
 
 def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict, time_limit_s: float = 25.0,
@@ -84,6 +87,7 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
     sources: dict[str, int] = {}
     predict_ms: list[float] = []
     path, steps, success = 0.0, 0, False
+    first_grasp = None
     closest, lifted, over_bowl = env.milestones(ARM)["tcp_to_block_m"], False, False
     reading = env.read(ARM)
     last_position = reading.position.copy()
@@ -124,6 +128,8 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
             goal = gripper.decide(command.gripper)
             if goal is not None:
                 env.set_gripper_width(ARM, goal.width, speed, force if goal.action == "grasp" else None)
+                if goal.action == "grasp" and first_grasp is None:
+                    first_grasp = [round(v, 4) for v in env.milestones(ARM)["block_from_tcp_m"]]
         steps += 1
         for _ in range(per_step):
             env.advance(env.control_dt)
@@ -141,7 +147,7 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
         success = env.success()
     return PolicyEpisode(seed, instruction, success, round(env.time - t0, 2), steps, round(path, 3), events,
                          sources, round(float(np.median(predict_ms)), 1) if predict_ms else 0.0,
-                         round(closest, 3), lifted or success, over_bowl or success)
+                         round(closest, 3), lifted or success, over_bowl or success, first_grasp)
 
 
 def evaluate(checkpoint: str | Path, seeds, *, mode: str = "hybrid", sim_config: SimConfig,

@@ -170,12 +170,14 @@ class PickPlaceTask:
 
     def milestones(self, model, data, layout: PickPlaceLayout, tcp_position) -> dict:
         """How far an episode got at this moment, to tell failures apart: the TCP's distance to the commanded
-        block [m], whether that block is lifted (bottom > LIFTED above the table) and lifted over its bowl."""
+        block [m] and where the block is from the TCP (block minus TCP, world frame, x y z [m]), whether that
+        block is lifted (bottom > LIFTED above the table) and lifted over its bowl."""
         p = self.block_position(model, data, layout.block)
         lifted = bool(p[2] > BLOCK_HALF + LIFTED)
         over_bowl = lifted and bool(np.linalg.norm(p[:2] - np.array(layout.bowls[layout.bowl])) < BOWL_RADIUS)
-        return {"tcp_to_block_m": float(np.linalg.norm(np.asarray(tcp_position) - p)), "lifted": lifted,
-                "over_bowl": over_bowl}
+        offset = p - np.asarray(tcp_position, dtype=float)
+        return {"tcp_to_block_m": float(np.linalg.norm(offset)), "block_from_tcp_m": offset.tolist(),
+                "lifted": lifted, "over_bowl": over_bowl}
 
 
 @dataclass

@@ -41,6 +41,29 @@ def test_the_policy_moves_the_arm_through_the_guards(env, policy):
     assert 0.0 < episode.closest_to_block_m <= start  # the closest approach, over the start and every step
 
 
+def test_the_first_grasp_records_where_the_block_was_from_the_tcp(env, policy):
+    def grasp_where_you_are(observation, pose, action):  # stay put, close the gripper from the first step
+        held = np.array(action, copy=True)
+        held[:3], held[6] = pose.position, 0.0
+        return held
+
+    env.reset(100002)
+    expected = np.array(env.milestones("fr3")["block_from_tcp_m"])
+    episode = run_policy_episode(env, policy, 100002, guard_parameters=franka_bridge_parameters(), time_limit_s=0.5,
+                                 step_hook=grasp_where_you_are)
+    assert np.linalg.norm(expected) > 0.05  # the random start pose is away from the block
+    assert episode.first_grasp_offset_m == pytest.approx(expected.tolist(), abs=2e-3)
+
+    def never_grasp(observation, pose, action):
+        opened = np.array(action, copy=True)
+        opened[6] = 1.0
+        return opened
+
+    episode = run_policy_episode(env, policy, 100002, guard_parameters=franka_bridge_parameters(), time_limit_s=0.5,
+                                 step_hook=never_grasp)
+    assert episode.first_grasp_offset_m is None
+
+
 class NaNPolicy:
     """The real policy whose actions are replaced by NaN: nothing may reach the arm."""
 
@@ -76,6 +99,7 @@ def test_cli_writes_json_and_refuses_a_missing_checkpoint(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "hybrid: success 0/1" in run.stdout or "hybrid: success 1/1" in run.stdout
+    assert "first grasp" in run.stdout
     episode = json.loads(out.read_text())["hybrid"][0]
     assert episode["seed"] >= 100000 and episode["steps"] == 5
     assert episode["lifted"] is False and episode["closest_to_block_m"] > 0.02  # 0.5 s cannot reach the table

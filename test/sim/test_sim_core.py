@@ -60,7 +60,8 @@ def test_gripper_closes_on_a_block_and_lifts_it(env):
     env.set_target("fr3", block + [0, 0, 0.15], rot)
     env.advance(1.5)
     assert env.milestones("fr3") == {"tcp_to_block_m": pytest.approx(0.15, abs=0.01), "lifted": False,
-                                     "over_bowl": False}
+                                     "over_bowl": False,
+                                     "block_from_tcp_m": pytest.approx([0.0, 0.0, -0.15], abs=0.01)}
     env.set_target("fr3", block + [0, 0, 0.004], rot)
     env.advance(1.5)
     env.set_gripper("fr3", 0.0)
