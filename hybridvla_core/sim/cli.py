@@ -10,6 +10,11 @@ with --record writes one rosbag2 (MCAP) per episode, with the topics of a real t
 runs an FR3 pick_place checkpoint closed loop through the franka_bridge's guards on the demo's held-out seeds
 (seeds of the trained instruction variants from 100000 on, or from --seed, skipping the checkpoint's
 training_seeds.json), without ROS: the quick check before `make demo`.
+
+    hybridvla sim probe-targets CHECKPOINT [--episodes 20] [--height 0.10] [--offset 0.03]
+
+holds the arm beside the block (+-x, +-y, or straight above) and says whether each branch's target goes to the
+block or copies where the arm is: the shortcut of a policy that reads its goal off the arm in the images.
 """
 from __future__ import annotations
 
@@ -60,10 +65,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "(default config/franka.yaml)")
     e.add_argument("--json", type=Path, metavar="FILE", help="also write per-episode results as JSON")
 
+    q = sub.add_parser("probe-targets", help="does an FR3 checkpoint aim at the block or copy where its arm is? "
+                                             "(the arm held beside the block, one prediction each)")
+    q.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json, model.safetensors, ...)")
+    q.add_argument("--episodes", type=int, default=20, help="layouts (default 20)")
+    q.add_argument("--seed", type=int, default=50000,
+                   help="first seed searched for layouts of the trained instruction variants, skipping the "
+                        "checkpoint's training_seeds.json (default 50000: neither trained on nor held out)")
+    q.add_argument("--height", type=float, default=0.10, help="TCP height above the block [m] (default 0.10)")
+    q.add_argument("--offset", type=float, default=0.03, help="TCP offset from the block along +-x, +-y [m] "
+                                                              "(default 0.03)")
+    q.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
+
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "eval-policy":
         return eval_policy(args)
+    if args.action == "probe-targets":
+        return probe_policy_targets(args)
     # Imported here so that `hybridvla --help` does not load MuJoCo.
     from hybridvla_core.sim.env import SimEnv
     from hybridvla_core.sim.record import BagRecorder
@@ -121,6 +140,47 @@ def _first_grasp_summary(results) -> str:
     return (f"first grasp, block from TCP (world frame, {len(near)} within 10 cm): median |x| {x:.1f} cm, "
             f"|y| {y:.1f} cm, |z| {z:.1f} cm; over 2 cm off in x {int((np.abs(near[:, 0]) > 0.02).sum())}, "
             f"in y {int((np.abs(near[:, 1]) > 0.02).sum())}")
+
+
+def probe_policy_targets(args: argparse.Namespace) -> int:
+    from hybridvla_core import demo
+    from hybridvla_core.model.policy import Policy
+    from hybridvla_core.sim.env import SimEnv
+    from hybridvla_core.sim.policy_eval import copied_share, probe_targets
+
+    if args.episodes < 1 or not 0.0 <= args.offset <= 0.10 or not 0.03 <= args.height <= 0.30:
+        print("error: need --episodes >= 1, --offset in [0, 0.10] m and --height in [0.03, 0.30] m", file=sys.stderr)
+        return 2
+    if not (args.checkpoint / "config.json").is_file():
+        print(f"error: {args.checkpoint} is not a checkpoint directory (no config.json)", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config, robot="fr3")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    seeds_file = args.checkpoint / "training_seeds.json"
+    training = json.loads(seeds_file.read_text())["seeds"] if seeds_file.is_file() else []
+    seeds = demo.held_out_seeds(args.episodes, args.seed, training_seeds=training)
+    policy = Policy.from_checkpoint(args.checkpoint, mode="hybrid")
+    env = SimEnv(**cfg.env_kwargs())
+    try:
+        rows = probe_targets(env, policy, tqdm(seeds, desc="layouts", unit="layout"), height_m=args.height,
+                             offset_m=args.offset)
+    finally:
+        env.close()
+    print(f"TCP {100 * args.height:.0f} cm above the commanded block, offset {100 * args.offset:.1f} cm; "
+          f"target - block, median |x| / |y| [cm], and the share of the arm's offset the target copies "
+          f"(0 = aims at the block, 1 = copies the arm), over {len(seeds)} layouts:")
+    for name, found in rows.items():
+        parts = []
+        for branch in ("autoregressive", "diffusion"):
+            if branch in found:
+                x, y = 100 * np.median(np.abs(found[branch]), axis=0)
+                share = copied_share(found, branch)
+                parts.append(f"{branch} {x:.1f} / {y:.1f}" + ("" if np.isnan(share) else f", copies {share:.2f}"))
+        print(f"  arm {name:>7}: " + ";  ".join(parts))
+    return 0
 
 
 def _fused_percent(results) -> float:

@@ -178,3 +178,50 @@ def evaluate(checkpoint: str | Path, seeds, *, mode: str = "hybrid", sim_config:
 
 def as_dicts(results: list[PolicyEpisode]) -> list[dict]:
     return [asdict(r) for r in results]
+
+
+# Where probe_targets holds the TCP, relative to the commanded block (unit xy directions in the world frame).
+PROBE_DIRECTIONS = {"aligned": (0.0, 0.0), "+x": (1.0, 0.0), "-x": (-1.0, 0.0), "+y": (0.0, 1.0), "-y": (0.0, -1.0)}
+
+
+def probe_targets(env: SimEnv, policy, seeds, *, height_m: float = 0.10, offset_m: float = 0.03,
+                  settle_s: float = 2.0) -> dict:
+    """Does the policy aim at the block or copy where its arm is? For each seed and PROBE_DIRECTIONS entry the
+    TCP is driven to the commanded block + offset_m along that direction, height_m above it (the expert's grasp
+    orientation, gripper open) and the policy predicts once. In the demonstrations the arm is always straight
+    above the block there, so a policy that reads the target off the arm in the images looks right on them
+    and wrong here. Returns direction -> {"arm": (n, 2) measured TCP - block xy [m], "<branch>": (n, 2) that
+    branch's target - block xy [m]} for the branches the policy's mode computes (autoregressive, diffusion)."""
+    from hybridvla_core.sim.experts import grasp_rotation
+
+    views = list(policy.config.view_names)
+    found: dict = {name: {} for name in PROBE_DIRECTIONS}
+    for seed in seeds:
+        instruction = env.reset(int(seed))
+        colour = env.layout.block
+        block = env.task.block_position(env.model, env.data, colour)
+        rotation = grasp_rotation(env.task.block_yaw(env.model, env.data, colour)).as_quat()
+        for name, (ux, uy) in PROBE_DIRECTIONS.items():
+            env.set_target(ARM, block + np.array([ux * offset_m, uy * offset_m, height_m]), rotation)
+            env.advance(settle_s)
+            reading = env.read(ARM)
+            pose = ArmPose(reading.position, reading.quaternion, reading.gripper)
+            result = policy.predict({"images": {view: env.render(view) for view in views},
+                                     "state": state_from_poses([pose]), "instruction": instruction})
+            rows = {"arm": reading.position[:2] - block[:2]}
+            for branch, action in (("autoregressive", result.ar_action), ("diffusion", result.diffusion_action)):
+                if action is not None:
+                    rows[branch] = np.asarray(action[:2], dtype=float) - block[:2]
+            for key, value in rows.items():
+                found[name].setdefault(key, []).append(value)
+    return {name: {key: np.array(values) for key, values in rows.items()} for name, rows in found.items()}
+
+
+def copied_share(rows: dict, branch: str) -> float:
+    """Median share of the arm's offset from the block that a branch's target repeats, along the offset:
+    0 = it aims at the block, 1 = it copies the arm (nan for the aligned rows)."""
+    arm, target = rows["arm"], rows[branch]
+    norms = np.linalg.norm(arm, axis=1)
+    if np.median(norms) < 1e-3:
+        return float("nan")
+    return float(np.median(np.sum(target * arm, axis=1) / norms**2))

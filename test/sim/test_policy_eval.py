@@ -11,7 +11,8 @@ import pytest
 from pathlib import Path
 from hybridvla_core.sim.config import load_config
 from hybridvla_core.sim.env import SimEnv
-from hybridvla_core.sim.policy_eval import franka_bridge_parameters, run_policy_episode
+from hybridvla_core.sim.policy_eval import (PROBE_DIRECTIONS, copied_share, franka_bridge_parameters, probe_targets,
+                                            run_policy_episode)
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "sim_fr3_pick_place"
 
@@ -62,6 +63,22 @@ def test_the_first_grasp_records_where_the_block_was_from_the_tcp(env, policy):
     episode = run_policy_episode(env, policy, 100002, guard_parameters=franka_bridge_parameters(), time_limit_s=0.5,
                                  step_hook=never_grasp)
     assert episode.first_grasp_offset_m is None
+
+
+def test_probe_targets_holds_the_arm_beside_the_block_and_reads_both_branches(env, policy):
+    rows = probe_targets(env, policy, [50000], height_m=0.10, offset_m=0.03)
+    assert set(rows) == set(PROBE_DIRECTIONS)
+    for name, (ux, uy) in PROBE_DIRECTIONS.items():
+        assert rows[name]["arm"][0] == pytest.approx([0.03 * ux, 0.03 * uy], abs=5e-3), name  # the arm went there
+        for branch in ("autoregressive", "diffusion"):
+            assert rows[name][branch].shape == (1, 2) and np.isfinite(rows[name][branch]).all()
+
+
+def test_copied_share_tells_a_target_at_the_block_from_one_that_copies_the_arm():
+    arm = np.array([[0.03, 0.0], [0.0, -0.03]])
+    assert copied_share({"arm": arm, "b": np.zeros((2, 2))}, "b") == pytest.approx(0.0)
+    assert copied_share({"arm": arm, "b": arm + [[0.0, 0.01], [0.01, 0.0]]}, "b") == pytest.approx(1.0)
+    assert np.isnan(copied_share({"arm": np.zeros((2, 2)), "b": arm}, "b"))
 
 
 class NaNPolicy:
@@ -148,3 +165,13 @@ def test_cli_seed_picks_the_trained_variants_from_there(tmp_path):
     seeds = [e["seed"] for e in json.loads(out.read_text())["hybrid"]]
     assert seeds == demo.held_out_seeds(2, 100500)
     assert all(demo.variant_of(s) in demo.VARIANTS for s in seeds) and min(seeds) >= 100500
+
+
+def test_probe_targets_cli_prints_each_direction_and_refuses_a_bad_offset():
+    command = [sys.executable, "-m", "hybridvla_core.cli", "sim", "probe-targets", str(CHECKPOINT), "--episodes", "1"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    for name in PROBE_DIRECTIONS:
+        assert f"arm {name:>7}: autoregressive" in run.stdout
+    bad = subprocess.run(command + ["--offset", "0.5"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--offset in [0, 0.10] m" in bad.stderr
