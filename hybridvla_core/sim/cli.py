@@ -142,8 +142,17 @@ def _first_grasp_summary(results) -> str:
             f"in y {int((np.abs(near[:, 1]) > 0.02).sum())}")
 
 
-def probe_policy_targets(args: argparse.Namespace) -> int:
+def _untrained_seeds(checkpoint: Path, episodes: int, start: int) -> list[int]:
+    """Seeds of the instruction variants the checkpoint was trained on (consecutive seeds would include colours
+    it never saw) from `start` on, skipping its training_seeds.json, as hybridvla_demo picks them."""
     from hybridvla_core import demo
+
+    seeds_file = checkpoint / "training_seeds.json"
+    training = json.loads(seeds_file.read_text())["seeds"] if seeds_file.is_file() else []
+    return demo.held_out_seeds(episodes, start, training_seeds=training)
+
+
+def probe_policy_targets(args: argparse.Namespace) -> int:
     from hybridvla_core.model.policy import Policy
     from hybridvla_core.sim.env import SimEnv
     from hybridvla_core.sim.policy_eval import copied_share, probe_targets
@@ -159,9 +168,7 @@ def probe_policy_targets(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    seeds_file = args.checkpoint / "training_seeds.json"
-    training = json.loads(seeds_file.read_text())["seeds"] if seeds_file.is_file() else []
-    seeds = demo.held_out_seeds(args.episodes, args.seed, training_seeds=training)
+    seeds = _untrained_seeds(args.checkpoint, args.episodes, args.seed)
     policy = Policy.from_checkpoint(args.checkpoint, mode="hybrid")
     env = SimEnv(**cfg.env_kwargs())
     try:
@@ -217,12 +224,8 @@ def eval_policy(args: argparse.Namespace) -> int:
         print(f"error: eval-policy runs the FR3 pick_place scene; the sim config says {cfg.robot}/{cfg.task}",
               file=sys.stderr)
         return 2
-    # Seeds of the instruction variants the checkpoint was trained on (consecutive seeds would include colours
-    # it never saw), as hybridvla_demo picks them.
-    seeds_file = args.checkpoint / "training_seeds.json"
-    training = json.loads(seeds_file.read_text())["seeds"] if seeds_file.is_file() else []
     start = demo.HELD_OUT_SEED_START if args.seed is None else args.seed
-    seeds = demo.held_out_seeds(args.episodes, start, training_seeds=training)
+    seeds = _untrained_seeds(args.checkpoint, args.episodes, start)
     modes = list(demo.MODES) if args.mode == "all" else [args.mode]
     report = {}
     for mode in modes:
