@@ -132,14 +132,33 @@ def run(args: argparse.Namespace) -> int:
 def _first_grasp_summary(results) -> str:
     """Along which axis the first grasps missed: median |block - TCP| per world axis over the episodes whose
     first grasp command came within 10 cm of the block (the rest went for the wrong place)."""
-    offsets = np.array([r.first_grasp_offset_m for r in results if r.first_grasp_offset_m is not None])
-    near = offsets[np.linalg.norm(offsets, axis=1) < 0.10] if len(offsets) else offsets
+    offsets = np.array([r.first_grasp_offset_m for r in results if r.first_grasp_offset_m is not None],
+                       dtype=float).reshape(-1, 3)
+    near = offsets[np.linalg.norm(offsets, axis=1) < 0.10]
     if not len(near):
         return "first grasp: none within 10 cm of the block"
     x, y, z = 100 * np.median(np.abs(near), axis=0)
     return (f"first grasp, block from TCP (world frame, {len(near)} within 10 cm): median |x| {x:.1f} cm, "
             f"|y| {y:.1f} cm, |z| {z:.1f} cm; over 2 cm off in x {int((np.abs(near[:, 0]) > 0.02).sum())}, "
             f"in y {int((np.abs(near[:, 1]) > 0.02).sum())}")
+
+
+def _fr3_pick_place_config(args: argparse.Namespace, command: str):
+    """The sim config for a command that runs an FR3 pick_place checkpoint, or None after printing one line
+    naming what is wrong (no checkpoint at args.checkpoint, an unreadable file, another scene)."""
+    if not (args.checkpoint / "config.json").is_file():
+        print(f"error: {args.checkpoint} is not a checkpoint directory (no config.json)", file=sys.stderr)
+        return None
+    try:
+        cfg = load_config(args.config, robot="fr3")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if cfg.robot != "fr3" or cfg.task != "pick_place":
+        print(f"error: {command} runs the FR3 pick_place scene; the sim config says {cfg.robot}/{cfg.task}",
+              file=sys.stderr)
+        return None
+    return cfg
 
 
 def _untrained_seeds(checkpoint: Path, episodes: int, start: int) -> list[int]:
@@ -160,13 +179,8 @@ def probe_policy_targets(args: argparse.Namespace) -> int:
     if args.episodes < 1 or not 0.0 <= args.offset <= 0.10 or not 0.03 <= args.height <= 0.30:
         print("error: need --episodes >= 1, --offset in [0, 0.10] m and --height in [0.03, 0.30] m", file=sys.stderr)
         return 2
-    if not (args.checkpoint / "config.json").is_file():
-        print(f"error: {args.checkpoint} is not a checkpoint directory (no config.json)", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args.config, robot="fr3")
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = _fr3_pick_place_config(args, "probe-targets")
+    if cfg is None:
         return 2
     seeds = _untrained_seeds(args.checkpoint, args.episodes, args.seed)
     policy = Policy.from_checkpoint(args.checkpoint, mode="hybrid")
@@ -203,8 +217,8 @@ def eval_policy(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         print("error: --episodes must be >= 1", file=sys.stderr)
         return 2
-    if not (args.checkpoint / "config.json").is_file():
-        print(f"error: {args.checkpoint} is not a checkpoint directory (no config.json)", file=sys.stderr)
+    cfg = _fr3_pick_place_config(args, "eval-policy")
+    if cfg is None:
         return 2
     if args.theta is not None and not 0.0 <= args.theta <= 1.0:
         print(f"error: --theta must be in [0, 1], got {args.theta}", file=sys.stderr)
@@ -215,14 +229,9 @@ def eval_policy(args: argparse.Namespace) -> int:
               f"got {args.ddim_steps}", file=sys.stderr)
         return 2
     try:
-        cfg = load_config(args.config, robot="fr3")
         bridge = franka_bridge_parameters(args.bridge_config)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if cfg.robot != "fr3" or cfg.task != "pick_place":
-        print(f"error: eval-policy runs the FR3 pick_place scene; the sim config says {cfg.robot}/{cfg.task}",
-              file=sys.stderr)
         return 2
     start = demo.HELD_OUT_SEED_START if args.seed is None else args.seed
     seeds = _untrained_seeds(args.checkpoint, args.episodes, start)

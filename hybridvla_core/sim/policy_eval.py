@@ -65,6 +65,12 @@ class PolicyEpisode:
     first_grasp_offset_m: list[float] | None = None
 
 
+def _observation(env: SimEnv, views: list[str], pose: ArmPose, instruction: str) -> dict:
+    """What Policy.predict sees now: each view rendered, the measured TCP pose as the state, the instruction."""
+    return {"images": {view: env.render(view) for view in views}, "state": state_from_poses([pose]),
+            "instruction": instruction}
+
+
 def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict, time_limit_s: float = 25.0,
                        control_rate_hz: float = 10.0, settle_s: float = SETTLE_S, step_hook=None) -> PolicyEpisode:
     """One closed-loop FR3 episode; success is checked every control step and after the time limit.
@@ -105,8 +111,7 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
         now = env.time
         reading = measure(now)
         pose = ArmPose(reading.position, reading.quaternion, reading.gripper)
-        observation = {"images": {view: env.render(view) for view in views},
-                       "state": state_from_poses([pose]), "instruction": instruction}
+        observation = _observation(env, views, pose, instruction)
         start = time.perf_counter()
         result = policy.predict(observation)
         predict_ms.append((time.perf_counter() - start) * 1000.0)
@@ -206,13 +211,12 @@ def probe_targets(env: SimEnv, policy, seeds, *, height_m: float = 0.10, offset_
             env.advance(settle_s)
             reading = env.read(ARM)
             pose = ArmPose(reading.position, reading.quaternion, reading.gripper)
-            result = policy.predict({"images": {view: env.render(view) for view in views},
-                                     "state": state_from_poses([pose]), "instruction": instruction})
-            rows = {"arm": reading.position[:2] - block[:2]}
+            result = policy.predict(_observation(env, views, pose, instruction))
+            here = {"arm": reading.position[:2] - block[:2]}
             for branch, action in (("autoregressive", result.ar_action), ("diffusion", result.diffusion_action)):
                 if action is not None:
-                    rows[branch] = np.asarray(action[:2], dtype=float) - block[:2]
-            for key, value in rows.items():
+                    here[branch] = np.asarray(action[:2], dtype=float) - block[:2]
+            for key, value in here.items():
                 found[name].setdefault(key, []).append(value)
     return {name: {key: np.array(values) for key, values in rows.items()} for name, rows in found.items()}
 

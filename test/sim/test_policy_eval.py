@@ -175,3 +175,6 @@ def test_probe_targets_cli_prints_each_direction_and_refuses_a_bad_offset():
         assert f"arm {name:>7}: autoregressive" in run.stdout
     bad = subprocess.run(command + ["--offset", "0.5"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--offset in [0, 0.10] m" in bad.stderr
+    other = subprocess.run(command + ["--config", str(CHECKPOINT.parents[1] / "config" / "sim_agilex.yaml")],
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and "runs the FR3 pick_place scene" in other.stderr.strip().splitlines()[-1]
