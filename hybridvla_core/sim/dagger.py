@@ -7,13 +7,21 @@ online learning").
     python -m hybridvla_core.sim.dagger CHECKPOINT --out DIR --episodes 200 --start 40000 [--part 0/2]
 
 writes DIR, a training set (model/trainset.py) in the checkpoint's convention, keyframe labels, its views
-cropped and resized as the checkpoint reads them, and DIR/dagger.json (what was run, the seeds, the phases); `hybridvla dataset merge --statistics-from` joins it to the
+cropped and resized as the checkpoint reads them, and DIR/dagger.json (what was run, the seeds, the phases);
+`hybridvla dataset merge --statistics-from` joins it to the
 demonstrations without changing the checkpoint's normalisation.
 
 The labels follow PickPlaceExpert's plan (experts.py), re-planned from the measured state: above the block,
 down to it, close, lift, over the bowl, down, open, up; a block that is not held sends the plan back to the
 start with the gripper open. A keyframe label is the waypoint the expert is heading for (as
 datasets/build.py keyframe_after labels the recorded demonstrations).
+
+    python -m hybridvla_core.sim.dagger CHECKPOINT --out DIR --episodes 1000 --start 70000 --executor perturbed-expert
+
+labels the same way, but the arm executes the expert's plan pushed off the block on its way down (DART: Laskey
+et al., 2017, "DART: noise injection for robust imitation learning"): no policy runs (the checkpoint only
+gives the set's convention, views and crops), and every state near the block with the arm off it is labelled
+"to the block", which the demonstrations, always straight above the block, never show.
 """
 from __future__ import annotations
 
@@ -140,12 +148,94 @@ class PickPlaceLabeller:
         return [*bowl, height], 0.0 if phase < Phase.RELEASE else 1.0
 
 
+class PerturbedApproach:
+    """Where the arm goes instead of the expert's label on the way to the block: three waypoints off the block
+    (up to `max_offset_x`, `max_offset_y` m): at the carry height, partway down (TCP 0.08..0.13 m above the
+    table) and just above the block (0.055..0.075 m: the fingertips still clear its top), each half the time
+    straight below the one before; then the expert's plan (down to the block, close, ...). Up to the grasp the
+    target is streamed at `speed` (slower than the expert), so that there are many steps near the block.
+    A `clean_share` of episodes is not perturbed (still streamed slowly). The labeller's column has to hold the
+    largest offset (`column`), so that the labels on the way down say "down to the block", not "back up"."""
+    column = 0.045  # m: PickPlaceLabeller's column for these episodes (offsets up to 4.3 cm)
+    heights = ((CARRY_Z, CARRY_Z), (0.08, 0.13), (0.055, 0.075))  # m, TCP height range of each waypoint
+
+    def __init__(self, rng: np.random.Generator, period: float, max_offset_x: float = 0.025,
+                 max_offset_y: float = 0.035, clean_share: float = 0.2, speed: float = 0.1, tolerance: float = 0.015,
+                 max_steps: int = 60):
+        self.rng = rng
+        self.period = period           # s per control step
+        self.max_offset_x, self.max_offset_y = max_offset_x, max_offset_y  # m, |x|, |y| from the block
+        self.clean_share = clean_share
+        self.speed = speed             # m/s of the streamed target up to the grasp
+        self.tolerance = tolerance     # m: measured TCP this close = arrived
+        self.max_steps = max_steps     # control steps per waypoint before giving up on it (a blocked arm)
+        self.waypoints: list[tuple[np.ndarray, float]] = []
+
+    def _offset(self) -> np.ndarray:
+        """m, block to waypoint (x, y): y, across the fingers and the front camera's horizontal axis, the
+        larger (where the policy was found to miss)."""
+        sign = self.rng.choice([-1.0, 1.0], size=2)
+        return sign * np.array([self.rng.uniform(0.0, self.max_offset_x), self.rng.uniform(0.01, self.max_offset_y)])
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.streamed = None
+        self.waypoints = []
+        if self.rng.random() < self.clean_share:
+            return
+        offset = self._offset()
+        for low, high in self.heights:
+            if self.waypoints and self.rng.random() < 0.5:
+                offset = self._offset()
+            self.waypoints.append((offset, float(self.rng.uniform(low, high))))
+
+    def position(self, label_position: np.ndarray, phase: Phase, block: np.ndarray,
+                 measured: np.ndarray) -> np.ndarray:
+        """The TCP position (m, base frame) to execute this step, given the expert's label and the measured TCP."""
+        if phase > Phase.DESCEND:
+            self.waypoints = []  # the expert's plan, at its pace, from the grasp on
+            return label_position
+        goal = label_position
+        while self.waypoints:
+            offset, z = self.waypoints[0]
+            goal = np.array([block[0] + offset[0], block[1] + offset[1], z])
+            self.steps += 1
+            if np.linalg.norm(measured - goal) >= self.tolerance and self.steps <= self.max_steps:
+                break
+            self.waypoints.pop(0)
+            self.steps = 0
+            goal = label_position
+        if self.streamed is None:
+            self.streamed = np.array(measured, dtype=float)
+        step = goal - self.streamed
+        distance = float(np.linalg.norm(step))
+        reach = self.speed * self.period
+        self.streamed = goal.copy() if distance <= reach else self.streamed + step * (reach / distance)
+        return self.streamed.copy()
+
+
+class _ExpertOnly:
+    """Stands in for the policy in run_policy_episode when the perturbed expert drives: the checkpoint's config,
+    no inference (the step hook decides every action)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def predict(self, observation):
+        from types import SimpleNamespace
+        return SimpleNamespace(action=None, source="expert")
+
+
+EXECUTORS = ("policy", "perturbed-expert")
+
+
 def collect(checkpoint: str | Path, out: str | Path, seeds, *, mode: str = "hybrid", expert_share: float = 0.25,
             time_limit_s: float = 20.0, sim_config=None, bridge_parameters=None, progress: bool = True,
-            rng_seed: int = 0) -> dict:
+            rng_seed: int = 0, executor: str = "policy") -> dict:
     """Roll out `checkpoint` on `seeds`; at each control step the expert's action replaces the policy's with
-    probability `expert_share` (so that later phases are reached too). Every step is written with the expert's
-    label. Returns a summary."""
+    probability `expert_share` (so that later phases are reached too). With executor "perturbed-expert" no
+    policy runs: the arm executes the expert's label pushed off the block by PerturbedApproach. Every step is
+    written with the expert's label. Returns a summary."""
     from tqdm import tqdm
 
     from hybridvla_core.actions import from_absolute_targets
@@ -158,19 +248,29 @@ def collect(checkpoint: str | Path, out: str | Path, seeds, *, mode: str = "hybr
 
     cfg = sim_config or load_config(None, robot="fr3")
     bridge = bridge_parameters or franka_bridge_parameters()
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     policy = Policy.from_checkpoint(checkpoint, mode=mode)
     config = policy.config
+    perturbed = None
+    if executor == "perturbed-expert":
+        perturbed = PerturbedApproach(np.random.default_rng(rng_seed), 1.0 / cfg.control_rate_hz)
+    if perturbed is not None:
+        policy = _ExpertOnly(config)
     crops = {v.name: v.crop for v in config.views if v.crop is not None}
     size = config.vision.image_size
     env = SimEnv(**cfg.env_kwargs())
-    labeller = PickPlaceLabeller(env)
+    labeller = PickPlaceLabeller(env) if perturbed is None else PickPlaceLabeller(
+        env, column=PerturbedApproach.column, lost=PerturbedApproach.column + 0.01)
     rng = np.random.default_rng(rng_seed)
     period = 1.0 / cfg.control_rate_hz
     writer = TrainsetWriter(out, list(config.view_names), config.action_dim, convention=config.convention,
                             unnorm_key=config.unnorm_key, crops=crops, labels="keyframes")
-    summary = {"episodes": 0, "samples": 0, "successes": 0, "expert_steps": 0, "phases": [0] * len(Phase)}
+    summary = {"episodes": 0, "samples": 0, "successes": 0, "expert_steps": 0, "perturbed_steps": 0,
+               "phases": [0] * len(Phase)}
     try:
-        bar = tqdm(list(seeds), desc=f"dagger {mode}", unit="ep", disable=not progress)
+        name = mode if perturbed is None else executor
+        bar = tqdm(list(seeds), desc=f"dagger {name}", unit="ep", disable=not progress)
         for episode, seed in enumerate(bar):
             def hook(observation, pose, action, episode=episode):
                 position, quaternion, gripper = labeller.label(period)
@@ -180,12 +280,20 @@ def collect(checkpoint: str | Path, out: str | Path, seeds, *, mode: str = "hybr
                 writer.add(images, observation["state"], label, observation["instruction"], episode=episode)
                 summary["samples"] += 1
                 summary["phases"][labeller.phase] += 1
+                if perturbed is not None:
+                    block = env.task.block_position(env.model, env.data, env.layout.block)
+                    executed = perturbed.position(position, labeller.phase, block, pose.position)
+                    if not np.array_equal(executed, position):
+                        summary["perturbed_steps"] += 1
+                    return from_absolute_targets([(executed, quaternion, gripper)], [pose], config.convention)
                 if rng.random() < expert_share:
                     summary["expert_steps"] += 1
                     return label
                 return action
 
             labeller.reset()
+            if perturbed is not None:
+                perturbed.reset()
             result = run_policy_episode(env, policy, int(seed), guard_parameters=bridge, time_limit_s=time_limit_s,
                                         control_rate_hz=cfg.control_rate_hz, step_hook=hook)
             summary["episodes"] += 1
@@ -207,6 +315,9 @@ def main(argv=None) -> int:
                         help="seeds of the demo's variants (hybridvla_core.demo.VARIANTS) from this one on; keep clear "
                              "of the recorded demonstrations' seeds and of the held-out ones (>= 100000)")
     parser.add_argument("--part", default="0/1", help="K/N: this process takes every N-th seed from the K-th")
+    parser.add_argument("--executor", default="policy", choices=EXECUTORS,
+                        help="who moves the arm: the checkpoint (DAgger) or the expert pushed off the block on its "
+                             "way down (DART-style; the checkpoint only gives convention, views and crops)")
     parser.add_argument("--mode", default="hybrid", choices=["hybrid", "diffusion", "autoregressive"])
     parser.add_argument("--expert-share", type=float, default=0.25,
                         help="probability that a step executes the expert's action instead of the policy's")
@@ -230,9 +341,10 @@ def main(argv=None) -> int:
     if seeds[-1] >= demo.HELD_OUT_SEED_START:
         parser.error(f"seeds {seeds[0]}..{seeds[-1]} reach the demo's held-out seeds (>= {demo.HELD_OUT_SEED_START})")
     summary = collect(args.checkpoint, args.out, seeds[k::n], mode=args.mode, expert_share=args.expert_share,
-                      time_limit_s=args.time_limit, rng_seed=args.start + k)
+                      time_limit_s=args.time_limit, rng_seed=args.start + k, executor=args.executor)
     summary["phases"] = dict(zip([p.name.lower() for p in Phase], summary["phases"]))
-    summary.update(checkpoint=str(args.checkpoint), mode=args.mode, expert_share=args.expert_share,
+    summary.update(checkpoint=str(args.checkpoint), executor=args.executor, mode=args.mode,
+                   expert_share=args.expert_share,
                    seeds=seeds[k::n])
     (args.out / "dagger.json").write_text(json.dumps(summary))  # the seeds it used: keep them out of evaluations
     print(json.dumps({key: value for key, value in summary.items() if key != "seeds"}))

@@ -13,7 +13,7 @@ import pytest
 from hybridvla_core import demo
 from hybridvla_core.model.trainset import TrainsetDataset, read_index
 from hybridvla_core.sim.config import load_config
-from hybridvla_core.sim.dagger import PickPlaceLabeller, Phase, collect
+from hybridvla_core.sim.dagger import PerturbedApproach, PickPlaceLabeller, Phase, collect
 from hybridvla_core.sim.env import SimEnv
 from hybridvla_core.sim.experts import CARRY_Z, DROP_Z, GRASP_Z, RETREAT_Z
 from hybridvla_core.sim.tasks import BLOCK_HALF, _set_free_pose
@@ -46,6 +46,43 @@ def test_obeying_the_labels_solves_the_task_through_every_phase(tmp_path):
     actions = np.concatenate([np.load(d / "action.npy") for d in sorted(out.glob("shard-*"))])[:, 0]
     assert actions[0, 6] == 1.0 and actions[0, 2] == pytest.approx(CARRY_Z)  # first: above the block, open
     assert actions[-1, 6] == 1.0  # last: released
+
+
+def test_the_perturbed_expert_goes_down_off_the_block_while_the_labels_point_at_it(tmp_path):
+    out = tmp_path / "dart"
+    summary = collect(CHECKPOINT, out, [SEED], time_limit_s=20.0, progress=False, executor="perturbed-expert",
+                      rng_seed=0)  # rng 0: a perturbed episode (not one of the clean 20 %)
+    assert summary["successes"] == 1 and summary["perturbed_steps"] > 0 and summary["expert_steps"] == 0
+    shards = sorted(out.glob("shard-*"))
+    states = np.concatenate([np.load(d / "state.npy") for d in shards])
+    labels = np.concatenate([np.load(d / "action.npy") for d in shards])[:, 0]
+    down = (np.abs(labels[:, 2] - GRASP_Z) < 1e-6) & (labels[:, 6] == 1.0)  # "down to the block", open
+    assert down.sum() >= 10
+    np.testing.assert_allclose(labels[down, :2], labels[down][:1, :2].repeat(down.sum(), 0), atol=0.005)
+    off = np.linalg.norm(states[down, :2] - labels[down, :2], axis=1)
+    low = states[down, 2] < 0.12
+    assert (off[low] > 0.01).sum() >= 5, off  # the arm low and > 1 cm off the block, labelled "to the block"
+
+
+def test_the_perturbation_streams_its_waypoints_slowly_and_ends_at_the_grasp():
+    period = 0.1
+    perturbed = PerturbedApproach(np.random.default_rng(0), period, clean_share=0.0)
+    perturbed.reset()
+    assert len(perturbed.waypoints) == 3
+    block = np.array([0.5, 0.0, BLOCK_HALF])
+    label = np.array([0.5, 0.0, CARRY_Z])
+    first_offset, first_z = perturbed.waypoints[0]
+    assert first_z == CARRY_Z and 0.01 <= abs(first_offset[1]) <= 0.035 and abs(first_offset[0]) <= 0.025
+    arm = np.array([0.3, 0.2, 0.4])
+    targets = [perturbed.position(label, Phase.APPROACH, block, arm) for _ in range(5)]
+    steps = np.linalg.norm(np.diff([arm, *targets], axis=0), axis=1)
+    np.testing.assert_allclose(steps, perturbed.speed * period)  # streamed from the measured pose at 0.1 m/s
+    goal = np.array([*(block[:2] + first_offset), first_z])
+    perturbed.position(label, Phase.APPROACH, block, goal)  # arrived: on to the next waypoint
+    assert len(perturbed.waypoints) == 2
+    grasp = np.array([0.5, 0.0, GRASP_Z])
+    np.testing.assert_array_equal(perturbed.position(grasp, Phase.CLOSE, block, grasp), grasp)
+    assert perturbed.waypoints == []  # from the grasp on: the expert's labels, unchanged
 
 
 def test_the_labeller_sends_a_far_arm_above_the_block_then_down(env):
