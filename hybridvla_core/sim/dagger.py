@@ -30,6 +30,7 @@ import json
 import sys
 from enum import IntEnum
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -222,7 +223,6 @@ class _ExpertOnly:
         self.config = config
 
     def predict(self, observation):
-        from types import SimpleNamespace
         return SimpleNamespace(action=None, source="expert")
 
 
@@ -255,7 +255,6 @@ def collect(checkpoint: str | Path, out: str | Path, seeds, *, mode: str = "hybr
     perturbed = None
     if executor == "perturbed-expert":
         perturbed = PerturbedApproach(np.random.default_rng(rng_seed), 1.0 / cfg.control_rate_hz)
-    if perturbed is not None:
         policy = _ExpertOnly(config)
     crops = {v.name: v.crop for v in config.views if v.crop is not None}
     size = config.vision.image_size
