@@ -35,7 +35,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from hybridvla_core.sim.experts import (CARRY_Z, DROP_Z, GRASP_WAIT_S, GRASP_Z, RELEASE_WAIT_S, RETREAT_Z,
-                                        grasp_rotation)
+                                        grasp_rotation, step_toward)
 from hybridvla_core.sim.tasks import BLOCK_HALF, BOWL_RADIUS, BOWL_WALL
 
 ARM = "fr3"
@@ -206,12 +206,8 @@ class PerturbedApproach:
             self.waypoints.pop(0)
             self.steps = 0
             goal = label_position
-        if self.streamed is None:
-            self.streamed = np.array(measured, dtype=float)
-        step = goal - self.streamed
-        distance = float(np.linalg.norm(step))
-        reach = self.speed * self.period
-        self.streamed = goal.copy() if distance <= reach else self.streamed + step * (reach / distance)
+        start = np.array(measured, dtype=float) if self.streamed is None else self.streamed
+        self.streamed = step_toward(start, goal, self.speed * self.period)
         return self.streamed.copy()
 
 
@@ -239,6 +235,7 @@ def collect(checkpoint: str | Path, out: str | Path, seeds, *, mode: str = "hybr
     from tqdm import tqdm
 
     from hybridvla_core.actions import from_absolute_targets
+    from hybridvla_core.model.checkpoint import load_config as load_model_config
     from hybridvla_core.model.policy import Policy
     from hybridvla_core.model.trainset import TrainsetWriter
     from hybridvla_core.model.vision import resize_frames
@@ -250,19 +247,20 @@ def collect(checkpoint: str | Path, out: str | Path, seeds, *, mode: str = "hybr
     bridge = bridge_parameters or franka_bridge_parameters()
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    policy = Policy.from_checkpoint(checkpoint, mode=mode)
-    config = policy.config
+    period = 1.0 / cfg.control_rate_hz
     perturbed = None
-    if executor == "perturbed-expert":
-        perturbed = PerturbedApproach(np.random.default_rng(rng_seed), 1.0 / cfg.control_rate_hz)
-        policy = _ExpertOnly(config)
+    if executor == "perturbed-expert":  # no inference: the checkpoint's config alone, not its weights
+        perturbed = PerturbedApproach(np.random.default_rng(rng_seed), period)
+        policy = _ExpertOnly(load_model_config(checkpoint))
+    else:
+        policy = Policy.from_checkpoint(checkpoint, mode=mode)
+    config = policy.config
     crops = {v.name: v.crop for v in config.views if v.crop is not None}
     size = config.vision.image_size
     env = SimEnv(**cfg.env_kwargs())
     labeller = PickPlaceLabeller(env) if perturbed is None else PickPlaceLabeller(
         env, column=PerturbedApproach.column, lost=PerturbedApproach.column + 0.01)
     rng = np.random.default_rng(rng_seed)
-    period = 1.0 / cfg.control_rate_hz
     writer = TrainsetWriter(out, list(config.view_names), config.action_dim, convention=config.convention,
                             unnorm_key=config.unnorm_key, crops=crops, labels="keyframes")
     summary = {"episodes": 0, "samples": 0, "successes": 0, "expert_steps": 0, "perturbed_steps": 0,

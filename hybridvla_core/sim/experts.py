@@ -28,6 +28,13 @@ GRASP_WAIT_S = 0.6               # closed on the block before lifting
 RELEASE_WAIT_S = 0.5             # opened over the bowl before retreating
 
 
+def step_toward(current: np.ndarray, goal: np.ndarray, max_step: float) -> np.ndarray:
+    """`current` moved toward `goal` by at most `max_step` (m): how a streamed target follows its waypoint."""
+    d = goal - current
+    n = float(np.linalg.norm(d))
+    return goal.copy() if n <= max_step else current + d * (max_step / n)
+
+
 @dataclass(frozen=True)
 class Command:
     """One control step's command for one arm."""
@@ -78,9 +85,8 @@ class WaypointExpert:
             arrived = True
             for arm in self.arms:
                 goal, rotation = wp.poses[arm]
-                d = goal - self.p[arm]
-                n = np.linalg.norm(d)
-                self.p[arm] = goal.copy() if n <= self.speed * dt else self.p[arm] + d * (self.speed * dt / n)
+                n = np.linalg.norm(goal - self.p[arm])
+                self.p[arm] = step_toward(self.p[arm], goal, self.speed * dt)
                 delta = (rotation * self.R[arm].inv()).as_rotvec()
                 angle = np.linalg.norm(delta)
                 if angle > 1e-9:
