@@ -31,6 +31,8 @@ GUARD_PARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "gripper_min": (0.0, lambda v: _finite_number(v) and 0 <= v <= 1, "0..1"),
     "gripper_max": (1.0, lambda v: _finite_number(v) and 0 <= v <= 1, "0..1"),
     "watchdog_period": (0.5, lambda v: _finite_number(v) and v > 0, "a number > 0 [s]"),
+    "min_confidence": (0.0, lambda v: _finite_number(v) and 0 <= v <= 1,
+                       "0..1 (0 = off): targets whose policy confidence is lower are refused, the arm holds"),
     "ik_iterations": (20, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
 }
 

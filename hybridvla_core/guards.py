@@ -5,6 +5,7 @@ A target (absolute TCP pose in the arm's base frame + gripper 0..1 + stamp) goes
   e-stop latched / disabled  -> hold                      (ESTOP / DISABLED)
   NaN, inf, not a unit quaternion -> hold                 (NON_FINITE)
   stamp older than the watchdog, or measured state stale -> hold (STALE_TARGET)
+  policy confidence below min_confidence (off by default) -> hold (LOW_CONFIDENCE)
   position clamped into the workspace box                 (WORKSPACE_CLAMP)
   translation / rotation step from the MEASURED pose limited (STEP_CLAMP)
   IK seeded at the measured joints; no solution inside the joint limits minus the margin, or a joint
@@ -43,6 +44,7 @@ class EventKind(IntEnum):
     STALE_TARGET = 5
     DISABLED = 6
     ESTOP = 7
+    LOW_CONFIDENCE = 8
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class GuardConfig:
     gripper_min: float = 0.0                      # dimensionless, 0 = closed
     gripper_max: float = 1.0                      # dimensionless, 1 = fully open
     watchdog_period: float = 0.5                  # s: older targets / measurements -> hold
+    min_confidence: float = 0.0                   # 0..1: targets less confident -> hold; 0 = off (NaN passes then)
     ik_iterations: int = 20                       # warm-started at the measured joints: 2-4 are typical
     ik_position_tolerance: float = 5e-4           # m
     ik_rotation_tolerance: float = 5e-3           # rad
@@ -82,6 +85,8 @@ class GuardConfig:
             bad("joint_margin", "expected 0 <= margin < 0.5 rad")
         if not (0.0 <= self.gripper_min < self.gripper_max <= 1.0):
             bad("gripper_max", f"expected 0 <= gripper_min ({self.gripper_min}) < gripper_max <= 1")
+        if not (isinstance(self.min_confidence, (int, float)) and 0.0 <= self.min_confidence <= 1.0):
+            bad("min_confidence", "expected 0 <= min_confidence <= 1 (0 = off)")
         if not (isinstance(self.ik_iterations, int) and self.ik_iterations >= 1):
             bad("ik_iterations", "expected an integer >= 1")
 
@@ -92,6 +97,7 @@ class Target:
     quaternion: np.ndarray    # (4,) x, y, z, w
     gripper: float            # 0 closed .. 1 open
     stamp: float              # s, time of the observation the target came from
+    confidence: float = 1.0   # 0..1, the policy's (ArmTarget.confidence; NaN = none given: diffusion mode)
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,11 @@ class GuardPipeline:
                                      now - m.stamp)], target)
         self._newest_stamp = float(target.stamp)
         self._stale_reported = False
+        if cfg.min_confidence > 0 and not float(target.confidence) >= cfg.min_confidence:  # NaN holds too
+            return self._hold(now, [(EventKind.LOW_CONFIDENCE, f"confidence {float(target.confidence):.3f} below "
+                                     f"min_confidence {cfg.min_confidence}: refused",
+                                     cfg.min_confidence - float(target.confidence)
+                                     if math.isfinite(float(target.confidence)) else cfg.min_confidence)], target)
         notes: list[tuple[EventKind, str, float]] = []
 
         # Workspace box, then the step from the measured pose toward it.

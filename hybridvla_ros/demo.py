@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from hybridvla_core import demo as core
+from hybridvla_core.guards import EventKind
 from hybridvla_core.resources import resource_path
 
 REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 FR3_CHECKPOINT = "sim_fr3_pick_place"
 AGILEX_CHECKPOINT = "sim_agilex_lift_ball"
 SOURCE_NAMES = {0: "fused", 1: "diffusion", 2: "autoregressive"}
-GUARD_KINDS = {0: "non_finite", 1: "workspace_clamp", 2: "step_clamp", 3: "joint_limit", 4: "gripper_clamp",
-               5: "stale_target", 6: "disabled", 7: "estop"}
+GUARD_KINDS = {kind.value: kind.name.lower() for kind in EventKind}  # GuardEvent.kind -> name in the summary
 LATENCY_STAGES = ("input_wait", "observation", "predict_total", "targets")  # observation in -> target out
 GIF_EVERY = 3  # keep every 3rd front frame (15 Hz camera -> 5 fps GIF)
 WALL_LIMIT_FACTOR = 10  # an episode longer than this many times its (simulated) time limit in wall time: stuck

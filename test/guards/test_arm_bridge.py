@@ -14,6 +14,20 @@ def test_parameters_become_a_guard_config():
     config = guard_config("left", "piper", values("guards.left.", max_translation_step=0.02), "guards.left.")
     assert config.arm == "left" and config.model == "piper" and config.max_translation_step == 0.02
     assert config.workspace_min == (0.25, -0.45, 0.02)
+    assert config.min_confidence == 0.0  # off unless a lab sets it
+    assert guard_config("fr3", "fr3", values(min_confidence=0.4), "guards.").min_confidence == 0.4
+
+
+def test_an_arm_target_keeps_its_confidence_on_the_way_to_the_guards():
+    pytest.importorskip("rclpy")
+    from hybridvla_msgs.msg import ArmTarget
+
+    from hybridvla_ros.bridge_common import target_from_msg
+
+    msg = ArmTarget(arm="fr3", gripper=0.25, confidence=0.375)
+    msg.pose.position.x, msg.pose.orientation.w = 0.5, 1.0
+    target = target_from_msg(msg)
+    assert target.confidence == 0.375 and target.gripper == 0.25 and target.position[0] == 0.5
 
 
 def test_every_default_passes_its_own_check():

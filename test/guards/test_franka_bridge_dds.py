@@ -231,6 +231,7 @@ def test_estop_latches_until_cleared(lab):
     ("guards.max_translation_step:=-0.1", "guards.max_translation_step"),
     ("output_type:=twist", "output_type"),
     ("guards.workspace_min:=[0.9, 0.0, 0.0]", "guards.workspace_max"),
+    ("guards.min_confidence:=1.5", "guards.min_confidence"),
 ])
 def test_a_bad_parameter_stops_the_node_with_one_line(tmp_path, override, name):
     bridge = Process("hybridvla_ros.franka_bridge_node", ROOT / "config/franka.yaml", override, log=tmp_path / "bad.log")

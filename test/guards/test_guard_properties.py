@@ -1,7 +1,8 @@
 """Property tests of the guard pipeline: 10,000 random and adversarial operations per arm (targets with
 NaN/inf, far outside the workspace, huge jumps, IK-infeasible poses, stale and future stamps, wild
 grippers; enable/disable/e-stop at random; the arm following, lagging or being pushed) and, after every
-one: no emitted command leaves the workspace, the step limits or the joint limits, a hold never moves the
+one: no emitted command leaves the workspace, the step limits or the joint limits or comes from a target less
+confident than min_confidence, a hold never moves the
 command (except to the measured pose, reported, when the arm is more than one step from it), and every
 deviation from what was asked produced an event of the matching kind."""
 import numpy as np
@@ -17,7 +18,7 @@ FR3_READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.p
 PIPER_READY = np.array([0.0, 1.2, -1.0, 0.0, 0.6, 0.0])
 
 ARMS = {
-    "fr3": (GuardConfig("fr3", "fr3", (0.25, -0.45, 0.05), (0.75, 0.45, 0.75)), FR3_READY),
+    "fr3": (GuardConfig("fr3", "fr3", (0.25, -0.45, 0.05), (0.75, 0.45, 0.75), min_confidence=0.3), FR3_READY),
     "piper": (GuardConfig("left", "piper_left", (0.15, -0.35, 0.05), (0.55, 0.35, 0.5),
                           max_translation_step=0.02, max_rotation_step=0.1), PIPER_READY),
 }
@@ -30,9 +31,9 @@ def angle_between(qa, qb) -> float:
 
 def random_target(rng, g: GuardPipeline, now: float, newest: float) -> Target:
     m = g.measured
-    kind = rng.integers(12)
+    kind = rng.integers(13)
     p, q = m.position + rng.normal(0, 0.01, 3), (Rotation.from_rotvec(rng.normal(0, 0.05, 3)) * Rotation.from_quat(m.quaternion)).as_quat()
-    gripper, stamp = rng.uniform(0, 1), now - rng.uniform(0, 0.1)
+    gripper, stamp, confidence = rng.uniform(0, 1), now - rng.uniform(0, 0.1), 1.0
     if kind == 0:  # NaN / inf anywhere
         bad = rng.choice([np.nan, np.inf, -np.inf])
         which = rng.integers(4)
@@ -67,7 +68,9 @@ def random_target(rng, g: GuardPipeline, now: float, newest: float) -> Target:
     elif kind == 8:  # medium jump: a few steps away
         p = m.position + rng.normal(0, 0.08, 3)
         q = (Rotation.from_rotvec(rng.normal(0, 0.4, 3)) * Rotation.from_quat(m.quaternion)).as_quat()
-    return Target(p, q, gripper, stamp)
+    elif kind == 12:  # an unsure policy, or none (NaN: diffusion mode)
+        confidence = rng.choice([rng.uniform(0, 0.3), rng.uniform(0.3, 1.0), np.nan])
+    return Target(p, q, gripper, stamp, confidence)
 
 
 def event_kinds(result) -> set:
@@ -111,6 +114,7 @@ def check_result(g: GuardPipeline, result, previous, target: Target | None, meas
     assert np.linalg.norm(p - c.position) <= cfg.ik_position_tolerance
     assert angle_between(q, c.quaternion) <= cfg.ik_rotation_tolerance + 1e-7
     assert cfg.gripper_min <= c.gripper <= cfg.gripper_max
+    assert cfg.min_confidence == 0 or target.confidence >= cfg.min_confidence, "an unsure target moved the arm"
     kinds = event_kinds(result)
     asked_q = np.asarray(target.quaternion) / np.linalg.norm(target.quaternion)
     if np.linalg.norm(c.position - target.position) > 1e-12:
@@ -189,9 +193,12 @@ def test_ten_thousand_adversarial_operations_never_break_a_limit(arm):
             g.set_measured(g.measured.joints, now)
         # else: no new measurement this step
     # The run exercised every guard, and most in-range targets still got through.
-    assert accepted > 1500, accepted
+    assert accepted > 1000, accepted  # ~1,300-2,100 of 10,000 operations, depending on the arm and the draw
     assert stale_ticks > 10
     for kind in EventKind:
+        if kind == EventKind.LOW_CONFIDENCE and cfg.min_confidence == 0:
+            assert counts[kind] == 0, "min_confidence 0 is off, yet a target was refused for its confidence"
+            continue
         assert counts[kind] > 0, f"{kind.name} never happened: the test lost its teeth"
 
 

@@ -95,6 +95,31 @@ def test_gripper_is_clamped(g):
     assert kinds(result) == [EventKind.GRIPPER_CLAMP] and result.command.gripper == 1.0
 
 
+def test_an_unsure_target_is_held_only_when_min_confidence_is_set():
+    from dataclasses import replace
+
+    def target(g, confidence):
+        m = g.measured
+        return Target(m.position + [0.01, 0, 0], m.quaternion, 0.5, 0.0, confidence)
+
+    off = GuardPipeline(CFG)  # min_confidence 0: off, whatever the confidence (NaN: diffusion mode)
+    off.set_measured(READY, 0.0)
+    off.enable(0.0)
+    for confidence in (0.0, float("nan")):
+        assert not off.submit(target(off, confidence), 0.0).command.hold
+    on = GuardPipeline(replace(CFG, min_confidence=0.5))
+    on.set_measured(READY, 0.0)
+    on.enable(0.0)
+    start = on.command.position.copy()
+    for confidence in (0.49, float("nan")):
+        result = on.submit(target(on, confidence), 0.0)
+        assert kinds(result) == [EventKind.LOW_CONFIDENCE] and result.command.hold
+        np.testing.assert_array_equal(result.command.position, start)
+        assert np.isfinite(result.events[0].magnitude)
+    assert on.tick(0.4).events == []  # a refused but fresh target is not reported stale
+    assert not on.submit(target(on, 0.5), 0.0).command.hold
+
+
 def test_watchdog_holds_once_per_stale_episode_and_fresh_targets_resume(g):
     g.enable(0.0)
     g.submit(here(g, (0.01, 0, 0), stamp=0.0), 0.0)
@@ -155,6 +180,7 @@ def test_a_held_pose_never_drives_the_arm_back_from_where_it_was_put(g):
     (dict(gripper_min=0.5, gripper_max=0.2), "gripper_max"),
     (dict(joint_margin=-0.1), "joint_margin"),
     (dict(ik_iterations=0), "ik_iterations"),
+    (dict(min_confidence=1.5), "min_confidence"),
     (dict(workspace_max=(1.0, 1.0)), "workspace_max"),
 ])
 def test_bad_config_names_the_field(change, field):
@@ -162,3 +188,11 @@ def test_bad_config_names_the_field(change, field):
     values.update(change)
     with pytest.raises(ValueError, match=f"'{field}'"):
         GuardPipeline(GuardConfig(**values))
+
+
+def test_event_kinds_are_the_guard_event_constants():
+    from hybridvla_msgs.msg import GuardEvent
+
+    constants = {name: value for name, value in vars(GuardEvent).items() if name.isupper() and isinstance(value, int)
+                 and not name.startswith("_")}
+    assert constants == {kind.name: kind.value for kind in EventKind}
