@@ -214,8 +214,9 @@ def probe_targets(env: SimEnv, policy, seeds, *, height_m: float = 0.10, offset_
             result = policy.predict(_observation(env, views, pose, instruction))
             here = {"arm": reading.position[:2] - block[:2]}
             for branch, action in (("autoregressive", result.ar_action), ("diffusion", result.diffusion_action)):
-                if action is not None:
-                    here[branch] = np.asarray(action[:2], dtype=float) - block[:2]
+                if action is not None:  # in the checkpoint's convention: delta translation is from the pose
+                    target = to_absolute_targets(action, [pose], policy.config.convention)[0]
+                    here[branch] = np.asarray(target.position[:2], dtype=float) - block[:2]
             for key, value in here.items():
                 found[name].setdefault(key, []).append(value)
     return {name: {key: np.array(values) for key, values in rows.items()} for name, rows in found.items()}

@@ -74,6 +74,22 @@ def test_probe_targets_holds_the_arm_beside_the_block_and_reads_both_branches(en
             assert rows[name][branch].shape == (1, 2) and np.isfinite(rows[name][branch]).all()
 
 
+def test_probe_targets_reads_a_delta_translation_policy_from_the_measured_pose(env, policy):
+    """A policy in the delta convention (target = measured TCP + action): its probe targets are arm + action."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from hybridvla_core.actions import ActionConvention
+
+    step = np.array([0.01, 0.02, 0.0, np.pi, 0.0, 0.0, 1.0])  # m, m, m, rad (Euler xyz), gripper open
+    delta = SimpleNamespace(config=replace(policy.config, convention=ActionConvention(translation="delta")),
+                            predict=lambda observation: SimpleNamespace(ar_action=step, diffusion_action=step))
+    rows = probe_targets(env, delta, [50000], height_m=0.10, offset_m=0.03)
+    for name in PROBE_DIRECTIONS:
+        for branch in ("autoregressive", "diffusion"):
+            np.testing.assert_allclose(rows[name][branch], rows[name]["arm"] + step[:2], atol=1e-9, err_msg=name)
+
+
 def test_copied_share_tells_a_target_at_the_block_from_one_that_copies_the_arm():
     arm = np.array([[0.03, 0.0], [0.0, -0.03]])
     assert copied_share({"arm": arm, "b": np.zeros((2, 2))}, "b") == pytest.approx(0.0)
