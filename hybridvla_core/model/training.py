@@ -68,7 +68,7 @@ class TrainConfig:
     progress: bool = True
     # Gaussian noise (std, in normalised units) added to these robot-state dims of every training sample.
     # The policy then cannot read where to go from its own pose (e.g. continue the straight line it is on)
-    # and has to take it from the images; inference never adds noise. [] = no noise.
+    # and has to take it from the images; inference never adds noise. state_noise > 0 needs dims.
     state_noise: float = 0.0
     state_noise_dims: list = None
 
@@ -86,6 +86,9 @@ class TrainConfig:
         if self.state_noise < 0:
             raise ValueError(f"train.state_noise must be >= 0, got {self.state_noise}")
         self.state_noise_dims = list(self.state_noise_dims or [])
+        if self.state_noise > 0 and not self.state_noise_dims:  # else the noise would silently never be added
+            raise ValueError(f"train.state_noise {self.state_noise} needs train.state_noise_dims, the robot-state "
+                             "dims that get it (e.g. [0, 1, 5]: x, y, yaw)")
 
 
 def learning_rate_at(settings: TrainConfig, step: int) -> float:

@@ -133,6 +133,9 @@ def test_state_noise_reaches_only_the_named_dims(tmp_path, monkeypatch):
     spec["train"].update(state_noise_dims=[7], output_dir=str(tmp_path / "run2"))
     with pytest.raises(ValueError, match=r"state_noise_dims \[7\]"):
         train(spec)
+    spec["train"].pop("state_noise_dims")  # noise asked for, on no dim: refused, not silently dropped
+    with pytest.raises(ValueError, match=r"state_noise 1.0 needs train.state_noise_dims"):
+        train(spec)
 
 
 def test_diffusion_loss_weight_scales_the_denoiser_gradient(tmp_path, monkeypatch):
