@@ -124,7 +124,8 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
             target = None
         command = None
         if target is not None:
-            guarded = pipeline.submit(Target(target.position, target.quaternion_xyzw, target.gripper, now), now)
+            guarded = pipeline.submit(Target(target.position, target.quaternion_xyzw, target.gripper, now,
+                                             float(result.mean_confidence)), now)
             for event in guarded.events:
                 events[event.kind.name.lower()] = events.get(event.kind.name.lower(), 0) + 1
             command = guarded.command

@@ -42,6 +42,13 @@ def test_the_policy_moves_the_arm_through_the_guards(env, policy):
     assert 0.0 < episode.closest_to_block_m <= start  # the closest approach, over the start and every step
 
 
+def test_a_min_confidence_above_the_policys_holds_the_arm(env, policy):
+    unsure = {**franka_bridge_parameters(), "guards.min_confidence": 0.999}  # the AR confidence is ~0.6-0.8
+    episode = run_policy_episode(env, policy, 100002, guard_parameters=unsure, time_limit_s=1.0)
+    assert episode.guard_events.get("low_confidence") == episode.steps == 10
+    assert episode.tcp_path_m < 0.005  # held where it started (the controller settles a few mm at most)
+
+
 def test_the_first_grasp_records_where_the_block_was_from_the_tcp(env, policy):
     def grasp_where_you_are(observation, pose, action):  # stay put, close the gripper from the first step
         held = np.array(action, copy=True)
