@@ -219,7 +219,7 @@ class _ExpertOnly:
         self.config = config
 
     def predict(self, observation):
-        return SimpleNamespace(action=None, source="expert")
+        return SimpleNamespace(action=None, source="expert", mean_confidence=1.0)  # as teleop: a confident source
 
 
 EXECUTORS = ("policy", "perturbed-expert")
