@@ -273,11 +273,11 @@ class GuardPipeline:
                                      now - m.stamp)], target)
         self._newest_stamp = float(target.stamp)
         self._stale_reported = False
-        if cfg.min_confidence > 0 and not float(target.confidence) >= cfg.min_confidence:  # NaN holds too
-            return self._hold(now, [(EventKind.LOW_CONFIDENCE, f"confidence {float(target.confidence):.3f} below "
-                                     f"min_confidence {cfg.min_confidence}: refused",
-                                     cfg.min_confidence - float(target.confidence)
-                                     if math.isfinite(float(target.confidence)) else cfg.min_confidence)], target)
+        confidence = float(target.confidence)
+        if cfg.min_confidence > 0 and not confidence >= cfg.min_confidence:  # NaN holds too
+            short = cfg.min_confidence - confidence if math.isfinite(confidence) else cfg.min_confidence
+            return self._hold(now, [(EventKind.LOW_CONFIDENCE, f"confidence {confidence:.3f} below min_confidence "
+                                     f"{cfg.min_confidence}: refused", short)], target)
         notes: list[tuple[EventKind, str, float]] = []
 
         # Workspace box, then the step from the measured pose toward it.

@@ -19,7 +19,8 @@ def now_s(node: Node) -> float:
 
 
 def target_from_msg(msg: ArmTarget) -> Target:
-    """ArmTarget -> guard Target (m, xyzw, 0..1, header stamp in s, confidence); values pass unchecked: the guards check."""
+    """ArmTarget -> guard Target (m, xyzw, 0..1, header stamp in s, confidence 0..1); values pass unchecked:
+    the guards check."""
     position, quaternion = pose_to_arrays(msg.pose)
     return Target(position, quaternion, float(msg.gripper), stamp_s(msg.header.stamp), float(msg.confidence))
 

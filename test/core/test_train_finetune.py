@@ -1,7 +1,8 @@
 """Fine-tuning (train.init_from) onto a training set with another action convention: the weights carry over,
 the action convention and unnorm_key become the new set's; a given model.diffusion or model.theta replaces
 the checkpoint's.
-train.state_noise: only the named state dims get it; train.view_dropout: only the named view is blanked. train.lr_schedule: the rate each step really used."""
+train.state_noise: only the named state dims get it; train.view_dropout: only the named view is blanked.
+train.lr_schedule: the rate each step really used."""
 import numpy as np
 import pytest
 import torch
