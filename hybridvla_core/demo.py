@@ -183,11 +183,12 @@ def recorded_seeds(directory: Path) -> tuple[set[int], list[Path]]:
     return done, unfinished
 
 
-def shrink_images(directory: Path, image_size: int) -> int:
-    """Resize a training set's images in place to image_size x image_size with the model's own resize
+def shrink_images(directory: Path, image_size) -> int:
+    """Resize a training set's images in place to image_size (S or [h, w]) with the model's own resize
     (hybridvla_core.model.vision.resize_frames, that of images_to_pixels rounded to uint8), so that training
     reads small frames instead of resizing full frames every step; the policy resizes live frames the same way.
     `hybridvla dataset build --image-size` does the same at build time. Returns the number of samples."""
+    from hybridvla_core.model.config import image_hw
     from hybridvla_core.model.trainset import read_index
     from hybridvla_core.model.vision import resize_frames
 
@@ -196,7 +197,7 @@ def shrink_images(directory: Path, image_size: int) -> int:
         for view in index["views"]:
             path = Path(directory) / shard["dir"] / f"image_{view}.npy"
             frames = np.load(path, mmap_mode="r")
-            if frames.shape[1:3] == (image_size, image_size):
+            if frames.shape[1:3] == image_hw(image_size):
                 continue
             resized = resize_frames(frames, image_size, batch=256)
             del frames
@@ -206,6 +207,8 @@ def shrink_images(directory: Path, image_size: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hybridvla_core.datasets.cli import parse_image_size
+
     parser = argparse.ArgumentParser(prog="python -m hybridvla_core.demo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     r = sub.add_parser("record", help="record the expert demonstrations of the demo's instruction variants")
@@ -217,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
     s = sub.add_parser("shrink", help="resize a training set's images in place to the model's input size")
     s.add_argument("directory", type=Path, nargs="+")
-    s.add_argument("--image-size", type=int, required=True, help="pixels, the model's vision.image_size")
+    s.add_argument("--image-size", type=parse_image_size, required=True, metavar="S|HxW",
+                   help="pixels, the model's vision.image_size (S: S x S; HxW: height x width)")
     args = parser.parse_args(argv)
     if args.action == "shrink":
         for directory in args.directory:

@@ -44,16 +44,18 @@ class BuildOptions:
     unnorm_key: str = "recorded"
     include_failed: bool = False
     max_age_s: float = 0.5
-    image_size: int | None = None  # frames stored S x S, resized as the model does (resize_frames); None: as recorded
+    image_size: int | list | None = None  # frames stored S x S or [h, w], resized as the model does
+    #                                       (resize_frames); None: as recorded
     crops: dict = field(default_factory=dict)  # view -> [top, bottom, left, right] region kept (vision.check_crop)
     shard_size: int = 256          # samples per shard file (also the most samples buffered in memory per split)
 
     def __post_init__(self) -> None:
         if self.rate_hz <= 0 or self.chunk < 1 or not 0 <= self.val_fraction < 1:
             raise ValueError("need rate > 0, chunk >= 1 and 0 <= val_fraction < 1")
-        if self.image_size is not None and (isinstance(self.image_size, bool) or int(self.image_size) != self.image_size
-                                            or self.image_size < 1):
-            raise ValueError(f"--image-size must be a positive number of pixels, got {self.image_size}")
+        if self.image_size is not None:
+            from hybridvla_core.model.config import image_hw
+            height, width = image_hw(self.image_size, "--image-size")
+            self.image_size = height if height == width else [height, width]
         if self.shard_size < 1:
             raise ValueError("shard_size must be >= 1")
         from hybridvla_core.model.vision import check_crop

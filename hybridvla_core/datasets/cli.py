@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--include-failed", action="store_true", help="also use episodes stopped as failure/interrupted")
     b.add_argument("--max-age-s", type=float, default=0.5,
                    help="skip steps whose newest frame or state is older than this [s] (0.5)")
-    b.add_argument("--image-size", type=int, default=None,
-                   help="resize frames to S x S pixels (the model's vision.image_size) with the model's resize "
-                        "(default: keep them as recorded)")
+    b.add_argument("--image-size", type=parse_image_size, default=None, metavar="S|HxW",
+                   help="resize frames to S x S or H x W pixels (height x width: the model's vision.image_size) "
+                        "with the model's resize (default: keep them as recorded)")
     b.add_argument("--crop", action="append", default=[], metavar="VIEW=TOP,BOTTOM,LEFT,RIGHT",
                    help="keep only this region of a view's frames, as fractions of height and width, before any "
                         "resize; must equal the model's views[].crop (e.g. front=0.40,0.86,0.12,0.88); repeatable")
@@ -71,6 +71,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "a checkpoint on more data without moving its normalisation)")
     r = sub.add_parser("recover", help="turn episodes left open by a recorder crash into proper bags")
     r.add_argument("episodes", nargs="+", type=Path)
+
+
+def parse_image_size(text: str):
+    """--image-size: "S" -> S, "HxW" -> [H, W] (pixels; the values are checked where they are used)."""
+    try:
+        sizes = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected S or HxW (height x width) in pixels, got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
 
 
 def _crops(items: list[str]) -> dict:

@@ -46,6 +46,16 @@ class LLMConfig:
             raise ValueError("llm.pretrained needs llm.path")
 
 
+def image_hw(image_size, where: str = "image size") -> tuple[int, int]:
+    """A model input size -> (height, width) in pixels: S (an S x S square) or [height, width]. Raises
+    ValueError naming `where` for anything else."""
+    sizes = list(image_size) if isinstance(image_size, (list, tuple)) else [image_size, image_size]
+    if len(sizes) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1
+                              for v in sizes):
+        raise ValueError(f"{where} must be S or [height, width], positive whole pixels, got {image_size!r}")
+    return int(sizes[0]), int(sizes[1])
+
+
 @dataclass
 class VisionConfig:
     """kind: dinov2_siglip (DINOv2-reg4 + SigLIP fused on channels) | clip | small (a little patch ViT) |
@@ -55,7 +65,9 @@ class VisionConfig:
     keypoint tower (channels, keypoints: a perfect square, width: feature size per token)."""
 
     kind: str = "small"
-    image_size: int = 224  # pixels, square; frames are resized without crop
+    # pixels: S (S x S) or [height, width] (keypoints only: a wide table crop keeps its aspect); frames are
+    # resized to it without crop
+    image_size: int | list = 224
     hf_configs: dict = field(default_factory=dict)
     small: dict = field(default_factory=lambda: {"width": 64, "depth": 2, "heads": 4, "patch": 8})
     keypoints: dict = field(default_factory=lambda: {"channels": 32, "keypoints": 16, "width": 64})
@@ -63,8 +75,11 @@ class VisionConfig:
     def __post_init__(self) -> None:
         if self.kind not in VISION_KINDS:
             raise ValueError(f"vision.kind must be one of {VISION_KINDS}, got {self.kind!r}")
-        if self.image_size <= 0:
-            raise ValueError(f"vision.image_size must be positive, got {self.image_size}")
+        height, width = image_hw(self.image_size, "vision.image_size")
+        self.image_size = height if height == width else [height, width]
+        if height != width and self.kind != "keypoints":  # the patch towers have a square grid of positions
+            raise ValueError(f"vision.image_size [height, width] needs vision.kind keypoints; {self.kind!r} takes "
+                             f"a square S, got {self.image_size}")
 
 
 @dataclass

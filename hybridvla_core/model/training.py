@@ -9,7 +9,8 @@ Training config (YAML), every section a mapping:
               `model.diffusion`, which replaces the checkpoint's: e.g. switch prediction_type, the denoiser
               head learns the new target; the action convention and unnorm_key become the training set's,
               the action heads learn them; a given `model.theta` or `model.ensemble_gripper`, inference
-              settings of the ensemble, replaces the checkpoint's)
+              settings of the ensemble, replaces the checkpoint's; a given `model.vision.image_size` too, for the
+              keypoints tower only, whose weights do not depend on the input size)
     data:     {path: training-set directory (hybridvla_core.model.trainset)}
     train:    TrainConfig fields below
 Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
@@ -29,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from hybridvla_core.model.checkpoint import build_model, load_checkpoint, save_checkpoint
-from hybridvla_core.model.config import DiffusionConfig, ModelConfig, _from_mapping
+from hybridvla_core.model.config import DiffusionConfig, ModelConfig, VisionConfig, _from_mapping
 from hybridvla_core.model.diffusion import DiffusionSchedule
 from hybridvla_core.model.ensemble import GRIPPER_RULES
 from hybridvla_core.model.text_tokenizer import prompt_text
@@ -138,6 +139,15 @@ def _latest_step_dir(output_dir: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def _resized_vision(vision: VisionConfig, image_size) -> VisionConfig:
+    """The checkpoint's vision config at another input size: the keypoints tower's convolutions and
+    spatial softmax take any size (keypoints stay fractions of the frame); a patch tower's positions do not."""
+    if vision.kind != "keypoints":
+        raise ValueError(f"model.vision.image_size beside init_from needs a keypoints tower, the checkpoint has "
+                         f"{vision.kind!r}")
+    return dataclasses.replace(vision, image_size=image_size)
+
+
 def _model_config(spec: dict, index: dict) -> ModelConfig:
     data = dict(spec)
     data.update(action_dim=index["action_dim"], convention=index["convention"], unnorm_key=index["unnorm_key"])
@@ -183,6 +193,9 @@ def train(spec: dict) -> dict:
             if gripper not in GRIPPER_RULES:
                 raise ValueError(f"model.ensemble_gripper must be one of {GRIPPER_RULES}, got {gripper!r}")
             model.config.ensemble_gripper = gripper
+        image_size = (spec.get("model", {}).get("vision") or {}).get("image_size")
+        if image_size is not None:
+            model.config.vision = _resized_vision(model.config.vision, image_size)
     config = model.config
     bad_dims = [d for d in settings.state_noise_dims if not 0 <= d < config.action_dim]
     if bad_dims:

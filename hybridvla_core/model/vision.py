@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridvla_core.model.config import VisionConfig
+from hybridvla_core.model.config import VisionConfig, image_hw
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -175,12 +175,14 @@ def pool_to_budget(features: torch.Tensor, grid: int, tokens: int | None) -> tor
     return F.adaptive_avg_pool2d(spatial, side).flatten(2).transpose(1, 2)
 
 
-def _resize_unit(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(N, 3, H, W) float32 in [0, 1] -> (N, 3, S, S): the model's one resize (bilinear, antialiased,
-    align_corners False, no crop); frames already S x S are returned as they are."""
-    if pixels.shape[-2:] == (image_size, image_size):
+def _resize_unit(pixels: torch.Tensor, image_size) -> torch.Tensor:
+    """(N, 3, H, W) float32 in [0, 1] -> (N, 3, h, w) (image_size: S or [h, w], see image_hw): the model's one
+    resize (bilinear, antialiased, align_corners False, no crop); frames already that size are returned as
+    they are."""
+    size = image_hw(image_size)
+    if tuple(pixels.shape[-2:]) == size:
         return pixels
-    return F.interpolate(pixels, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def check_crop(crop, where: str = "crop") -> tuple[float, float, float, float] | None:
@@ -213,8 +215,9 @@ def crop_frame(image, crop):
     return image[rows, cols]
 
 
-def images_to_pixels(images: list, image_size: int, device, dtype, crops: list | None = None) -> torch.Tensor:
-    """HxWx3 uint8 RGB arrays -> (N, 3, S, S) in [0, 1]: each cropped to its region of interest (crops[i], see
+def images_to_pixels(images: list, image_size, device, dtype, crops: list | None = None) -> torch.Tensor:
+    """HxWx3 uint8 RGB arrays -> (N, 3, h, w) in [0, 1] (image_size: S or [h, w]): each cropped to its region
+    of interest (crops[i], see
     check_crop; None or no list: the whole frame), then resized without further crop (bilinear, antialiased)."""
     resized = []
     for i, image in enumerate(images):
@@ -224,18 +227,17 @@ def images_to_pixels(images: list, image_size: int, device, dtype, crops: list |
     return torch.cat(resized).to(dtype)
 
 
-def resize_frames(frames, image_size: int, batch: int = 16, crop=None):
-    """(N, H, W, 3) uint8 RGB frames (an array or a sequence of HxWx3 arrays) -> (N, S, S, 3) uint8 numpy: the
+def resize_frames(frames, image_size, batch: int = 16, crop=None):
+    """(N, H, W, 3) uint8 RGB frames (an array or a sequence of HxWx3 arrays) -> (N, h, w, 3) uint8 numpy
+    (image_size: S or [h, w]): the
     crop (see check_crop) and resize of images_to_pixels, rounded back to uint8. Training sets resized with it
     at build time (`hybridvla dataset build --image-size [--crop]`, `python -m hybridvla_core.demo shrink`) hold
     what a policy cropping and resizing the live frames sees, to within the rounding (0.5 / 255). Frames
-    already S x S (after the crop) come back unchanged; `batch` frames are converted at a time, so memory stays
+    already that size (after the crop) come back unchanged; `batch` frames are converted at a time, so memory stays
     small for long episodes."""
     import numpy as np
 
-    if int(image_size) != image_size or image_size < 1:
-        raise ValueError(f"image size must be a positive number of pixels, got {image_size}")
-    image_size = int(image_size)
+    height, width = image_hw(image_size)
     parts = []
     for start in range(0, len(frames), batch):
         chunk = np.array(frames[start:start + batch]) if isinstance(frames, np.ndarray) \
@@ -245,12 +247,12 @@ def resize_frames(frames, image_size: int, batch: int = 16, crop=None):
             chunk = np.ascontiguousarray(chunk[:, rows, cols])
         if chunk.ndim != 4 or chunk.shape[3] != 3 or chunk.dtype != np.uint8:
             raise ValueError(f"frames must be HxWx3 uint8, got {chunk.dtype} {chunk.shape[1:]}")
-        if chunk.shape[1:3] == (image_size, image_size):
+        if chunk.shape[1:3] == (height, width):
             parts.append(chunk)
             continue
         pixels = torch.from_numpy(chunk).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        pixels = _resize_unit(pixels, image_size)
+        pixels = _resize_unit(pixels, (height, width))
         parts.append((pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     if not parts:
-        return np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
+        return np.zeros((0, height, width, 3), dtype=np.uint8)
     return np.concatenate(parts)

@@ -7,7 +7,7 @@ import torch
 from hybridvla_core.actions import DatasetStatistics
 from hybridvla_core.model import Policy, build_model
 from hybridvla_core.model.checkpoint import save_checkpoint
-from hybridvla_core.model.config import ModelConfig
+from hybridvla_core.model.config import ModelConfig, VisionConfig
 from hybridvla_core.model.presets import tiny_config
 from hybridvla_core.model.vision import KeypointTower, spatial_softmax_points
 
@@ -67,6 +67,19 @@ def test_keypoint_config_refuses_pooling_and_non_square_counts():
     config.vision.keypoints["keypoints"] = 6
     with pytest.raises(ValueError, match="perfect square"):
         build_model(config)
+
+
+@pytest.mark.parametrize("size, good", [([16, 32], True), ([16], False), ([16, 0], False), ([16, 2.5], False),
+                                        (True, False), ("64", False)])
+def test_image_size_is_s_or_height_width(size, good):
+    if good:
+        assert VisionConfig(kind="keypoints", image_size=size).image_size == size
+        with pytest.raises(ValueError, match="needs vision.kind keypoints; 'small' takes a square S"):
+            VisionConfig(kind="small", image_size=size)
+    else:
+        with pytest.raises(ValueError, match=r"vision.image_size must be S or \[height, width\], positive whole pixels"):
+            VisionConfig(kind="keypoints", image_size=size)
+    assert VisionConfig(kind="small", image_size=[32, 32]).image_size == 32  # a square given as a pair
 
 
 def test_keypoint_model_round_trips_and_predicts(tmp_path):

@@ -1,6 +1,6 @@
 """Fine-tuning (train.init_from) onto a training set with another action convention: the weights carry over,
 the action convention and unnorm_key become the new set's; a given model.diffusion or model.theta replaces
-the checkpoint's.
+the checkpoint's, and so does model.vision.image_size for a keypoint tower.
 train.state_noise: only the named state dims get it; train.view_dropout: only the named view is blanked.
 train.lr_schedule: the rate each step really used."""
 import numpy as np
@@ -9,8 +9,9 @@ import torch
 from safetensors.numpy import load_file
 
 from hybridvla_core.actions import ActionConvention
-from hybridvla_core.model import TrainsetWriter
+from hybridvla_core.model import Policy, TrainsetWriter
 from hybridvla_core.model.checkpoint import load_checkpoint
+from hybridvla_core.model.policy import Observation
 from hybridvla_core.model.presets import tiny_config
 from hybridvla_core.model.training import TrainConfig, learning_rate_at, train
 
@@ -219,3 +220,34 @@ def test_init_from_can_set_the_ensemble_settings(tmp_path):
         train(_spec(tmp_path / "set", tmp_path / "run3", init_from=str(first), model={"theta": 1.5}))
     with pytest.raises(ValueError, match="model.ensemble_gripper must be one of"):
         train(_spec(tmp_path / "set", tmp_path / "run4", init_from=str(first), model={"ensemble_gripper": "x"}))
+
+
+def _keypoint_model_spec():
+    model = _tiny_model_spec()
+    model["vision"] = {"kind": "keypoints", "image_size": 32, "keypoints": {"channels": 8, "keypoints": 4, "width": 16}}
+    return model
+
+
+def test_init_from_can_widen_a_keypoint_models_input(tmp_path):
+    """model.vision.image_size beside init_from: the keypoint tower's weights carry over to a [height, width]
+    input (a wide table crop kept at its aspect); the checkpoint then reads frames at that size."""
+    _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
+    first = train(_spec(tmp_path / "set", tmp_path / "run1", model=_keypoint_model_spec()))["checkpoint"]
+    second = train(_spec(tmp_path / "set", tmp_path / "run2", init_from=str(first),
+                         model={"vision": {"image_size": [16, 48]}}))["checkpoint"]
+    tuned, _ = load_checkpoint(second)
+    assert tuned.config.vision.image_size == [16, 48] and tuned.config.vision.keypoints["keypoints"] == 4
+    before, after = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert all(np.array_equal(before[k], after[k]) for k in before if k.startswith("vision_backbone."))
+    policy = Policy.from_checkpoint(second)
+    frame = np.random.default_rng(0).integers(0, 256, (24, 72, 3), dtype=np.uint8)
+    observation = Observation({"front": frame}, np.zeros(7), "push the button")
+    assert tuple(policy._pixels(observation).shape) == (1, 1, 3, 16, 48)
+    assert np.all(np.isfinite(policy.predict(observation).action))
+
+
+def test_init_from_refuses_a_new_input_size_for_a_patch_tower(tmp_path):
+    _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
+    first = train(_spec(tmp_path / "set", tmp_path / "run1", model=_tiny_model_spec()))["checkpoint"]
+    with pytest.raises(ValueError, match="image_size beside init_from needs a keypoints tower.*'small'"):
+        train(_spec(tmp_path / "set", tmp_path / "run2", init_from=str(first), model={"vision": {"image_size": 64}}))

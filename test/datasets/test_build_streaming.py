@@ -16,6 +16,7 @@ from hybridvla_core.actions import ActionConvention
 from hybridvla_core.bags import msg
 from hybridvla_core.datasets import build as build_module
 from hybridvla_core.datasets.build import BuildOptions, build_dataset, chunked, split_bags
+from hybridvla_core.datasets.cli import parse_image_size
 from hybridvla_core.datasets.extract import extract_episode
 from hybridvla_core.model.vision import images_to_pixels, resize_frames
 
@@ -71,6 +72,8 @@ def test_streaming_build_writes_every_usable_bag_and_resizes_like_the_model(lab,
     plain = build_dataset([root], tmp_path / "plain", BuildOptions(**opts), log=lines.append, progress=False)
     small = build_dataset([root], tmp_path / "small", BuildOptions(**opts, image_size=16), log=[].append,
                           progress=False)
+    wide = build_dataset([root], tmp_path / "wide", BuildOptions(**opts, image_size=[16, 24]), log=[].append,
+                         progress=False)
 
     # Bags left out, one line each, nothing of them written; the others in find_bags order.
     assert len(lines) == 3 and all(line.startswith("skipped ") for line in lines)
@@ -79,11 +82,13 @@ def test_streaming_build_writes_every_usable_bag_and_resizes_like_the_model(lab,
     assert [b["bag"] for b in plain["bags"]] == [str(p) for p in good]
     assert plain["settings"]["image_size"] is None and small["settings"]["image_size"] == 16
     assert json.loads((tmp_path / "small" / "build.json").read_text())["settings"]["image_size"] == 16
+    assert json.loads((tmp_path / "wide" / "build.json").read_text())["settings"]["image_size"] == [16, 24]
 
     # The samples are what the one-bag-at-a-time extraction gives (what the build wrote before streaming).
     convention = ActionConvention()
     for split in ("train", "val"):
         got, got_small = load_split(tmp_path / "plain" / split), load_split(tmp_path / "small" / split)
+        got_wide = load_split(tmp_path / "wide" / split)
         entries = [b for b in plain["bags"] if b["split"] == split]
         assert entries and sorted(set(got["episode"].tolist())) == [b["episode"] for b in entries]
         for b in entries:
@@ -102,6 +107,9 @@ def test_streaming_build_writes_every_usable_bag_and_resizes_like_the_model(lab,
         for view in ("front", "wrist"):
             assert got[f"image_{view}"].shape[1:] == (48, 64, 3) and got_small[f"image_{view}"].shape[1:] == (16, 16, 3)
             np.testing.assert_array_equal(got_small[f"image_{view}"], resize_frames(got[f"image_{view}"], 16))
+            # [height, width]: the same resize to a non-square size (a wide crop keeps its aspect).
+            assert got_wide[f"image_{view}"].shape[1:] == (16, 24, 3)
+            np.testing.assert_array_equal(got_wide[f"image_{view}"], resize_frames(got[f"image_{view}"], [16, 24]))
     assert small["train_samples"] == plain["train_samples"] and small["val_samples"] == plain["val_samples"]
     assert plain["train_samples"] + plain["val_samples"] == sum(len(extract_episode(p)) for p in good)
 
@@ -127,8 +135,12 @@ def test_resize_frames_is_images_to_pixels_rounded():
         np.testing.assert_array_equal(small, np.round(live * 255).astype(np.uint8))
     assert resize_frames(list(frames), 12).tobytes() == out.tobytes()
     assert resize_frames(out, 12).tobytes() == out.tobytes()  # already S x S: unchanged, as images_to_pixels
-    for bad in (0, -3, 2.5):
-        with pytest.raises(ValueError, match="positive number of pixels"):
+    wide = resize_frames(frames, [12, 20])  # [height, width]
+    assert wide.shape == (5, 12, 20, 3)
+    live = images_to_pixels([frames[0]], [12, 20], "cpu", torch.float32)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(wide[0], np.round(live * 255).astype(np.uint8))
+    for bad in (0, -3, 2.5, [12], [12, 0]):
+        with pytest.raises(ValueError, match="must be S or \\[height, width\\], positive whole pixels"):
             resize_frames(frames, bad)
 
 
@@ -203,14 +215,14 @@ def test_split_is_by_episode_decided_up_front_from_the_sorted_paths(tmp_path):
     assert {b["bag"] for b in report["bags"] if b["split"] == "train"} == {str(p) for p in paths} - expected_val
 
 
-@pytest.mark.parametrize("size", ["0", "-4"])
-def test_bad_image_size_is_refused_with_one_line(lab, tmp_path, capsys, size):
+@pytest.mark.parametrize("size, shown", [("0", "0"), ("-4", "-4"), ("64x0", "[64, 0]")])
+def test_bad_image_size_is_refused_with_one_line(lab, tmp_path, capsys, size, shown):
     from hybridvla_core.cli import main
 
     root, good, _ = lab
     assert main(["dataset", "build", str(good[0]), "-o", str(tmp_path / "out"), "--image-size", size]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"--image-size must be a positive number of pixels, got {size}" in err
+    assert err.count("\n") == 1 and f"--image-size must be S or [height, width], positive whole pixels, got {shown}" in err
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="--image-size"):
-        BuildOptions(image_size=int(size))
+        BuildOptions(image_size=parse_image_size(size))
