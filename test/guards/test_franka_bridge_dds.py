@@ -88,8 +88,9 @@ class Client(Node):
         self.create_subscription(GuardEvent, "/hybridvla/guard_events", self.events.append, EVENT_QOS)
         self.create_subscription(ArmState, "/hybridvla/fr3/arm_state", self.states.append, COMMAND_QOS)
 
-    def send(self, position, quaternion, gripper=0.5):
-        msg = ArmTarget(arm="fr3", pose=arrays_to_pose(position, quaternion), gripper=float(gripper), confidence=1.0)
+    def send(self, position, quaternion, gripper=0.5, confidence=1.0):
+        msg = ArmTarget(arm="fr3", pose=arrays_to_pose(position, quaternion), gripper=float(gripper),
+                        confidence=float(confidence))
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = "fr3_link0"
         self.target_pub.publish(msg)
