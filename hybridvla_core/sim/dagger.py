@@ -131,7 +131,7 @@ class PickPlaceLabeller:
                 phase = Phase.RETREAT
         self.phase = phase
         if phase <= Phase.DESCEND or self.rotation is None:
-            self.rotation = grasp_rotation(yaw)  # follows a pushed block; kept from the grasp on
+            self.rotation = grasp_rotation(yaw, env.grasp_axis)  # follows a pushed block; kept from the grasp on
         position, gripper = self._waypoint(phase, block, bowl)
         return np.array(position, dtype=float), self.rotation.as_quat(), gripper
 

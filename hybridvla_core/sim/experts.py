@@ -9,11 +9,11 @@ after the waypoint's wait time for gripper actions).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core.sim.env import SimEnv
 from hybridvla_core.sim.tasks import BALL_RADIUS, BLOCK_HALF, BOWL_WALL, BOX_WALL
 
 # TCP pointing at the table (180 deg about x), fingers closing along the base's y axis: the FR3 "ready" pose.
@@ -26,6 +26,9 @@ DROP_Z = BOWL_WALL + 0.06        # block bottom clear of the bowl wall
 RETREAT_Z = CARRY_Z + 0.05
 GRASP_WAIT_S = 0.6               # closed on the block before lifting
 RELEASE_WAIT_S = 0.5             # opened over the bowl before retreating
+
+if TYPE_CHECKING:  # env.py imports GRASP_AXES from here
+    from hybridvla_core.sim.env import SimEnv
 
 
 def step_toward(current: np.ndarray, goal: np.ndarray, max_step: float) -> np.ndarray:
@@ -103,10 +106,17 @@ class WaypointExpert:
         return {arm: Command(self.p[arm].copy(), self.R[arm].as_quat(), self.gripper) for arm in self.arms}
 
 
-def grasp_rotation(yaw: float) -> Rotation:
-    """Top-down TCP orientation whose fingers close across a block of this yaw (rad); a cube has 90 deg
-    symmetry, so the closest equivalent yaw to the ready pose is used."""
-    yaw = (yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
+# The base axis the fingers close along at a block of yaw 0 -> the TCP's turn about the base z axis from the
+# ready pose (rad). "y" is the ready pose's, "x" a quarter turn; either reaches the workspace's corners at
+# every block yaw (joint 7 within 0.4 / 0.3 rad of its limit at the worst corner).
+GRASP_AXES = {"y": 0.0, "x": np.pi / 2}
+
+
+def grasp_rotation(yaw: float, axis: str = "y") -> Rotation:
+    """Top-down TCP orientation whose fingers close across a block of this yaw (rad), roughly along the base
+    `axis` (GRASP_AXES); a cube has 90 deg symmetry, so the equivalent yaw within 45 deg of that axis is used."""
+    turn = GRASP_AXES[axis]
+    yaw = (yaw - turn + np.pi / 4) % (np.pi / 2) - np.pi / 4 + turn
     return Rotation.from_euler("z", yaw) * TOP_DOWN
 
 
@@ -122,7 +132,7 @@ class PickPlaceExpert:
         env = self.env
         layout = env.layout
         block = env.task.block_position(env.model, env.data, layout.block)
-        R = grasp_rotation(env.task.block_yaw(env.model, env.data, layout.block))
+        R = grasp_rotation(env.task.block_yaw(env.model, env.data, layout.block), env.grasp_axis)
         bowl = np.array([*layout.bowls[layout.bowl], 0.0])
 
         def at(p, z, gripper, wait=0.0):  # fr3_link0 is the world frame

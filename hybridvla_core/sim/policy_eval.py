@@ -206,7 +206,7 @@ def probe_targets(env: SimEnv, policy, seeds, *, height_m: float = 0.10, offset_
         instruction = env.reset(int(seed))
         colour = env.layout.block
         block = env.task.block_position(env.model, env.data, colour)
-        rotation = grasp_rotation(env.task.block_yaw(env.model, env.data, colour)).as_quat()
+        rotation = grasp_rotation(env.task.block_yaw(env.model, env.data, colour), env.grasp_axis).as_quat()
         for name, (ux, uy) in PROBE_DIRECTIONS.items():
             env.set_target(ARM, block + np.array([ux * offset_m, uy * offset_m, height_m]), rotation)
             env.advance(settle_s)
