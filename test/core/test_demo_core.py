@@ -92,3 +92,27 @@ def test_record_continues_an_interrupted_run(tmp_path, capsys):
     assert done == expected and not unfinished
     names = sorted(p.name for p in part.iterdir())
     assert len(names) == 2 and names[0] == first[0].name and names[1].startswith("episode_0001_")
+
+
+def test_record_grasp_axis_turns_the_expert_grasp_in_the_recorded_targets(tmp_path):
+    """`record --grasp-axis x`: the recorded targets close the fingers (the TCP's y axis) along the base's x
+    axis when the gripper first closes; the sim file's default (y) along y."""
+    from scipy.spatial.transform import Rotation
+
+    from hybridvla_core import bags
+    from hybridvla_core.demo import main
+    from hybridvla_core.sim.config import load_config
+
+    cfg = load_config(robot="fr3")
+    topic = cfg.arm_topic(cfg.topics_arm_target, "fr3")
+    closing = {}
+    for axis in ("x", None):
+        out = tmp_path / str(axis)
+        argv = ["record", "--out", str(out), "--per-variant", "1", "--part", "0/4"]
+        assert main(argv + (["--grasp-axis", axis] if axis else [])) == 0
+        (episode,) = sorted((out / "part0").iterdir())
+        grasp = next(m.message for m in bags.read_messages(episode, [topic]) if m.message.gripper < 0.5)
+        q = grasp.pose.orientation
+        closing[axis] = np.abs(Rotation.from_quat([q.x, q.y, q.z, q.w]).apply([0.0, 1.0, 0.0]))
+    assert closing["x"][0] > np.cos(np.pi / 4) > closing["x"][1]
+    assert closing[None][1] > np.cos(np.pi / 4) > closing[None][0]
