@@ -211,6 +211,7 @@ def shrink_images(directory: Path, image_size) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from hybridvla_core.datasets.cli import parse_image_size
+    from hybridvla_core.sim.experts import GRASP_AXES
 
     parser = argparse.ArgumentParser(prog="python -m hybridvla_core.demo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--part", default="0/1", help="I/N: record every N-th seed from the I-th (parallel runs); "
                    "seeds already recorded in OUT/partI are skipped, so an interrupted run continues")
     r.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
-    r.add_argument("--grasp-axis", choices=("y", "x"), help="base axis the expert's fingers close along "
+    r.add_argument("--grasp-axis", choices=tuple(GRASP_AXES), help="base axis the expert's fingers close along "
                    "(default: the sim file's expert.grasp_axis)")
     s = sub.add_parser("shrink", help="resize a training set's images in place to the model's input size")
     s.add_argument("directory", type=Path, nargs="+")
