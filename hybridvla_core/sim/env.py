@@ -188,7 +188,7 @@ class SimEnv:
     def __init__(self, robot: str = "fr3", task: str = "pick_place", *, physics_rate_hz: float = 500.0,
                  controller_rate_hz: float = 50.0, image_width: int = 320, image_height: int = 240,
                  max_linear_speed: float = 0.5, max_angular_speed: float = 1.5, gripper_speed: float = 0.1,
-                 start_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0), grasp_axis: str = "y"):
+                 start_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0), grasp_axis: str = "base_y"):
         """start_jitter: half-ranges of the seeded random start pose around each arm's home TCP: x, y, z [m] in
         the arm's base frame and a turn about the base z axis [rad]; zeros = always home. A policy trained
         from one start pose can read the goal off the line from there to its TCP (start_pose).

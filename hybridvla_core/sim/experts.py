@@ -107,12 +107,13 @@ class WaypointExpert:
 
 
 # The base axis the fingers close along at a block of yaw 0 -> the TCP's turn about the base z axis from the
-# ready pose (rad). "y" is the ready pose's, "x" a quarter turn; either reaches the workspace's corners at
+# ready pose (rad). "base_y" is the ready pose's, "base_x" a quarter turn (not bare y / x: YAML 1.1, and so a
+# ROS parameter file, reads a bare y as true); either reaches the workspace's corners at
 # every block yaw (joint 7 within 0.4 / 0.3 rad of its limit at the worst corner).
-GRASP_AXES = {"y": 0.0, "x": np.pi / 2}
+GRASP_AXES = {"base_y": 0.0, "base_x": np.pi / 2}
 
 
-def grasp_rotation(yaw: float, axis: str = "y") -> Rotation:
+def grasp_rotation(yaw: float, axis: str = "base_y") -> Rotation:
     """Top-down TCP orientation whose fingers close across a block of this yaw (rad), roughly along the base
     `axis` (GRASP_AXES); a cube has 90 deg symmetry, so the equivalent yaw within 45 deg of that axis is used."""
     turn = GRASP_AXES[axis]
