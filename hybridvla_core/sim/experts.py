@@ -107,9 +107,9 @@ class WaypointExpert:
 
 
 # The base axis the fingers close along at a block of yaw 0 -> the TCP's turn about the base z axis from the
-# ready pose (rad). "base_y" is the ready pose's, "base_x" a quarter turn (not bare y / x: YAML 1.1, and so a
-# ROS parameter file, reads a bare y as true); either reaches the workspace's corners at
-# every block yaw (joint 7 within 0.4 / 0.3 rad of its limit at the worst corner).
+# ready pose (rad). "base_y" is the ready pose's, "base_x" a quarter turn; either reaches the workspace's
+# corners at every block yaw (joint 7 within 0.4 / 0.3 rad of its limit at the worst corner). Not bare y / x:
+# YAML 1.1, and so a ROS parameter file, reads a bare y as true.
 GRASP_AXES = {"base_y": 0.0, "base_x": np.pi / 2}
 
 
