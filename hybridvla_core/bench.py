@@ -73,7 +73,7 @@ def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action
         model = build_model(config, tokenizer, device).eval()
     finally:
         torch.set_default_dtype(default_dtype)
-    torch.nn.init.normal_(model.final_layer.mlp[2].weight, std=0.02)  # zero-init would make eps = 0
+    torch.nn.init.normal_(model.final_layer.mlp.fc2.weight, std=0.02)  # zero-init would make eps = 0
     samples = np.random.default_rng(seed).normal(size=(100, action_dim))
     stats = DatasetStatistics.from_samples(samples, samples, 1)
     rng = np.random.default_rng(seed)

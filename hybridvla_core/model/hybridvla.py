@@ -94,17 +94,28 @@ class Projector(nn.Module):
         return self.projector(features)
 
 
-class MLPEmbedder(nn.Module):
-    """Noisy-action and state embedders: Linear -> GELU(tanh) -> Linear."""
+class Mlp(nn.Module):
+    """timm's Mlp as the reference's heads hold it: fc1 -> GELU(tanh) -> fc2 (key names fc1, fc2)."""
 
-    def __init__(self, in_dim: int, hidden: int):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
         super().__init__()
         self.fc1 = nn.Linear(in_dim, hidden)
         self.act = nn.GELU(approximate="tanh")
-        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class MLPEmbedder(nn.Module):
+    """Noisy-action and state embedders (the reference's ActionEmbedder): mlp = Mlp(in -> H -> H)."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.mlp = Mlp(in_dim, hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
 
 
 class TimestepEmbedder(nn.Module):
@@ -132,9 +143,9 @@ class FinalLayer(nn.Module):
     def __init__(self, hidden: int, action_dim: int):
         super().__init__()
         self.norm_final = nn.RMSNorm(hidden, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, action_dim))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        self.mlp = Mlp(hidden, hidden, action_dim)
+        nn.init.zeros_(self.mlp.fc2.weight)
+        nn.init.zeros_(self.mlp.fc2.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.norm_final(hidden))
@@ -312,11 +323,11 @@ class HybridVLA(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.x_embedder.fc1.weight.dtype
+        return self.x_embedder.mlp.fc1.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.x_embedder.fc1.weight.device
+        return self.x_embedder.mlp.fc1.weight.device
 
     @property
     def tokens_per_image(self) -> int:

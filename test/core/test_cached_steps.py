@@ -19,7 +19,7 @@ def random_model(family, kv_heads, chunk, seed=0):
     config.llm.hf_config["num_key_value_heads"] = kv_heads
     torch.manual_seed(seed)
     model = build_model(config).eval()
-    torch.nn.init.normal_(model.final_layer.mlp[2].weight, std=0.3)
+    torch.nn.init.normal_(model.final_layer.mlp.fc2.weight, std=0.3)
     return model
 
 

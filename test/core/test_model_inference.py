@@ -13,7 +13,7 @@ def random_model(seed=0, **kwargs):
     torch.manual_seed(seed)
     model = build_model(tiny_config(**kwargs)).eval()
     # The last layer starts at zero (eps = 0 everywhere); give it weights so the checks mean something.
-    torch.nn.init.normal_(model.final_layer.mlp[2].weight, std=0.3)
+    torch.nn.init.normal_(model.final_layer.mlp.fc2.weight, std=0.3)
     return model
 
 

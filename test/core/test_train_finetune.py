@@ -67,7 +67,7 @@ def test_init_from_adopts_the_new_sets_convention(tmp_path):
     before, after = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     vision = [k for k in before if k.startswith("vision_backbone.")]
     assert vision and all(np.array_equal(before[k], after[k]) for k in vision)
-    assert not np.array_equal(before["final_layer.mlp.2.weight"], after["final_layer.mlp.2.weight"])
+    assert not np.array_equal(before["final_layer.mlp.fc2.weight"], after["final_layer.mlp.fc2.weight"])
 
 
 def test_init_from_can_switch_the_denoiser_to_predict_the_clean_action(tmp_path):
