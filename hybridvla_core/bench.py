@@ -61,12 +61,12 @@ def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action
     from hybridvla_core.actions import DatasetStatistics
     from hybridvla_core.model.checkpoint import build_model
     from hybridvla_core.model.policy import Policy
-    from hybridvla_core.model.text_tokenizer import build_byte_tokenizer
+    from hybridvla_core.model.text_tokenizer import build_byte_tokenizer, reference_shaped_tokenizer
 
     torch.manual_seed(seed)
     config = bench_config(preset, action_dim, chunk)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    tokenizer = build_byte_tokenizer(32000 if preset == "reference-7b" else 515)
+    tokenizer = reference_shaped_tokenizer("llama-2") if preset == "reference-7b" else build_byte_tokenizer()
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build directly in the run dtype (a 7B model would not fit twice)
     try:

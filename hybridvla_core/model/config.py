@@ -8,9 +8,11 @@ from typing import Any, Mapping
 
 from hybridvla_core.actions import ActionConvention, num_arms
 from hybridvla_core.model.ensemble import GRIPPER_RULES
+from hybridvla_core.model.text_tokenizer import TOKEN_LAYOUTS
 
 LLM_FAMILIES = ("llama", "phi", "qwen2")
 VISION_KINDS = ("dinov2_siglip", "clip", "small", "keypoints")
+RESIZE_FILTERS = ("bilinear", "bicubic")  # antialiased, no crop; the reference's timm transform is bicubic
 AR_CONDITIONINGS = ("denoised", "noisy")
 
 
@@ -68,6 +70,7 @@ class VisionConfig:
     # pixels: S (S x S) or [height, width] (keypoints only: a wide table crop keeps its aspect); frames are
     # resized to it without crop
     image_size: int | list = 224
+    resize: str = "bilinear"  # RESIZE_FILTERS: how frames are resized to image_size
     hf_configs: dict = field(default_factory=dict)
     small: dict = field(default_factory=lambda: {"width": 64, "depth": 2, "heads": 4, "patch": 8})
     keypoints: dict = field(default_factory=lambda: {"channels": 32, "keypoints": 16, "width": 64})
@@ -75,6 +78,8 @@ class VisionConfig:
     def __post_init__(self) -> None:
         if self.kind not in VISION_KINDS:
             raise ValueError(f"vision.kind must be one of {VISION_KINDS}, got {self.kind!r}")
+        if self.resize not in RESIZE_FILTERS:
+            raise ValueError(f"vision.resize must be one of {RESIZE_FILTERS}, got {self.resize!r}")
         height, width = image_hw(self.image_size, "vision.image_size")
         self.image_size = height if height == width else [height, width]
         if height != width and self.kind != "keypoints":  # the patch towers have a square grid of positions
@@ -148,6 +153,12 @@ class ModelConfig:
     #   "denoised": on [t=0, the denoised action] (paper; one prefill per step at inference),
     #   "noisy": on [random t, noisy action] as the reference trains (reference schedule at inference).
     ar_conditioning: str = "denoised"
+    # The ids around <BOD>/<EOD> (text_tokenizer.TOKEN_LAYOUTS): "reference" (the reference's per-family
+    # separators, what its released weights were trained on) or "compact" (none; checkpoints trained before).
+    token_layout: str = "reference"
+    # The reference trainer's need_to_sub: action-bin ids = base vocabulary - need_to_sub - bin (released
+    # scripts pass 0; its train.py default is 7). Training and inference must agree.
+    need_to_sub: int = 0
     convention: ActionConvention = field(default_factory=ActionConvention)
     unnorm_key: str | None = None
     # Filled in when the model is built from its tokenizer; saved so a checkpoint is self-describing.
@@ -163,6 +174,10 @@ class ModelConfig:
             raise ValueError(f"ensemble_gripper must be one of {GRIPPER_RULES}, got {self.ensemble_gripper!r}")
         if self.ar_conditioning not in AR_CONDITIONINGS:
             raise ValueError(f"ar_conditioning must be one of {AR_CONDITIONINGS}, got {self.ar_conditioning!r}")
+        if self.token_layout not in TOKEN_LAYOUTS:
+            raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}, got {self.token_layout!r}")
+        if isinstance(self.need_to_sub, bool) or not isinstance(self.need_to_sub, int) or self.need_to_sub < 0:
+            raise ValueError(f"need_to_sub must be a whole number >= 0, got {self.need_to_sub!r}")
         if not self.views:
             raise ValueError("views: at least one camera view is needed")
         names = [v.name for v in self.views]

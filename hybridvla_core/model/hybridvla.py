@@ -2,8 +2,11 @@
 between <BOD> and <EOD> and then predicts discrete action tokens.
 
 Token layout, identical in training and inference:
-    [BOS] [view tokens, in view order] [prompt] <BOD> [state] [t] [x_1 .. x_T] <EOD> [a_1 .. a_D] [EOS]
-The noise prediction is read at the x positions (no shift); the logits at <EOD> .. a_D predict a_1 .. EOS.
+    [BOS] [view tokens, in view order] [prompt] [sep] <BOD> [state] [t] [x_1 .. x_T] <EOD> [sep] [a_1 .. a_D] [EOS]
+The separators [sep] depend on config.token_layout and the LLM family (text_tokenizer.py: the reference's Llama
+path has "▁" on both sides, Phi " " before <BOD> only, "compact" none). The noise prediction is read at the x
+positions (no shift); the logits at the last token before a_1 (the trailing separator, or <EOD>) .. a_D predict
+a_1 .. EOS.
 
 AR conditioning (config.ar_conditioning), the same in training and inference:
   "denoised" (default, the paper's reading): the AR tokens follow [t = 0, the denoised action]. In training
@@ -25,7 +28,7 @@ from torch import nn
 from hybridvla_core.model.action_tokenizer import NUM_BINS, ActionTokenizer
 from hybridvla_core.model.config import LLMConfig, ModelConfig
 from hybridvla_core.model.diffusion import DiffusionSchedule
-from hybridvla_core.model.text_tokenizer import add_hybrid_tokens, prompt_text
+from hybridvla_core.model.text_tokenizer import add_hybrid_tokens, encode_prompt, token_layout
 from hybridvla_core.model.vision import build_vision_tower, pool_to_budget
 
 VOCAB_MULTIPLE = 64  # embedding rows are padded to a multiple of 64 (reference)
@@ -52,14 +55,20 @@ def _build_llm(config: LLMConfig) -> nn.Module:
     return model_cls(hf_config)
 
 
-def _resize_vocabulary(llm: nn.Module, num_tokens: int) -> None:
-    """Grow the embedding (and LM head) to hold num_tokens, padded to a multiple of 64; new rows are the mean
-    of the existing ones (reference). Never shrinks (Qwen2 ships a padded vocabulary)."""
+def _resize_vocabulary(llm: nn.Module, num_tokens: int, family: str) -> None:
+    """Resize the embedding (and LM head) to num_tokens padded to a multiple of 64, as the reference's
+    resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64): that shrinks Phi-2's 51200 rows to 50304.
+    New rows are the mean of the existing ones (reference). Qwen2 (no reference path) ships a padded vocabulary
+    larger than its tokenizer: never shrunk."""
     old_rows = llm.get_input_embeddings().weight.shape[0]
-    new_rows = max(old_rows, math.ceil(num_tokens / VOCAB_MULTIPLE) * VOCAB_MULTIPLE)
+    new_rows = math.ceil(num_tokens / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    if family == "qwen2":
+        new_rows = max(old_rows, new_rows)
     if new_rows == old_rows:
         return
     llm.resize_token_embeddings(new_rows, mean_resizing=False)
+    if new_rows < old_rows:
+        return
     with torch.no_grad():
         embedding = llm.get_input_embeddings().weight
         embedding[old_rows:] = embedding[:old_rows].mean(0)
@@ -74,7 +83,7 @@ class LLMBackbone(nn.Module):
     def __init__(self, config: LLMConfig, num_tokens: int):
         super().__init__()
         self.llm = _build_llm(config)
-        _resize_vocabulary(self.llm, num_tokens)
+        _resize_vocabulary(self.llm, num_tokens, config.family)
         if config.gradient_checkpointing:
             self.llm.gradient_checkpointing_enable()
 
@@ -302,7 +311,8 @@ def _cache_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 class HybridVLA(nn.Module):
     def __init__(self, config: ModelConfig, tokenizer):
         super().__init__()
-        config.tokens = add_hybrid_tokens(tokenizer)
+        self.layout = token_layout(config.token_layout, config.llm.family)
+        config.tokens = add_hybrid_tokens(tokenizer, self.layout)
         self.config = config
         self.tokenizer = tokenizer
         self.vision_backbone = build_vision_tower(config.vision)
@@ -314,7 +324,7 @@ class HybridVLA(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden)
         self.final_layer = FinalLayer(hidden, config.action_dim)
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
-        self.action_tokenizer = ActionTokenizer(config.tokens["base_vocab_size"])
+        self.action_tokenizer = ActionTokenizer(config.tokens["base_vocab_size"] - config.need_to_sub)
 
     # ------------------------------------------------------------------------------------------------ pieces
     @property
@@ -335,7 +345,7 @@ class HybridVLA(nn.Module):
         return sum(min(v.tokens or grid * grid, grid * grid) for v in self.config.views)
 
     def prompt_ids(self, instruction: str) -> list[int]:
-        return self.tokenizer(prompt_text(instruction), add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, instruction, self.layout, self.config.tokens)
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(ids)
@@ -392,14 +402,19 @@ class HybridVLA(nn.Module):
         torch.bucketize(right=True) is np.digitize."""
         bins = torch.as_tensor(self.action_tokenizer.bins, dtype=torch.float32, device=actions.device)
         digitized = torch.bucketize(actions.float().clamp(-1, 1), bins, right=True)
-        ids = self.config.tokens["base_vocab_size"] - digitized
+        ids = self.action_tokenizer.base_vocab_size - digitized
         eos = torch.full((ids.shape[0], 1), self.config.tokens["eos_id"], dtype=torch.long, device=ids.device)
         return torch.cat([ids, eos], dim=1)
 
+    def _after_diffusion_ids(self, batch: int, device) -> torch.Tensor:
+        """<EOD> and the layout's separator after it: what the first action token follows, (batch, 1 + n)."""
+        ids = [self.config.tokens["eod_id"], *self.config.tokens["after_eod_ids"]]
+        return torch.tensor(ids, dtype=torch.long, device=device).expand(batch, -1)
+
     def _ar_tail(self, targets: torch.Tensor) -> torch.Tensor:
-        """<EOD> [a_1 .. a_D] as embeddings (EOS is only a target)."""
-        eod = torch.full((targets.shape[0], 1), self.config.tokens["eod_id"], dtype=torch.long, device=targets.device)
-        return self.embed_ids(torch.cat([eod, targets[:, :-1]], dim=1))
+        """<EOD> [sep] [a_1 .. a_D] as embeddings (EOS is only a target)."""
+        head = self._after_diffusion_ids(targets.shape[0], targets.device)
+        return self.embed_ids(torch.cat([head, targets[:, :-1]], dim=1))
 
     # --------------------------------------------------------------------------------------------- training
     def forward(self, pixels: torch.Tensor, prompts: list[list[int]], states: torch.Tensor, actions: torch.Tensor,
@@ -427,11 +442,12 @@ class HybridVLA(nn.Module):
         hidden = self._run_llm(sequence, self._extend_mask(rep(mask), sequence.shape[1]),
                                self._extend_positions(rep(positions), sequence.shape[1]))
         x_start = prefix_len + 1  # after [t]
+        first_logit = x_start + chunk + len(self.config.tokens["after_eod_ids"])  # the token before a_1
         denoiser_output = self.final_layer(hidden[:, x_start:x_start + chunk]).float()
         diffusion_loss = F.mse_loss(denoiser_output, self.schedule.target(clean, noise))
 
         if self.config.ar_conditioning == "noisy":
-            ar_logits = self._logits(hidden[:, x_start + chunk:])
+            ar_logits = self._logits(hidden[:, first_logit:])
             ar_targets = rep(targets)
         else:
             first = torch.arange(batch, device=clean.device) * repeats  # repeat 0 of every sample
@@ -441,7 +457,7 @@ class HybridVLA(nn.Module):
             sequence = torch.cat([prefix, self.diffusion_embeds(zero_t, hint), self._ar_tail(targets)], dim=1)
             hidden = self._run_llm(sequence, self._extend_mask(mask, sequence.shape[1]),
                                    self._extend_positions(positions, sequence.shape[1]))
-            ar_logits = self._logits(hidden[:, x_start + chunk:])
+            ar_logits = self._logits(hidden[:, first_logit:])
             ar_targets = targets
         ar_loss = F.cross_entropy(ar_logits.flatten(0, 1), ar_targets.flatten())
         return {"loss": diffusion_loss + ar_loss, "diffusion_loss": diffusion_loss, "ar_loss": ar_loss,
@@ -502,9 +518,9 @@ class HybridVLA(nn.Module):
         return sample
 
     def _ar_head(self, timesteps: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """[t][x_1..x_T]<EOD> as embeddings: what the AR tokens follow."""
-        eod = torch.full((actions.shape[0], 1), self.config.tokens["eod_id"], dtype=torch.long, device=actions.device)
-        return torch.cat([self.diffusion_embeds(timesteps, actions), self.embed_ids(eod)], dim=1)
+        """[t][x_1..x_T]<EOD>[sep] as embeddings: what the AR tokens follow."""
+        after = self._after_diffusion_ids(actions.shape[0], actions.device)
+        return torch.cat([self.diffusion_embeds(timesteps, actions), self.embed_ids(after)], dim=1)
 
     def decode_actions(self, cache, timesteps: torch.Tensor, actions: torch.Tensor):
         """Feed [t][x_1..x_T]<EOD> after the cached prefix, then greedily decode D action tokens, restricted to

@@ -139,7 +139,7 @@ class Policy:
     def _pixels(self, observation: Observation) -> torch.Tensor:
         images = [observation.images[name] for name in self.config.view_names]
         return images_to_pixels(images, self.config.vision.image_size, self.model.device, self.model.dtype,
-                                self.config.view_crops).unsqueeze(0)
+                                self.config.view_crops, self.config.vision.resize).unsqueeze(0)
 
     def prefix(self, observation: Observation) -> torch.Tensor:
         """Embeddings of [BOS][views][prompt]<BOD>[state] for one observation, (1, L, H)."""

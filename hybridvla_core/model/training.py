@@ -33,7 +33,7 @@ from hybridvla_core.model.checkpoint import build_model, load_checkpoint, save_c
 from hybridvla_core.model.config import DiffusionConfig, ModelConfig, VisionConfig, _from_mapping
 from hybridvla_core.model.diffusion import DiffusionSchedule
 from hybridvla_core.model.ensemble import GRIPPER_RULES
-from hybridvla_core.model.text_tokenizer import prompt_text
+from hybridvla_core.model.text_tokenizer import encode_prompt
 from hybridvla_core.model.trainset import TrainsetDataset, read_index
 from hybridvla_core.actions import ActionConvention
 
@@ -110,10 +110,10 @@ def learning_rate_at(settings: TrainConfig, step: int) -> float:
     return low + (high - low) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _collate(samples: list[dict], tokenizer) -> dict:
+def _collate(samples: list[dict], tokenizer, layout, tokens: dict) -> dict:
     return {
         "pixels": torch.stack([s["pixels"] for s in samples]),
-        "prompts": [tokenizer(prompt_text(s["instruction"]), add_special_tokens=False)["input_ids"] for s in samples],
+        "prompts": [encode_prompt(tokenizer, s["instruction"], layout, tokens) for s in samples],
         "states": torch.stack([s["state"] for s in samples]),
         "actions": torch.stack([s["action"] for s in samples]),
     }
@@ -209,14 +209,15 @@ def train(spec: dict) -> dict:
         raise ValueError("the training set's action_dim/convention differ from the model's")
 
     dataset = TrainsetDataset(spec["data"]["path"], config.vision.image_size, config.view_names,
-                              crops={v.name: v.crop for v in config.views})
+                              crops={v.name: v.crop for v in config.views}, resize=config.vision.resize)
     statistics = {index["unnorm_key"]: dataset.statistics}
     sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True, seed=settings.seed) \
         if world > 1 else None
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
         drop_last=len(dataset) >= settings.batch_size * world,
-        num_workers=settings.num_workers, collate_fn=partial(_collate, tokenizer=model.tokenizer),
+        num_workers=settings.num_workers,
+        collate_fn=partial(_collate, tokenizer=model.tokenizer, layout=model.layout, tokens=model.config.tokens),
         generator=torch.Generator().manual_seed(settings.seed),
     )
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -207,9 +207,11 @@ class TrainsetDataset(Dataset):
     "action": (T, D) float32 normalised (BOUNDS_Q99, grippers as stored)}."""
 
     def __init__(self, directory: str | Path, image_size: int, views: list[str] | None = None,
-                 statistics: DatasetStatistics | None = None, crops: Mapping[str, list] | None = None):
+                 statistics: DatasetStatistics | None = None, crops: Mapping[str, list] | None = None,
+                 resize: str = "bilinear"):
         """crops: the model's view crops (view -> [top, bottom, left, right], vision.check_crop); a view the
-        builder already cropped (index.json "crops") must have been cropped the same way, and is not cropped again."""
+        builder already cropped (index.json "crops") must have been cropped the same way, and is not cropped again.
+        resize: the model's vision.resize filter."""
         self.directory = Path(directory)
         self.index = read_index(directory)
         self.views = list(views) if views is not None else self.index["views"]
@@ -217,6 +219,7 @@ class TrainsetDataset(Dataset):
         if absent:
             raise ValueError(f"training set {directory} lacks view(s) {absent}; it has {self.index['views']}")
         self.image_size = image_size
+        self.resize = resize
         self.crops = self._crops_to_apply(dict(crops or {}))
         self.all_statistics = load_dataset_statistics(self.directory / STATISTICS_FILE)
         self.statistics = statistics or select_statistics(self.all_statistics, self.index["unnorm_key"])
@@ -247,7 +250,7 @@ class TrainsetDataset(Dataset):
         shard, row = self._shards[shard_index], item - int(self._starts[shard_index])
         images = [np.array(shard[f"image_{v}"][row]) for v in self.views]  # copy out of the read-only map
         return {
-            "pixels": images_to_pixels(images, self.image_size, "cpu", torch.float32, self.crops),
+            "pixels": images_to_pixels(images, self.image_size, "cpu", torch.float32, self.crops, self.resize),
             "instruction": str(shard["instruction"][row]),
             "state": torch.as_tensor(self.statistics.proprio.normalize(shard["state"][row]), dtype=torch.float32),
             "action": torch.as_tensor(self.statistics.action.normalize(shard["action"][row]), dtype=torch.float32),

@@ -175,14 +175,15 @@ def pool_to_budget(features: torch.Tensor, grid: int, tokens: int | None) -> tor
     return F.adaptive_avg_pool2d(spatial, side).flatten(2).transpose(1, 2)
 
 
-def _resize_unit(pixels: torch.Tensor, image_size) -> torch.Tensor:
+def _resize_unit(pixels: torch.Tensor, image_size, resize: str = "bilinear") -> torch.Tensor:
     """(N, 3, H, W) float32 in [0, 1] -> (N, 3, h, w) (image_size: S or [h, w], see image_hw): the model's one
-    resize (bilinear, antialiased, align_corners False, no crop); frames already that size are returned as
-    they are."""
+    resize (vision.resize: bilinear or bicubic, antialiased, align_corners False, no crop); frames already that
+    size are returned as they are. Bicubic is clamped to [0, 1] as PIL's (the reference's timm transform) is."""
     size = image_hw(image_size)
     if tuple(pixels.shape[-2:]) == size:
         return pixels
-    return F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
+    out = F.interpolate(pixels, size=size, mode=resize, antialias=True, align_corners=False)
+    return out.clamp(0.0, 1.0) if resize == "bicubic" else out
 
 
 def check_crop(crop, where: str = "crop") -> tuple[float, float, float, float] | None:
@@ -215,19 +216,20 @@ def crop_frame(image, crop):
     return image[rows, cols]
 
 
-def images_to_pixels(images: list, image_size, device, dtype, crops: list | None = None) -> torch.Tensor:
+def images_to_pixels(images: list, image_size, device, dtype, crops: list | None = None,
+                     resize: str = "bilinear") -> torch.Tensor:
     """HxWx3 uint8 RGB arrays -> (N, 3, h, w) in [0, 1] (image_size: S or [h, w]): each cropped to its region
     of interest (crops[i], see
-    check_crop; None or no list: the whole frame), then resized without further crop (bilinear, antialiased)."""
+    check_crop; None or no list: the whole frame), then resized without further crop (`resize`, antialiased)."""
     resized = []
     for i, image in enumerate(images):
         image = crop_frame(image, crops[i] if crops is not None else None)
         tensor = torch.as_tensor(image, device=device).permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255.0
-        resized.append(_resize_unit(tensor, image_size))
+        resized.append(_resize_unit(tensor, image_size, resize))
     return torch.cat(resized).to(dtype)
 
 
-def resize_frames(frames, image_size, batch: int = 16, crop=None):
+def resize_frames(frames, image_size, batch: int = 16, crop=None, resize: str = "bilinear"):
     """(N, H, W, 3) uint8 RGB frames (an array or a sequence of HxWx3 arrays) -> (N, h, w, 3) uint8 numpy
     (image_size: S or [h, w]): the
     crop (see check_crop) and resize of images_to_pixels, rounded back to uint8. Training sets resized with it
@@ -251,7 +253,7 @@ def resize_frames(frames, image_size, batch: int = 16, crop=None):
             parts.append(chunk)
             continue
         pixels = torch.from_numpy(chunk).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        pixels = _resize_unit(pixels, (height, width))
+        pixels = _resize_unit(pixels, (height, width), resize)
         parts.append((pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     if not parts:
         return np.zeros((0, height, width, 3), dtype=np.uint8)
