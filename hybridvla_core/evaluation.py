@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("eval_bags"), help="output directory (eval_bags)")
     parser.add_argument("--rate", type=float, default=10.0, help="steps per second [Hz] (default 10)")
     parser.add_argument("--mode", choices=("hybrid", "diffusion", "autoregressive"), default="hybrid")
-    parser.add_argument("--theta", type=float, help="ensemble threshold (default: the checkpoint's)")
+    parser.add_argument("--preset", choices=("reference", "single-prefill"),
+                        help="named inference settings (README, 'Presets'; default: the checkpoint's own)")
+    parser.add_argument("--theta", type=float, help="ensemble threshold (default: the preset's, else the checkpoint's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (0)")
     parser.add_argument("--max-steps", type=int, default=0, help="at most this many steps per bag (0 = all)")
@@ -255,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             load_config(directory)
             policy = Policy.from_checkpoint(directory, device=args.device, mode=args.mode, theta=args.theta,
-                                            seed=args.seed)
+                                            preset=args.preset, seed=args.seed)
         except (OSError, ValueError, KeyError) as exc:
             log(f"skipped checkpoint {directory}: {exc}")
             continue

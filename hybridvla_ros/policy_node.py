@@ -31,6 +31,7 @@ from hybridvla_ros.images import image_to_rgb
 
 MODES = ("hybrid", "diffusion", "autoregressive")
 GRIPPER_RULES = ("average", "autoregressive")  # ensemble.GRIPPER_RULES (importing hybridvla_core.model loads torch)
+PRESETS = ("reference", "single-prefill")  # policy.PRESETS, likewise
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -52,7 +53,9 @@ class PolicyNode(Node):
             "target_topics": (["/hybridvla/fr3/target"], _names, "one ArmTarget topic per arm_names entry"),
             "policy_action_topic": ("/hybridvla/policy_action", lambda v: bool(v), "a topic name"),
             "mode": ("hybrid", lambda v: v in MODES, f"one of {', '.join(MODES)}"),
-            "theta": (-1.0, lambda v: v == -1.0 or 0.0 <= v <= 1.0, "0..1, or -1 for the checkpoint's"),
+            "preset": ("", lambda v: v in ("", *PRESETS),
+                       f"one of {', '.join(PRESETS)}, or empty for the checkpoint's own settings"),
+            "theta": (-1.0, lambda v: v == -1.0 or 0.0 <= v <= 1.0, "0..1, or -1 for the preset's or checkpoint's"),
             "ddim_steps": (0, lambda v: v >= 0, "DDIM steps >= 1, or 0 for the checkpoint's"),
             "ensemble_gripper": ("", lambda v: v in ("", *GRIPPER_RULES),
                                  f"one of {', '.join(GRIPPER_RULES)}, or empty for the checkpoint's"),
@@ -100,7 +103,8 @@ class PolicyNode(Node):
         self.last_confidence = math.nan
         self._stop = threading.Event()
         self.get_logger().info(
-            f"policy ready: {p['checkpoint']} mode={self.policy.mode} theta={self.policy.theta:g} "
+            f"policy ready: {p['checkpoint']} mode={self.policy.mode} preset={p['preset'] or 'checkpoint'} "
+            f"ar_schedule={self.policy.ar_schedule} theta={self.policy.theta:g} "
             f"ddim_steps={self.policy.ddim_steps} ensemble_gripper={self.policy.ensemble_gripper} at "
             f"{self.rate_hz:g} Hz; views {p['view_names']}, arms {p['arm_names']}; "
             f"{'ENABLED' if p['start_enabled'] else 'disabled (call ~/enable)'}")
@@ -123,7 +127,7 @@ class PolicyNode(Node):
                 Path(p["checkpoint"]).expanduser(), device=device,
                 dtype=None if p["dtype"] == "auto" else p["dtype"], mode=p["mode"],
                 theta=None if p["theta"] == -1.0 else p["theta"], ddim_steps=p["ddim_steps"] or None,
-                ensemble_gripper=p["ensemble_gripper"] or None,
+                ensemble_gripper=p["ensemble_gripper"] or None, preset=p["preset"] or None,
                 unnorm_key=p["unnorm_key"] or None, seed=p["seed"])
         except (ValueError, FileNotFoundError, KeyError) as exc:
             raise ParameterError(f"checkpoint {p['checkpoint']}: {exc}") from exc

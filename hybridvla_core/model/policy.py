@@ -8,6 +8,15 @@ Schedules (ar_schedule):
     a separate AR pass that recomputes the views and the prefix and puts FRESH noise at a random timestep
     between <BOD> and <EOD>, as the reference code does (one prefill of prefix + [t, noise, <EOD>], then the
     greedy tokens on that cache).
+
+Presets (preset=..., the policy node's `preset`, --preset of eval-bags and sim eval-policy) name a set of the
+settings above; explicit settings still override them. None keeps the checkpoint's own (an imported reference
+checkpoint's config.json holds the reference's, so it runs as "reference" by default):
+  "reference": the reference's inference script: AR tokens in a second pass on fresh noise at a random timestep,
+    gate sum(conf[:6]) > 5.8 (theta = REFERENCE_THETA), the binarised average's gripper. (The resize filter,
+    token layout and need_to_sub are the checkpoint's: properties of the weights, not choices at run time.)
+  "single-prefill": this project's: one prefill serves both branches, the AR tokens follow the denoised action
+    at t = 0 (for a checkpoint trained with ar_conditioning "noisy" that is a train/test mismatch: measure it).
 """
 from __future__ import annotations
 
@@ -20,11 +29,24 @@ import numpy as np
 import torch
 
 from hybridvla_core.actions import DatasetStatistics, select_statistics
-from hybridvla_core.model.ensemble import GRIPPER_RULES, MODES, binarize_grippers, ensemble
+from hybridvla_core.model.ensemble import GRIPPER_RULES, MODES, REFERENCE_THETA, binarize_grippers, ensemble
 from hybridvla_core.model.hybridvla import HybridVLA
 from hybridvla_core.model.vision import images_to_pixels
 
 AR_SCHEDULES = ("single", "reference")
+PRESETS = {
+    "reference": {"ar_schedule": "reference", "theta": REFERENCE_THETA, "ensemble_gripper": "average"},
+    "single-prefill": {"ar_schedule": "single"},
+}
+
+
+def preset_settings(preset: str | None) -> dict:
+    """The settings a preset names ({} for None); ValueError naming the choices for an unknown one."""
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    return dict(PRESETS[preset])
 
 
 @dataclass
@@ -67,10 +89,15 @@ class _Stopwatch:
 class Policy:
     def __init__(self, model: HybridVLA, statistics: DatasetStatistics, mode: str = "hybrid",
                  theta: float | None = None, ddim_steps: int | None = None, ar_schedule: str | None = None,
-                 seed: int = 0, ensemble_gripper: str | None = None):
+                 seed: int = 0, ensemble_gripper: str | None = None, preset: str | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         config = model.config
+        named = preset_settings(preset)
+        theta = named.get("theta") if theta is None else theta
+        ar_schedule = ar_schedule or named.get("ar_schedule")
+        ensemble_gripper = ensemble_gripper or named.get("ensemble_gripper")
+        self.preset = preset
         ar_schedule = ar_schedule or ("single" if config.ar_conditioning == "denoised" else "reference")
         if ar_schedule not in AR_SCHEDULES:
             raise ValueError(f"ar_schedule must be one of {AR_SCHEDULES}, got {ar_schedule!r}")
@@ -95,9 +122,10 @@ class Policy:
     def from_checkpoint(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | str | None = None,
                         mode: str = "hybrid", theta: float | None = None, ddim_steps: int | None = None,
                         ar_schedule: str | None = None, unnorm_key: str | None = None, seed: int = 0,
-                        ensemble_gripper: str | None = None) -> "Policy":
+                        ensemble_gripper: str | None = None, preset: str | None = None) -> "Policy":
         """dtype defaults to float32 on CPU and bfloat16 on CUDA; theta, ddim_steps and ensemble_gripper
-        default to the checkpoint's."""
+        default to the preset's, then the checkpoint's."""
+        preset_settings(preset)  # an unknown preset is refused before the weights load
         from hybridvla_core.model.checkpoint import load_checkpoint
 
         device = torch.device(device)
@@ -107,7 +135,7 @@ class Policy:
         model, statistics = load_checkpoint(directory, device, dtype)
         key = unnorm_key if unnorm_key is not None else model.config.unnorm_key
         return cls(model, select_statistics(statistics, key), mode, theta, ddim_steps, ar_schedule, seed,
-                   ensemble_gripper)
+                   ensemble_gripper, preset)
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _validate(self, observation) -> Observation:

@@ -53,8 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "skipping the checkpoint's training_seeds.json (default 100000: the demo's held-out seeds)")
     e.add_argument("--mode", default="hybrid", choices=["hybrid", "diffusion", "autoregressive", "all"])
     e.add_argument("--time-limit", type=float, default=25.0, help="simulation seconds per episode (default 25)")
+    e.add_argument("--preset", choices=["reference", "single-prefill"], default=None,
+                   help="named inference settings (README, 'Presets'; default: the checkpoint's own)")
     e.add_argument("--theta", type=float, default=None,
-                   help="ensemble threshold 0..1 on the mean AR token confidence (default: the checkpoint's)")
+                   help="ensemble threshold 0..1 on the mean AR token confidence (default: the preset's, else "
+                        "the checkpoint's)")
     e.add_argument("--ddim-steps", type=int, default=None,
                    help="DDIM denoising steps of the diffusion branch (default: the checkpoint's)")
     e.add_argument("--ensemble-gripper", choices=["average", "autoregressive"], default=None,
@@ -240,7 +243,7 @@ def eval_policy(args: argparse.Namespace) -> int:
     for mode in modes:
         results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
                            time_limit_s=args.time_limit, theta=args.theta, ddim_steps=args.ddim_steps,
-                           ensemble_gripper=args.ensemble_gripper)
+                           ensemble_gripper=args.ensemble_gripper, preset=args.preset)
         ok = sum(r.success for r in results)
         report[mode] = as_dicts(results)
         events: dict[str, int] = {}

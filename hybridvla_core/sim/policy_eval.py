@@ -159,7 +159,7 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
 def evaluate(checkpoint: str | Path, seeds, *, mode: str = "hybrid", sim_config: SimConfig,
              bridge_parameters: dict, time_limit_s: float = 25.0, progress: bool = True,
              theta: float | None = None, ddim_steps: int | None = None,
-             ensemble_gripper: str | None = None) -> list[PolicyEpisode]:
+             ensemble_gripper: str | None = None, preset: str | None = None) -> list[PolicyEpisode]:
     """Episodes of `checkpoint` (FR3 pick_place) on `seeds` in one mode (theta: the ensemble threshold,
     ddim_steps: the diffusion's denoising steps, ensemble_gripper: who decides an averaged step's gripper;
     None = the checkpoint's)."""
@@ -168,7 +168,7 @@ def evaluate(checkpoint: str | Path, seeds, *, mode: str = "hybrid", sim_config:
     from hybridvla_core.model.policy import Policy
 
     policy = Policy.from_checkpoint(checkpoint, mode=mode, theta=theta, ddim_steps=ddim_steps,
-                                    ensemble_gripper=ensemble_gripper)
+                                    ensemble_gripper=ensemble_gripper, preset=preset)
     env = SimEnv(**sim_config.env_kwargs())
     results: list[PolicyEpisode] = []
     try:
