@@ -39,6 +39,7 @@ def launch_description(*, cameras: str, policy: str, robot: list[tuple[str, str]
         config = Path(LaunchConfiguration("config").perform(context)).expanduser()
         checkpoint = LaunchConfiguration("checkpoint").perform(context)
         instruction = LaunchConfiguration("instruction").perform(context)
+        preset = LaunchConfiguration("preset").perform(context)
         use_cameras = LaunchConfiguration("use_our_cameras").perform(context).lower() in ("true", "1", "yes")
         common = {"use_sim_time": sim}
         actions = []
@@ -53,6 +54,8 @@ def launch_description(*, cameras: str, policy: str, robot: list[tuple[str, str]
         overrides = {**common, **(policy_overrides or {}), "checkpoint": checkpoint}
         if instruction:
             overrides["instruction"] = instruction
+        if preset:
+            overrides["preset"] = preset
         actions.append(Node(package=PACKAGE, executable=POLICY_EXECUTABLE, name=POLICY_NODE_NAME, output="screen",
                             parameters=[str(config / policy), overrides]))
         return actions
@@ -64,6 +67,9 @@ def launch_description(*, cameras: str, policy: str, robot: list[tuple[str, str]
         DeclareLaunchArgument("instruction", default_value="",
                               description="task instruction; empty keeps the policy file's (set it later with "
                                           "/policy/set_instruction)"),
+        DeclareLaunchArgument("preset", default_value="",
+                              description="inference settings: reference | single-prefill; empty keeps the policy "
+                                          "file's (default: the checkpoint's own; README, 'Presets')"),
         DeclareLaunchArgument("config", default_value=default_config,
                               description=f"folder with the parameter files ({cameras}, {policy}, "
                                           f"{', '.join(p for _, p in robot)})"),
