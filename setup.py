@@ -23,7 +23,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["hybridvla_core", "hybridvla_core.*", "hybridvla_ros", "hybridvla_ros.*"]),
-    package_data={"hybridvla_core": ["assets/**/*"]},
+    package_data={"hybridvla_core": ["assets/**/*", "model/reference_manifests/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
