@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hybridvla_core.train", "train or fine-tune a HybridVLA on a training-set directory (YAML config)"),
     "bench": ("hybridvla_core.bench", "latency of one control step per stage and mode; KV-cache and schedule speed-ups"),
     "import-checkpoint": ("hybridvla_core.import_checkpoint", "import a reference HybridVLA .pt (weights_only) into a checkpoint directory"),
+    "export-checkpoint": ("hybridvla_core.export_checkpoint", "write a checkpoint directory as a reference HybridVLA .pt (timm towers, bf16)"),
     "eval-bags": ("hybridvla_core.evaluation", "run checkpoints offline on recorded bags and compare them"),
 }
 

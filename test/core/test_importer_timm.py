@@ -1,12 +1,14 @@
 """The reference's timm-layout vision keys converted onto this package's HF towers, checked numerically.
 
 Tiny towers with the reference models' architecture options (DINOv2: 4 registers, no class position, layer scale;
-SigLIP: no class token, attention-pool head; CLIP: pre-norm, no patch bias) get random timm-layout weights; after
-timm_vision_to_hf the HF towers must give the second-to-last layer's patch features of the timm forward.
+SigLIP: no class token, attention-pool head; CLIP: pre-norm, no patch bias, QuickGELU as the reference builds it)
+get random timm-layout weights; after timm_vision_to_hf the HF towers must give the second-to-last layer's patch
+features of the timm forward, and hf_vision_to_timm must give the timm weights back bit for bit.
 The timm side is timm's VisionTransformer where timm imports; timm needs torchvision, and the torchvision on
 PyPI is a CUDA build that does not load against the CPU torch installed here, so these machines check against
 `timm_forward` below: the timm ViT forward written out from its architecture (pre-norm blocks, fused qkv, layer
-scale, class/register tokens and positions, MAP head, exact GELU). Both were run once against timm 1.0.31 with
+scale, class/register tokens and positions, MAP head, GELU / QuickGELU). Both were run once against timm 1.0.31
+(exact GELU for CLIP) and again against timm 0.9.10, the reference's version (QuickGELU for CLIP), with
 torchvision stubbed out (timm's ViT forward never calls it): every test here passed, HF towers vs timm's
 VisionTransformer max |diff| 0 for the patch features and 5e-7 for the MAP head (fp32).
 """
@@ -20,7 +22,8 @@ import torch.nn.functional as F
 from hybridvla_core.actions import DatasetStatistics, save_dataset_statistics
 from hybridvla_core.model import Policy, build_model
 from hybridvla_core.model.config import VisionConfig
-from hybridvla_core.model.importer import GROUPS, TIMM_HF_CONFIG, import_reference_checkpoint, timm_vision_to_hf
+from hybridvla_core.model.importer import (GROUPS, TIMM_HF_CONFIG, hf_vision_to_timm, import_reference_checkpoint,
+                                           timm_vision_to_hf)
 from hybridvla_core.model.presets import tiny_config
 from hybridvla_core.model.vision import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, SIGLIP_MEAN, SIGLIP_STD,
                                          CLIPTower, DinoSigLIPTower)
@@ -30,12 +33,17 @@ GRID = IMAGE // PATCH
 # The reference models' options, at tiny width/depth.
 SPECS = {
     "dinov2": dict(class_token=True, reg_tokens=4, no_embed_class=True, layer_scale=True, pre_norm=False,
-                   patch_bias=True, mlp=4 * WIDTH, eps=1e-6, map_head=False, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+                   patch_bias=True, mlp=4 * WIDTH, eps=1e-6, map_head=False, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                   act=None),
     "siglip": dict(class_token=False, reg_tokens=0, no_embed_class=False, layer_scale=False, pre_norm=False,
-                   patch_bias=True, mlp=2 * WIDTH, eps=1e-6, map_head=True, mean=SIGLIP_MEAN, std=SIGLIP_STD),
+                   patch_bias=True, mlp=2 * WIDTH, eps=1e-6, map_head=True, mean=SIGLIP_MEAN, std=SIGLIP_STD,
+                   act=None),
+    # models/backbones/vision/clip_vit.py: override_act_layer="quick_gelu" for the ".openai" CLIP towers.
     "clip": dict(class_token=True, reg_tokens=0, no_embed_class=False, layer_scale=False, pre_norm=True,
-                 patch_bias=False, mlp=4 * WIDTH, eps=1e-5, map_head=False, mean=CLIP_MEAN, std=CLIP_STD),
+                 patch_bias=False, mlp=4 * WIDTH, eps=1e-5, map_head=False, mean=CLIP_MEAN, std=CLIP_STD,
+                 act="quick_gelu"),
 }
+ACTIVATIONS = {None: F.gelu, "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x)}  # timm's GELU / QuickGELU
 HF_TINY = {
     "dinov2": dict(hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS, mlp_ratio=4),
     "siglip": dict(hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS, intermediate_size=2 * WIDTH,
@@ -139,7 +147,7 @@ def timm_forward(state: dict, kind: str, pixels: torch.Tensor):
         q, k, v = lin(ln(x, f"{b}.norm1"), f"{b}.attn.qkv").chunk(3, dim=-1)
         update = lin(_attention(q, k, v), f"{b}.attn.proj")
         x = x + (update * state[f"{b}.ls1.gamma"] if spec["layer_scale"] else update)
-        update = lin(F.gelu(lin(ln(x, f"{b}.norm2"), f"{b}.mlp.fc1")), f"{b}.mlp.fc2")
+        update = lin(ACTIVATIONS[spec["act"]](lin(ln(x, f"{b}.norm2"), f"{b}.mlp.fc1")), f"{b}.mlp.fc2")
         x = x + (update * state[f"{b}.ls2.gamma"] if spec["layer_scale"] else update)
         outputs.append(x)
     patches = outputs[-2][:, sum(t.shape[1] for t in prefix):]  # the reference drops class/register tokens
@@ -162,7 +170,7 @@ def real_timm_forward(state: dict, kind: str, pixels: torch.Tensor):
         num_classes=0, class_token=spec["class_token"], reg_tokens=spec["reg_tokens"],
         no_embed_class=spec["no_embed_class"], init_values=1.0 if spec["layer_scale"] else None,
         global_pool="map" if spec["map_head"] else "token", pre_norm=spec["pre_norm"],
-        norm_layer=partial(torch.nn.LayerNorm, eps=spec["eps"]))
+        norm_layer=partial(torch.nn.LayerNorm, eps=spec["eps"]), act_layer=spec["act"])
     model.load_state_dict(state, strict=True)  # the synthetic state has exactly timm's keys and shapes
     model.eval()
     with torch.no_grad():
@@ -245,6 +253,19 @@ def test_conversion_splits_qkv_and_fills_what_timm_lacks():
     assert torch.equal(out["projector_like.x"], torch.ones(1))  # non-timm keys pass through
 
 
+@pytest.mark.parametrize("kind, tower", [("dinov2", "dino_featurizer"), ("siglip", "siglip_featurizer"),
+                                         ("clip", "featurizer")])
+def test_rename_table_goes_back_bit_for_bit(kind, tower):
+    timm = {f"{tower}.{k}": v.to(torch.bfloat16) for k, v in timm_layout_state(kind, 7).items()}
+    back = hf_vision_to_timm(timm_vision_to_hf(timm), (tower,))
+    assert set(back) == set(timm)
+    for key, value in timm.items():
+        assert back[key].dtype == value.dtype and torch.equal(back[key].view(torch.int16), value.view(torch.int16)), key
+    hf = timm_vision_to_hf(timm)
+    if kind == "dinov2":  # filled on import, dropped on export: no timm counterpart
+        assert f"{tower}.embeddings.mask_token" in hf and not any("mask_token" in k for k in back)
+
+
 def tiny_timm_reference_config():
     config = tiny_config(views=("front",))
     siglip = {k: v for k, v in HF_TINY["siglip"].items() if k != "hidden_act"}  # the import fills it in
@@ -305,8 +326,8 @@ def test_unmappable_timm_keys_are_refused_by_name(tmp_path):
                   "siglip_featurizer.head.weight": torch.zeros(3, WIDTH)}  # a classifier the reference never had
     write_timm_reference_pt(tmp_path / "ref.pt", extra_vision=unmappable)
     statistics, _ = _statistics(tmp_path)
-    message = (r"2 timm key\(s\) with no counterpart in this package's vision towers: "
-               r"dino_featurizer\.blocks\.0\.attn\.q_bias, siglip_featurizer\.head\.weight$")
+    message = (r"keys do not match the model: 2 not in the model \(vision_backbone\.dino_featurizer\.blocks\.0\."
+               r"attn\.q_bias, vision_backbone\.siglip_featurizer\.head\.weight\)$")
     with pytest.raises(ValueError, match=message) as info:
         import_reference_checkpoint(tmp_path / "ref.pt", tiny_timm_reference_config(), statistics, tmp_path / "out")
     assert "\n" not in str(info.value) and not (tmp_path / "out").exists()

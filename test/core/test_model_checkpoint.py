@@ -1,59 +1,208 @@
-"""Importing the reference's .pt layout, refusing pickles with code, and the reference-size build on meta."""
+"""Reference checkpoints in and out: a .pt with the reference's key names (made from the manifest generator at tiny
+sizes with random tensors, never from this package's state_dict) imports bit for bit and exports back bit for bit;
+bad input is refused with one line and leaves no output; the reference-size build on meta."""
+import json
 import os
 import resource
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hybridvla_core.actions import DatasetStatistics, save_dataset_statistics
-from hybridvla_core.model import Policy, build_model
-from hybridvla_core.model.importer import GROUPS, import_reference_checkpoint, read_reference_state
-from hybridvla_core.model.presets import reference_7b_config, tiny_config
+from hybridvla_core.cli import main
+from hybridvla_core.model import Policy
+from hybridvla_core.model.importer import GROUPS, read_reference_state
+from hybridvla_core.model.presets import reference_7b_config, tiny_llama
+from hybridvla_core.model.reference_manifest import (ReferenceSpec, TimmViT, random_reference_payload,
+                                                     reference_manifest)
+from hybridvla_core.model.text_tokenizer import build_byte_tokenizer
+
+WIDTH, HIDDEN, IMAGE = 32, 64, 42  # towers 32 wide, a 64-wide LLM, a 3x3 patch grid (patch 14)
+# Tiny towers with the reference's timm options (DINOv2-reg4: no class position, layer scale; SigLIP: no class
+# token, attention-pool head; CLIP: pre-norm, no patch bias) and tiny LLMs, in the reference's names.
+DINO = TimmViT(embed_dim=WIDTH, depth=2, mlp_ratio=4.0, patch=14, image_size=IMAGE, reg_tokens=4,
+               no_embed_class=True, layer_scale=True)
+SIGLIP = TimmViT(embed_dim=WIDTH, depth=2, mlp_ratio=2.0, patch=14, image_size=IMAGE, class_token=False, map_head=True)
+CLIP = TimmViT(embed_dim=WIDTH, depth=2, mlp_ratio=4.0, patch=14, image_size=IMAGE, pre_norm=True)
+TOKENIZER_LEN = len(build_byte_tokenizer())  # the tiny configs' tokenizer (llm.tokenizer_path None)
+LLM = dict(hidden=HIDDEN, layers=2, intermediate=2 * HIDDEN, heads=4, kv_heads=4, tokenizer_len=TOKENIZER_LEN)
+SPECS = {
+    "7b-like": ReferenceSpec(name="tiny-7b", towers=(("dino_featurizer", DINO), ("siglip_featurizer", SIGLIP)),
+                             projector=(2 * WIDTH, 8 * WIDTH, HIDDEN, HIDDEN), llm_family="llama", **LLM),
+    "2.7b-like": ReferenceSpec(name="tiny-2.7b", towers=(("featurizer", CLIP),), projector=(WIDTH, HIDDEN, HIDDEN),
+                               llm_family="phi", **LLM),
+}
 
 
-def reference_layout_pt(model, path):
-    """What the reference's torch.save({"model": {group: state_dict}}) holds, for our tiny model."""
-    groups = {g: {} for g in GROUPS}
-    for key, value in model.state_dict().items():
-        group, _, rest = key.partition(".")
-        groups[group][rest] = value.to(torch.bfloat16)  # the reference trains and saves in bf16
-    torch.save({"model": groups}, path)
+def tiny_model_config(which: str) -> dict:
+    """This package's ModelConfig (as a dict) for the same tiny sizes: HF towers, the LLM from an inline config."""
+    hf = tiny_llama(HIDDEN, 2)
+    if which == "7b-like":
+        llm = {"family": "llama", "hf_config": hf}
+        vision = {"kind": "dinov2_siglip", "image_size": IMAGE, "hf_configs": {
+            "dinov2": {"hidden_size": WIDTH, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 4},
+            "siglip": {"hidden_size": WIDTH, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "intermediate_size": 2 * WIDTH}}}
+    else:
+        llm = {"family": "phi", "hf_config": {**hf, "partial_rotary_factor": 0.4}}
+        vision = {"kind": "clip", "image_size": IMAGE, "hf_configs": {"clip": {
+            "hidden_size": WIDTH, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 4 * WIDTH}}}
+    return {"llm": llm, "vision": vision, "views": ["front"], "action_dim": 7, "unnorm_key": "rlbench"}
 
 
-def test_reference_layout_imports_and_predicts(tmp_path):
-    torch.manual_seed(0)
-    config = tiny_config()
-    source = build_model(config)
-    torch.nn.init.normal_(source.final_layer.mlp[2].weight, std=0.3)
-    reference_layout_pt(source, tmp_path / "step-000100-epoch-01-loss=0.1000.pt")
-    assert set(read_reference_state(tmp_path / "step-000100-epoch-01-loss=0.1000.pt")) == set(source.state_dict())
+@pytest.fixture
+def files(tmp_path):
+    """Writes the inputs of an import: the reference .pt (optionally edited), the model config, the statistics."""
     samples = np.random.default_rng(0).normal(size=(50, 7))
-    save_dataset_statistics(tmp_path / "dataset_statistics.json", {"rlbench": DatasetStatistics.from_samples(samples, samples, 5)})
-    fresh = tiny_config()
-    fresh.unnorm_key = "rlbench"
-    out = import_reference_checkpoint(tmp_path / "step-000100-epoch-01-loss=0.1000.pt", fresh,
-                                      tmp_path / "dataset_statistics.json", tmp_path / "imported")
-    policy = Policy.from_checkpoint(out, theta=0.0)
-    for key, value in policy.model.state_dict().items():
-        torch.testing.assert_close(value, source.state_dict()[key].to(torch.bfloat16).float(), rtol=0, atol=0)
+    save_dataset_statistics(tmp_path / "dataset_statistics.json",
+                            {"rlbench": DatasetStatistics.from_samples(samples, samples, 5)})
+
+    def write(which="7b-like", edit=None, config_format="yaml", config_edit=None):
+        payload = random_reference_payload(reference_manifest(SPECS[which]), seed=1)
+        if edit is not None:
+            edit(payload["model"])
+        torch.save(payload, tmp_path / "step-000100-epoch-01-loss=0.1000.pt")
+        config = tiny_model_config(which)
+        if config_edit is not None:
+            config_edit(config)
+        config_path = tmp_path / f"model.{config_format}"
+        config_path.write_text(json.dumps(config) if config_format == "json" else yaml.safe_dump(config))
+        return payload["model"], ["import-checkpoint", str(tmp_path / "step-000100-epoch-01-loss=0.1000.pt"),
+                                  "--model-config", str(config_path),
+                                  "--statistics", str(tmp_path / "dataset_statistics.json"),
+                                  "--output", str(tmp_path / "imported")]
+    return write
+
+
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The raw bits, so that -0.0 / 0.0 and every NaN payload count."""
+    return tensor.contiguous().view({torch.bfloat16: torch.int16, torch.float32: torch.int32}[tensor.dtype])
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b))
+
+
+@pytest.mark.parametrize("which", ["7b-like", "2.7b-like"])
+def test_reference_pt_imports_bit_exact_and_exports_back_bit_for_bit(files, tmp_path, capsys, which):
+    from safetensors.torch import load_file
+
+    groups, argv = files(which)
+    assert main(argv) == 0, capsys.readouterr().err
+    saved = load_file(str(tmp_path / "imported" / "model.safetensors"))
+    # bf16 -> fp32 is exact: the groups that map by name hold the file's values, bit for bit.
+    for group in GROUPS[1:]:
+        for key, value in groups[group].items():
+            assert same_bits(saved[f"{group}.{key}"], value.float()), f"{group}.{key}"
+    # timm's fused qkv = [q; k; v] rows (timm Attention: qkv.reshape(B, N, 3, heads, head_dim)).
+    tower, layer, attention = (("dino_featurizer", "encoder.layer", "attention") if which == "7b-like"
+                               else ("featurizer", "encoder.layers", "self_attn"))
+    qkv = groups["vision_backbone"][f"{tower}.blocks.1.attn.qkv.weight"].float()
+    for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+        ours = saved[f"vision_backbone.{tower}.{layer}.1.{attention}.{name}.weight"]
+        assert same_bits(ours, qkv[i * WIDTH:(i + 1) * WIDTH])
+
+    config = json.loads((tmp_path / "imported" / "config.json").read_text())
+    assert config["token_layout"] == "reference" and config["ar_conditioning"] == "noisy"
+    assert config["theta"] == 5.8 / 6  # the reference script's gate: sum of 6 confidences > 5.8
+    assert config["vision"]["resize"] == "bicubic" and config["ensemble_gripper"] == "average"
+    assert config["need_to_sub"] == 0  # the released README's --need_to_sub 0
+    act = {"7b-like": ("siglip", "gelu"), "2.7b-like": ("clip", "quick_gelu")}[which]  # timm so400m / clip_vit.py
+    assert config["vision"]["hf_configs"][act[0]]["hidden_act"] == act[1]
+
+    assert main(["export-checkpoint", str(tmp_path / "imported"), "--output", str(tmp_path / "back.pt")]) == 0
+    back = torch.load(tmp_path / "back.pt", map_location="cpu", weights_only=True)["model"]
+    assert list(back) == list(GROUPS)
+    for group in GROUPS:
+        assert set(back[group]) == set(groups[group]), group
+        for key, value in groups[group].items():
+            assert same_bits(back[group][key], value), f"{group}.{key}"
+
+    policy = Policy.from_checkpoint(tmp_path / "imported")
     rng = np.random.default_rng(1)
-    result = policy.predict({"images": {v: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for v in ("front", "wrist")},
-                             "state": samples[0], "instruction": "close the jar"})
-    assert np.all(np.isfinite(result.action)) and result.source == "average"
+    result = policy.predict({"images": {"front": rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)},
+                             "state": np.zeros(7), "instruction": "close the jar"})
+    assert np.all(np.isfinite(result.action))
 
 
-def test_mismatched_reference_keys_are_named(tmp_path):
-    model = build_model(tiny_config())
-    groups = {g: {} for g in GROUPS}
-    for key, value in model.state_dict().items():
-        group, _, rest = key.partition(".")
-        groups[group][rest.replace("dino_", "timm_") if group == "vision_backbone" else rest] = value
-    groups["vision_backbone"]["blocks.0.attn.qkv.weight"] = torch.zeros(3)
-    torch.save({"model": groups}, tmp_path / "ref.pt")
-    save_dataset_statistics(tmp_path / "stats.json", {"x": DatasetStatistics.from_samples(np.zeros((2, 7)), np.zeros((2, 7)), 1)})
-    with pytest.raises(ValueError, match=r"1 unexpected \(e.g. \['vision_backbone.blocks.0.attn.qkv.weight'\]\)"):
-        import_reference_checkpoint(tmp_path / "ref.pt", tiny_config(), tmp_path / "stats.json", tmp_path / "out")
+@pytest.mark.parametrize("config_need_to_sub, option, recorded", [(None, None, 0), (7, None, 7), (7, "3", 3)])
+def test_need_to_sub_comes_from_the_option_or_the_model_config(files, tmp_path, capsys, config_need_to_sub, option,
+                                                                recorded):
+    edit = (lambda c: c.update(need_to_sub=config_need_to_sub)) if config_need_to_sub is not None else None
+    _, argv = files(config_edit=edit)
+    assert main(argv + (["--need-to-sub", option] if option else [])) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "imported" / "config.json").read_text())["need_to_sub"] == recorded
+
+
+def test_json_model_config_is_read_as_json(files, tmp_path, capsys):
+    # YAML 1.1 reads 1e-06 (no dot) as a string; JSON reads a number.
+    _, argv = files(config_format="json", config_edit=lambda c: c["llm"]["hf_config"].update(rms_norm_eps=1e-06))
+    assert "1e-06" in (tmp_path / "model.json").read_text()
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "imported" / "config.json").read_text())["llm"]["hf_config"]["rms_norm_eps"] == 1e-06
+
+
+def refused(argv, capsys, tmp_path, *fragments):
+    """The CLI exits 2 with one line naming `fragments`, and leaves no output (nor a partial one)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hybridvla import-checkpoint: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not (tmp_path / "imported").exists()
+    assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
+    return err
+
+
+def test_missing_group_is_refused(files, tmp_path, capsys):
+    _, argv = files(edit=lambda groups: groups.pop("final_layer"))
+    refused(argv, capsys, tmp_path, "missing parameter group(s) ['final_layer']")
+
+
+def test_missing_head_key_is_refused(files, tmp_path, capsys):
+    _, argv = files(edit=lambda groups: groups["final_layer"].pop("mlp.fc2.bias"))
+    refused(argv, capsys, tmp_path, "keys do not match the model: 1 missing (final_layer.mlp.fc2.bias)")
+
+
+def test_extra_head_key_is_refused(files, tmp_path, capsys):
+    _, argv = files(edit=lambda groups: groups["x_embedder"].update({"mlp.fc3.weight": torch.zeros(3, 3)}))
+    refused(argv, capsys, tmp_path, "1 not in the model (x_embedder.mlp.fc3.weight)")
+
+
+def test_shape_mismatch_names_the_key_and_both_shapes(files, tmp_path, capsys):
+    def six_dim_actions(groups):
+        groups["x_embedder"]["mlp.fc1.weight"] = torch.zeros(HIDDEN, 6, dtype=torch.bfloat16)
+    _, argv = files(edit=six_dim_actions)
+    refused(argv, capsys, tmp_path,
+            f"x_embedder.mlp.fc1.weight is ({HIDDEN}, 6) in the file, ({HIDDEN}, 7) in the model")
+
+
+def test_wrong_llm_family_says_which_family_the_file_holds(files, tmp_path, capsys):
+    _, argv = files("2.7b-like", config_edit=lambda c: c.update(llm=tiny_model_config("7b-like")["llm"]))
+    refused(argv, capsys, tmp_path, "llm_backbone holds a Phi model", "llm.family 'llama'", "set llm.family: phi")
+
+
+def test_non_finite_weights_are_refused_naming_the_first(files, tmp_path, capsys):
+    def poison(groups):
+        groups["projector"]["projector.2.weight"][0, 0] = float("nan")
+        groups["final_layer"]["mlp.fc1.bias"][3] = float("inf")
+    _, argv = files(edit=poison)
+    refused(argv, capsys, tmp_path, "non-finite weights (NaN or Inf) in projector.projector.2.weight")
+
+
+def test_truncated_pt_is_refused(files, tmp_path, capsys):
+    _, argv = files()
+    data = (tmp_path / "step-000100-epoch-01-loss=0.1000.pt").read_bytes()
+    (tmp_path / "step-000100-epoch-01-loss=0.1000.pt").write_bytes(data[:len(data) // 2])
+    refused(argv, capsys, tmp_path, "truncated checkpoint")
+
+
+def test_random_bytes_pt_is_refused(files, tmp_path, capsys):
+    _, argv = files()
+    (tmp_path / "step-000100-epoch-01-loss=0.1000.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    refused(argv, capsys, tmp_path, "not a torch checkpoint")
 
 
 class _Payload:
@@ -61,7 +210,7 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_pickle_with_code_is_refused(tmp_path):
+def test_pickle_with_code_is_refused(files, tmp_path, capsys):
     marker = tmp_path / "pwned"
     payload = _Payload()
     payload.marker = marker
@@ -69,12 +218,55 @@ def test_pickle_with_code_is_refused(tmp_path):
     with pytest.raises(ValueError, match="refused") as info:
         read_reference_state(tmp_path / "evil.pt")
     assert "\n" not in str(info.value)
+    _, argv = files()
+    argv[1] = str(tmp_path / "evil.pt")
+    refused(argv, capsys, tmp_path, "refused, the pickle holds more than tensors")
     assert not marker.exists()  # the payload never ran
+
+
+def test_existing_output_is_never_overwritten(files, tmp_path, capsys):
+    _, argv = files()
+    (tmp_path / "imported").mkdir()
+    (tmp_path / "imported" / "notes.txt").write_text("keep me")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists and is not empty; refusing to overwrite it" in err
+    assert os.listdir(tmp_path / "imported") == ["notes.txt"]
+
+
+def test_a_write_that_fails_leaves_nothing(files, tmp_path, capsys, monkeypatch):
+    import hybridvla_core.model.importer as importer
+
+    def fail_half_way(model, directory, statistics):
+        (directory / "config.json").write_text("{}")
+        raise OSError("No space left on device")
+    monkeypatch.setattr(importer, "save_checkpoint", fail_half_way)
+    _, argv = files()
+    refused(argv, capsys, tmp_path, "No space left on device")
+
+
+def test_export_refuses_an_existing_file_and_a_dinov2_class_position(files, tmp_path, capsys):
+    from hybridvla_core.model import load_checkpoint, save_checkpoint
+
+    _, argv = files()
+    assert main(argv) == 0, capsys.readouterr().err
+    (tmp_path / "back.pt").write_bytes(b"x")
+    assert main(["export-checkpoint", str(tmp_path / "imported"), "--output", str(tmp_path / "back.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hybridvla export-checkpoint: ") and "already exists" in err
+    assert (tmp_path / "back.pt").read_bytes() == b"x"
+
+    model, statistics = load_checkpoint(tmp_path / "imported")
+    with torch.no_grad():  # timm's no_embed_class DINOv2 has no class position to write this into
+        model.vision_backbone.dino_featurizer.embeddings.position_embeddings[0, 0, 0] = 1.0
+    save_checkpoint(model, tmp_path / "trained", statistics)
+    assert main(["export-checkpoint", str(tmp_path / "trained"), "--output", str(tmp_path / "out.pt")]) == 2
+    assert "class-token position is not zero" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists()
 
 
 def test_reference_size_builds_on_meta_without_memory():
     from hybridvla_core.model.hybridvla import HybridVLA
-    from hybridvla_core.model.text_tokenizer import build_byte_tokenizer
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     with torch.device("meta"):
