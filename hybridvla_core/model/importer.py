@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from hybridvla_core.actions import load_dataset_statistics
-from hybridvla_core.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from hybridvla_core.model.checkpoint import build_model, load_checkpoint, load_config, save_checkpoint
 from hybridvla_core.model.config import ModelConfig
 from hybridvla_core.model.ensemble import REFERENCE_THETA
 from hybridvla_core.model.reference_manifest import GROUPS
@@ -418,7 +418,6 @@ def import_reference_checkpoint(pt_path: str | Path, config: ModelConfig, statis
     a checkpoint directory whose config records the reference's settings (reference_import_config)."""
     output = Path(output_dir)
     _refuse_existing(output, "output directory")
-    state = read_reference_state(pt_path)
     statistics_path = Path(statistics_path)
     if not statistics_path.is_file():
         raise FileNotFoundError(f"{statistics_path}: no such dataset statistics file")
@@ -426,6 +425,7 @@ def import_reference_checkpoint(pt_path: str | Path, config: ModelConfig, statis
         statistics = load_dataset_statistics(statistics_path)
     except json.JSONDecodeError as error:
         raise ValueError(f"{statistics_path}: not valid JSON ({error})") from None
+    state = read_reference_state(pt_path)
     config = reference_import_config(config, state, need_to_sub)
     if config.unnorm_key is not None and config.unnorm_key not in statistics:
         raise ValueError(f"unnorm_key {config.unnorm_key!r} not in {statistics_path}: {sorted(statistics)}")
@@ -443,18 +443,18 @@ def export_reference_checkpoint(checkpoint_dir: str | Path, output_path: str | P
     vision towers, `dtype`), loadable by the reference's load_state_dict calls."""
     output = Path(output_path)
     _refuse_existing(output, "output file", directory=False)
-    model, _ = load_checkpoint(checkpoint_dir)
-    config = model.config
+    config = load_config(checkpoint_dir)  # refuse what has no reference layout before loading the weights
     if config.vision.kind not in TOWERS_OF_KIND:
         raise ValueError(f"{checkpoint_dir}: vision.kind {config.vision.kind!r} has no reference counterpart "
                          f"(the reference's towers: {sorted(TOWERS_OF_KIND)})")
     if config.llm.family not in ("llama", "phi"):
         raise ValueError(f"{checkpoint_dir}: llm.family {config.llm.family!r} has no reference backbone (llama, phi)")
-    state = model.state_dict()
     if config.vision.kind == "dinov2_siglip" and not config.vision.hf_configs.get("siglip", {}).get("vision_use_head"):
         raise ValueError(f"{checkpoint_dir}: the model has no SigLIP attention-pool head (vision.hf_configs.siglip."
                          f"vision_use_head is false) but the reference's timm SigLIP holds one (attn_pool.*) and "
                          f"loads strictly")
+    model, _ = load_checkpoint(checkpoint_dir)
+    state = model.state_dict()
     class_row = state.get("vision_backbone.dino_featurizer.embeddings.position_embeddings")
     if class_row is not None and bool(class_row[:, 0].any()):
         raise ValueError(f"{checkpoint_dir}: the DINOv2 class-token position is not zero; timm's DINOv2-reg "

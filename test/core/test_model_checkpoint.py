@@ -265,6 +265,16 @@ def test_export_refuses_an_existing_file_and_a_dinov2_class_position(files, tmp_
     assert not (tmp_path / "out.pt").exists()
 
 
+def test_export_refuses_a_tower_the_reference_does_not_have(tmp_path, capsys):
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[2] / "checkpoints" / "sim_fr3_pick_place"  # keypoint tower
+    assert main(["export-checkpoint", str(demo), "--output", str(tmp_path / "demo.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vision.kind 'keypoints' has no reference counterpart" in err
+    assert not (tmp_path / "demo.pt").exists()
+
+
 def test_reference_size_builds_on_meta_without_memory():
     from hybridvla_core.model.hybridvla import HybridVLA
 
