@@ -14,42 +14,17 @@ from hybridvla_core.actions import DatasetStatistics, save_dataset_statistics
 from hybridvla_core.cli import main
 from hybridvla_core.model import Policy
 from hybridvla_core.model.importer import GROUPS, read_reference_state
-from hybridvla_core.model.presets import reference_7b_config, tiny_llama
-from hybridvla_core.model.reference_manifest import (ReferenceSpec, TimmViT, random_reference_payload,
-                                                     reference_manifest)
-from hybridvla_core.model.text_tokenizer import build_byte_tokenizer
+from hybridvla_core.model.presets import TINY_HIDDEN, TINY_REFERENCE, TINY_WIDTH, reference_7b_config, tiny_reference
+from hybridvla_core.model.reference_manifest import random_reference_payload, reference_manifest
 
-WIDTH, HIDDEN, IMAGE = 32, 64, 42  # towers 32 wide, a 64-wide LLM, a 3x3 patch grid (patch 14)
-# Tiny towers with the reference's timm options (DINOv2-reg4: no class position, layer scale; SigLIP: no class
-# token, attention-pool head; CLIP: pre-norm, no patch bias) and tiny LLMs, in the reference's names.
-DINO = TimmViT(embed_dim=WIDTH, depth=2, mlp_ratio=4.0, patch=14, image_size=IMAGE, reg_tokens=4,
-               no_embed_class=True, layer_scale=True)
-SIGLIP = TimmViT(embed_dim=WIDTH, depth=2, mlp_ratio=2.0, patch=14, image_size=IMAGE, class_token=False, map_head=True)
-CLIP = TimmViT(embed_dim=WIDTH, depth=2, mlp_ratio=4.0, patch=14, image_size=IMAGE, pre_norm=True)
-TOKENIZER_LEN = len(build_byte_tokenizer())  # the tiny configs' tokenizer (llm.tokenizer_path None)
-LLM = dict(hidden=HIDDEN, layers=2, intermediate=2 * HIDDEN, heads=4, kv_heads=4, tokenizer_len=TOKENIZER_LEN)
-SPECS = {
-    "7b-like": ReferenceSpec(name="tiny-7b", towers=(("dino_featurizer", DINO), ("siglip_featurizer", SIGLIP)),
-                             projector=(2 * WIDTH, 8 * WIDTH, HIDDEN, HIDDEN), llm_family="llama", **LLM),
-    "2.7b-like": ReferenceSpec(name="tiny-2.7b", towers=(("featurizer", CLIP),), projector=(WIDTH, HIDDEN, HIDDEN),
-                               llm_family="phi", **LLM),
-}
+WIDTH, HIDDEN = TINY_WIDTH, TINY_HIDDEN
 
 
 def tiny_model_config(which: str) -> dict:
-    """This package's ModelConfig (as a dict) for the same tiny sizes: HF towers, the LLM from an inline config."""
-    hf = tiny_llama(HIDDEN, 2)
-    if which == "7b-like":
-        llm = {"family": "llama", "hf_config": hf}
-        vision = {"kind": "dinov2_siglip", "image_size": IMAGE, "hf_configs": {
-            "dinov2": {"hidden_size": WIDTH, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 4},
-            "siglip": {"hidden_size": WIDTH, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "intermediate_size": 2 * WIDTH}}}
-    else:
-        llm = {"family": "phi", "hf_config": {**hf, "partial_rotary_factor": 0.4}}
-        vision = {"kind": "clip", "image_size": IMAGE, "hf_configs": {"clip": {
-            "hidden_size": WIDTH, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 4 * WIDTH}}}
-    return {"llm": llm, "vision": vision, "views": ["front"], "action_dim": 7, "unnorm_key": "rlbench"}
+    return tiny_reference(which)[1]
+
+
+SPECS = {which: tiny_reference(which)[0] for which in TINY_REFERENCE}
 
 
 @pytest.fixture
@@ -277,10 +252,11 @@ def test_export_refuses_a_tower_the_reference_does_not_have(tmp_path, capsys):
 
 def test_reference_size_builds_on_meta_without_memory():
     from hybridvla_core.model.hybridvla import HybridVLA
+    from hybridvla_core.model.text_tokenizer import reference_shaped_tokenizer
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     with torch.device("meta"):
-        model = HybridVLA(reference_7b_config(), build_byte_tokenizer(32000))  # Llama-2's vocabulary shape
+        model = HybridVLA(reference_7b_config(), reference_shaped_tokenizer("llama-2"))
     grown_gib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20
     assert all(p.is_meta for p in model.parameters())
     assert grown_gib < 1.0  # 7.6 B fp32 parameters would be 28 GiB
