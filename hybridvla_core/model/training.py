@@ -158,6 +158,19 @@ def _model_config(spec: dict, index: dict) -> ModelConfig:
     return config
 
 
+# What a `model:` section may change beside init_from; everything else (token_layout, need_to_sub, the LLM, the
+# towers, ...) is what the checkpoint's weights were trained with, so a value given for it would be ignored.
+FINE_TUNE_OVERRIDES = {"diffusion", "theta", "ensemble_gripper", "vision"}
+
+
+def _check_fine_tune_overrides(model: dict) -> None:
+    fixed = sorted(set(model) - FINE_TUNE_OVERRIDES)
+    fixed += [f"vision.{k}" for k in sorted(set(model.get("vision") or {}) - {"image_size"})]
+    if fixed:
+        raise ValueError(f"model: {', '.join(fixed)} cannot change beside init_from (the checkpoint's weights were "
+                         f"trained with its own); only {sorted(FINE_TUNE_OVERRIDES)} and vision.image_size can")
+
+
 def train(spec: dict) -> dict:
     """Run training from a parsed config; returns {"checkpoint": final directory, "history": [loss dicts]}."""
     for section in ("data", "train"):
@@ -178,6 +191,7 @@ def train(spec: dict) -> dict:
             raise ValueError("training config needs 'model' (or 'init_from')")
         model = build_model(_model_config(spec["model"], index), device=device)
     if resume_dir is None and init_dir:
+        _check_fine_tune_overrides(spec.get("model") or {})
         # Fine-tuning onto another set: the weights carry over, the action semantics are the set's.
         model.config.convention = ActionConvention.from_dict(index["convention"])
         model.config.unnorm_key = index["unnorm_key"]

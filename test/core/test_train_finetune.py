@@ -220,6 +220,12 @@ def test_init_from_can_set_the_ensemble_settings(tmp_path):
         train(_spec(tmp_path / "set", tmp_path / "run3", init_from=str(first), model={"theta": 1.5}))
     with pytest.raises(ValueError, match="model.ensemble_gripper must be one of"):
         train(_spec(tmp_path / "set", tmp_path / "run4", init_from=str(first), model={"ensemble_gripper": "x"}))
+    # What the weights were trained with cannot change in a fine-tune: said, not silently ignored.
+    with pytest.raises(ValueError, match=r"model: need_to_sub, token_layout cannot change beside init_from"):
+        train(_spec(tmp_path / "set", tmp_path / "run5", init_from=str(first),
+                    model={"token_layout": "compact", "need_to_sub": 7}))
+    with pytest.raises(ValueError, match=r"model: vision.kind cannot change beside init_from"):
+        train(_spec(tmp_path / "set", tmp_path / "run6", init_from=str(first), model={"vision": {"kind": "clip"}}))
 
 
 def _keypoint_model_spec():
