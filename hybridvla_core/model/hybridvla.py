@@ -175,8 +175,9 @@ class FinalLayer(nn.Module):
 # entries in place; "cropping" = the next call writing over the same slots), computes rotary cos/sin and masks
 # once per position range, and applies the decoder layers' own weights and norms in the HF layer's order (~10 ms
 # per call). Same math; only the order in which a matrix product sums may differ (~1e-6 relative).
-# It covers the Llama and Qwen2 layer (pre-norm attention + gated MLP, full attention); other families
-# (Phi's parallel block) and sliding-window configs run the same calls through the HF model (_HFCachedSteps).
+# It covers the Llama and Qwen2 layer (pre-norm attention + gated MLP) and Phi's (attention and MLP in parallel
+# on one LayerNorm, partial rotary), full attention; other families and sliding-window configs run the same
+# calls through the HF model (_HFCachedSteps).
 # test/core/test_cached_steps.py checks both against recomputing the whole sequence.
 
 _FEW_ROWS = 8  # up to this many rows, W @ x^T beats F.linear on CPU (measured at 1..16 rows, hidden 512 / 1376)
@@ -206,8 +207,11 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+_LEAN_DECODERS = ("LlamaModel", "Qwen2Model", "PhiModel")
+
+
 def _lean_layers_supported(decoder: nn.Module) -> bool:
-    if type(decoder).__name__ not in ("LlamaModel", "Qwen2Model"):
+    if type(decoder).__name__ not in _LEAN_DECODERS:
         return False
     config = decoder.config
     sliding = getattr(config, "use_sliding_window", False) or any(
@@ -216,7 +220,7 @@ def _lean_layers_supported(decoder: nn.Module) -> bool:
 
 
 class _CachedSteps:
-    """Runs a few tokens at a time after a prefilled prefix (Llama/Qwen2 layers; see the note above).
+    """Runs a few tokens at a time after a prefilled prefix (Llama/Qwen2 and Phi layers; see the note above).
     run(embeds, start) places the tokens at offsets start .. start + n - 1 after the prefix, attending to the
     prefix, to the entries already written before start, and causally among themselves; entries at or after
     start from earlier calls are overwritten (that is the crop). The HF cache itself is left as it was."""
@@ -224,6 +228,8 @@ class _CachedSteps:
     def __init__(self, decoder: nn.Module, cache, room: int):
         self.decoder, self.room = decoder, room
         self.layers = decoder.layers[:decoder.config.num_hidden_layers]
+        self.phi = type(decoder).__name__ == "PhiModel"  # parallel attention + MLP block, partial rotary
+        self.final_norm = decoder.final_layernorm if self.phi else decoder.norm
         prefix = _cache_tensors(cache)
         batch, kv_heads, self.prefix_len, head_dim = prefix[0][0].shape
         size = (batch, kv_heads, self.prefix_len + room, head_dim)
@@ -235,8 +241,9 @@ class _CachedSteps:
             self.keys[-1][:, :, :self.prefix_len] = keys
             self.values[-1][:, :, :self.prefix_len] = values
         positions = torch.arange(self.prefix_len, self.prefix_len + room, device=like.device).unsqueeze(0)
-        cos, sin = decoder.rotary_emb(like, positions)  # (1, room, head_dim), for every slot once
+        cos, sin = decoder.rotary_emb(like, positions)  # (1, room, rotary dims), for every slot once
         self.cos, self.sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        self.rotary_dims = self.cos.shape[-1]  # Phi rotates the first partial_rotary_factor of each head
         self._masks: dict[tuple[int, int], torch.Tensor | None] = {}
 
     def _mask(self, start: int, count: int) -> torch.Tensor | None:
@@ -249,9 +256,30 @@ class _CachedSteps:
                 count, end, dtype=torch.bool, device=self.cos.device).tril(self.prefix_len + start)
         return self._masks[key]
 
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        if self.rotary_dims == x.shape[-1]:
+            return _rotate(x, cos, sin)
+        return torch.cat([_rotate(x[..., :self.rotary_dims], cos, sin), x[..., self.rotary_dims:]], dim=-1)
+
+    def _attention(self, layer, x, keys, values, end, count, cos, sin, mask) -> torch.Tensor:
+        """Self-attention of the new tokens (normed input x) writing their keys/values into the buffers; the
+        output before the output projection, (B, count, heads * head_dim)."""
+        attn = layer.self_attn
+        heads = (x.shape[0], count, -1, attn.head_dim)
+        q = _few_rows_linear(x, attn.q_proj).view(heads).transpose(1, 2)
+        k = _few_rows_linear(x, attn.k_proj).view(heads).transpose(1, 2)
+        if getattr(attn, "qk_layernorm", False):
+            q, k = attn.q_layernorm(q), attn.k_layernorm(k)
+        keys[:, :, end - count:end] = self._rotate(k, cos, sin)
+        values[:, :, end - count:end] = _few_rows_linear(x, attn.v_proj).view(heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            self._rotate(q, cos, sin), keys[:, :, :end], values[:, :, :end], attn_mask=mask,
+            scale=getattr(attn, "scaling", attn.head_dim ** -0.5), enable_gqa=attn.num_key_value_groups > 1)
+        return out.transpose(1, 2).reshape(x.shape[0], count, -1)
+
     def run(self, embeds: torch.Tensor, start: int) -> torch.Tensor:
         """embeds (B, n, H) -> last hidden states (B, n, H), after the final norm."""
-        batch, count, _ = embeds.shape
+        count = embeds.shape[1]
         if start + count > self.room:
             raise ValueError(f"{count} tokens at offset {start} exceed the room ({self.room}) after the prefix")
         end = self.prefix_len + start + count
@@ -259,22 +287,18 @@ class _CachedSteps:
         mask = self._mask(start, count)
         hidden = embeds
         for layer, keys, values in zip(self.layers, self.keys, self.values):
-            attn = layer.self_attn
-            heads = (batch, count, -1, attn.head_dim)
             x = layer.input_layernorm(hidden)
-            q = _few_rows_linear(x, attn.q_proj).view(heads).transpose(1, 2)
-            k = _few_rows_linear(x, attn.k_proj).view(heads).transpose(1, 2)
-            keys[:, :, end - count:end] = _rotate(k, cos, sin)
-            values[:, :, end - count:end] = _few_rows_linear(x, attn.v_proj).view(heads).transpose(1, 2)
-            out = F.scaled_dot_product_attention(
-                _rotate(q, cos, sin), keys[:, :, :end], values[:, :, :end], attn_mask=mask,
-                scale=getattr(attn, "scaling", attn.head_dim ** -0.5), enable_gqa=attn.num_key_value_groups > 1)
-            hidden = hidden + _few_rows_linear(out.transpose(1, 2).reshape(batch, count, -1), attn.o_proj)
-            x = layer.post_attention_layernorm(hidden)
+            attended = self._attention(layer, x, keys, values, end, count, cos, sin, mask)
             mlp = layer.mlp
+            if self.phi:  # h + dense(attention(x)) + fc2(act(fc1(x))), both from the same normed x
+                feed_forward = _few_rows_linear(mlp.activation_fn(_few_rows_linear(x, mlp.fc1)), mlp.fc2)
+                hidden = hidden + _few_rows_linear(attended, layer.self_attn.dense) + feed_forward
+                continue
+            hidden = hidden + _few_rows_linear(attended, layer.self_attn.o_proj)
+            x = layer.post_attention_layernorm(hidden)
             gated = mlp.act_fn(_few_rows_linear(x, mlp.gate_proj)) * _few_rows_linear(x, mlp.up_proj)
             hidden = hidden + _few_rows_linear(gated, mlp.down_proj)
-        return self.decoder.norm(hidden)
+        return self.final_norm(hidden)
 
     def finish(self) -> None:
         pass

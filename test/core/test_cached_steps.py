@@ -1,5 +1,5 @@
 """The lean cached-step path (hybridvla._CachedSteps) computes what the HF model computes, for every family
-and for grouped-query attention; the HF fallback (Phi) keeps the cache discipline; the reference schedule's
+and for grouped-query attention; the HF fallback (sliding-window configs) keeps the cache discipline; the reference schedule's
 single prefill of prefix + [t, x, <EOD>] decodes what a cached prefix + [t, x, <EOD>] decodes."""
 import numpy as np
 import pytest
@@ -44,13 +44,13 @@ def test_few_rows_linear_is_linear(rows, bias):
 
 
 @pytest.mark.parametrize("family,kv_heads", CASES)
-def test_steps_match_the_hf_model_at_every_offset(family, kv_heads):
+@pytest.mark.parametrize("lean", [True, False])
+def test_steps_match_the_hf_model_at_every_offset(family, kv_heads, lean):
     model = random_model(family, kv_heads, chunk=2)
-    lean = family in ("llama", "qwen2")
     with torch.no_grad():
         prefix = prefix_of(model)
         cache = model.prefill(prefix)
-        steps = model._cached_steps(cache, room=6)
+        steps = model._cached_steps(cache, room=6) if lean else _HFCachedSteps(model, cache)
         assert isinstance(steps, _CachedSteps if lean else _HFCachedSteps)
         torch.manual_seed(1)
         first, second, again = torch.randn(1, 3, 64), torch.randn(1, 2, 64), torch.randn(1, 3, 64)
