@@ -61,12 +61,16 @@ def arm_state_msg(node: Node, arm: str, frame_id: str, guards: GuardPipeline, jo
 class ControlServices:
     """~/enable (SetBool), ~/hold, ~/estop, ~/clear_estop (Trigger) over one or more guard pipelines.
 
-    on_result(result) publishes the events of a transition; on_estop() lets a backend stop the hardware."""
+    on_result(result) publishes the events of a transition; on_estop() lets a backend stop the hardware.
+    precheck() runs first on ~/enable true: a reason (one line) refuses the enable before any arm is touched
+    (the bridge's bring-up checks: frames, rates, the controller's subscription, action servers);
+    on_enable(arm) runs after an arm's guards accepted and may refuse it (the backend's enable sequence)."""
 
     def __init__(self, node: Node, pipelines: dict[str, GuardPipeline], on_result: Callable[[str, GuardResult], None],
-                 on_enable: Callable[[str], tuple[bool, str]] | None = None, on_estop: Callable[[], None] | None = None):
+                 on_enable: Callable[[str], tuple[bool, str]] | None = None, on_estop: Callable[[], None] | None = None,
+                 precheck: Callable[[], str | None] | None = None):
         self.node, self.pipelines, self.on_result = node, pipelines, on_result
-        self.on_enable, self.on_estop = on_enable, on_estop
+        self.on_enable, self.on_estop, self.precheck = on_enable, on_estop, precheck
         node.create_service(SetBool, "~/enable", self._enable)
         node.create_service(Trigger, "~/hold", self._hold)
         node.create_service(Trigger, "~/estop", self._estop)
@@ -78,6 +82,14 @@ class ControlServices:
             for arm, g in self.pipelines.items():
                 self.on_result(arm, g.disable(now, "disabled by ~/enable false"))
             response.success, response.message = True, "disabled: holding"
+            return response
+        refusal = self.precheck() if self.precheck is not None else None
+        if refusal:
+            for arm, g in self.pipelines.items():
+                if g.enabled:
+                    self.on_result(arm, g.disable(now, "bring-up check failed"))
+            response.success, response.message = False, f"not enabled: {refusal}"
+            self.node.get_logger().error(f"enable refused: {refusal}")
             return response
         messages, ok = [], True
         for arm, g in self.pipelines.items():

@@ -1,20 +1,30 @@
 """franka_bridge: ArmTarget -> guards (hybridvla_core.guards) -> a Cartesian controller of franka_ros2.
 
   in   <target_topic>        hybridvla_msgs/ArmTarget (policy or teleop; m, xyzw, gripper 0..1), reliable depth 1
-       <current_pose_topic>  geometry_msgs/PoseStamped, measured TCP in frame_id (crisp PoseBroadcaster /
-                             franka_ros2), BEST_EFFORT
+       <current_pose_topic>  geometry_msgs/PoseStamped, measured TCP in frame_id (crisp PoseBroadcaster stamps its
+                             base_frame parameter: `base` in crisp's FR3 demo), subscribed BEST_EFFORT depth 1
+                             (matches crisp's reliable and franka_ros2's best-effort publishers). A pose in
+                             another frame is not used, and ~/enable is refused naming both frames.
        <joint_states_topic>  sensor_msgs/JointState: fr3_joint1..7 [rad] (IK seed) + fr3_finger_joint1/2 [m]
+       Both state topics may arrive at 1 kHz: their callbacks only keep the newest message; the guards read it
+       when a target arrives and at rate_hz.
   out  <output_topic>        output_type pose_stamped: geometry_msgs/PoseStamped in frame_id (crisp_controllers
                              CartesianController `target_pose`; FZI cartesian_controllers `<ctrl>/target_frame`;
                              MoveIt Servo `pose_command_in_topic`) or joint_state: sensor_msgs/JointState of the
-                             guarded IK joints [rad] (crisp `target_joint`); at rate_hz, reliable depth 1
+                             guarded IK joints [rad] (crisp `target_joint`); on each accepted target and at
+                             rate_hz, reliable depth 1
        <arm_state_topic>     hybridvla_msgs/ArmState at rate_hz;  <guard_events_topic> hybridvla_msgs/GuardEvent
   actions <gripper.action_ns>/grasp (close), <gripper.action_ns>/move (open) - franka_msgs.action
   services ~/enable (std_srvs/SetBool), ~/hold, ~/estop, ~/clear_estop (std_srvs/Trigger). Starts disabled.
+  ~/enable true first runs the bring-up checks (hybridvla_core.preflight, the same as `hybridvla preflight`):
+  current_pose in frame_id, both state topics at >= preflight.min_state_rate_hz, a subscriber (the controller)
+  on output_topic and no second publisher there (crisp drops targets then), the gripper's grasp and move action
+  servers; the first failures are the refusal's one line.
 """
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -25,18 +35,21 @@ from sensor_msgs.msg import JointState
 from hybridvla_core.arm_bridge import FrankaGripperCommander, GripperGoal, guard_config, guard_parameter_spec
 from hybridvla_core.guards import Command, GuardPipeline, GuardResult
 from hybridvla_core.kinematics import ARMS
+from hybridvla_core.preflight import Check, RateMeter, frame_refusal, judge_action_server, judge_output, judge_rate, summary
+from hybridvla_ros import graph
 from hybridvla_ros.bridge_common import ControlServices, arm_state_msg, event_msg, now_s, target_from_msg
 from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, arrays_to_pose,
                                   declare_parameters, pose_to_arrays, run_node)
 
 OUTPUT_TYPES = ("pose_stamped", "joint_state")
+OUTPUT_TYPE_NAMES = {"pose_stamped": "geometry_msgs/msg/PoseStamped", "joint_state": "sensor_msgs/msg/JointState"}
 _name = lambda v: isinstance(v, str) and v != ""  # noqa: E731
 _positive = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0  # noqa: E731
 
 PARAMETERS = {
     "arm": ("fr3", _name, "the arm's name in ArmTarget/ArmState/GuardEvent"),
     "model": ("fr3", lambda v: v in ARMS, f"one of {sorted(ARMS)} (kinematics.ARMS)"),
-    "frame_id": ("fr3_link0", _name, "the arm's base frame"),
+    "frame_id": ("base", _name, "the arm's base frame: the controller's base_frame (crisp's FR3 demo: base)"),
     "joint_names": ([f"fr3_joint{i}" for i in range(1, 8)], lambda v: isinstance(v, list) and len(v) == 7, "7 joint names"),
     "finger_joint_names": (["fr3_finger_joint1", "fr3_finger_joint2"], lambda v: isinstance(v, list) and len(v) == 2,
                            "2 finger joint names (their sum is the gripper width)"),
@@ -51,14 +64,18 @@ PARAMETERS = {
     "guard_events_topic": ("/hybridvla/guard_events", _name, "a topic name"),
     "rate_hz": (50.0, _positive, "a rate > 0 [Hz]"),
     "gripper.enabled": (True, lambda v: isinstance(v, bool), "true or false"),
-    "gripper.action_ns": ("/franka_gripper", _name, "the franka_gripper node's name"),
+    "gripper.action_ns": ("/franka_gripper", _name, "the franka_gripper node's name: /franka_gripper (franka_ros2 "
+                          ">= 2.0), /<arm_id>_gripper e.g. /fr3_gripper (before 2.0)"),
     "gripper.max_width": (0.08, lambda v: _positive(v) and v <= 0.08, "0 < width <= 0.08 [m]"),
     "gripper.close_below": (0.5, lambda v: _positive(v) and v < 1, "0 < threshold < 1"),
     "gripper.speed": (0.1, _positive, "a speed > 0 [m/s]"),
     "gripper.force": (20.0, _positive, "a force > 0 [N]"),
     "gripper.epsilon_inner": (0.005, _positive, "a tolerance > 0 [m]"),
     "gripper.epsilon_outer": (0.08, _positive, "a tolerance > 0 [m]"),
+    "preflight.min_state_rate_hz": (25.0, _positive, "a rate > 0 [Hz]: ~/enable refuses slower current_pose / "
+                                    "joint_states"),
 }
+STATE_WINDOW_S = 2.0   # s over which the state topics' rates are measured for ~/enable
 
 
 def _franka_actions():
@@ -83,6 +100,12 @@ class FrankaBridge(Node):
         self.pipeline = GuardPipeline(config)
         self.gripper_width = 0.0          # m, measured
         self._pose = None                 # (position, quaternion, receipt time s) from current_pose
+        # Newest message of each state topic and its receipt time (time.monotonic()), absorbed by the guards
+        # on the next target or tick; rates for the bring-up checks.
+        self._pose_msg = self._joint_msg = None
+        self._pose_at = self._joint_at = 0.0
+        self._pose_frame: str | None = None  # frame_id of the newest current_pose
+        self._pose_rate, self._joint_rate = RateMeter(STATE_WINDOW_S), RateMeter(STATE_WINDOW_S)
 
         self.events_pub = self.create_publisher(GuardEvent, values["guard_events_topic"], EVENT_QOS)
         self.state_pub = self.create_publisher(ArmState, values["arm_state_topic"], COMMAND_QOS)
@@ -104,7 +127,8 @@ class FrankaBridge(Node):
             self.move_client = ActionClient(self, Move, f"{ns}/move")
             self.gripper = FrankaGripperCommander(values["gripper.max_width"], values["gripper.close_below"])
 
-        ControlServices(self, {self.arm: self.pipeline}, self.publish_events, on_enable=self.on_enable)
+        ControlServices(self, {self.arm: self.pipeline}, self.publish_events, on_enable=self.on_enable,
+                        precheck=self.precheck)
         self.create_timer(1.0 / values["rate_hz"], self.on_timer)
         self.get_logger().info(
             f"franka_bridge: {self.arm} ({values['model']}) {values['target_topic']} -> guards -> "
@@ -112,32 +136,90 @@ class FrankaBridge(Node):
             f"~/enable true; workspace {list(config.workspace_min)}..{list(config.workspace_max)} m in {self.frame_id}")
 
     # --- measured state -----------------------------------------------------------------------------------
+    # At 1 kHz per topic (crisp / franka_ros2 at the controller rate) a callback must stay tiny: keep the newest
+    # message only; absorb() turns it into a measurement when a target arrives and at rate_hz.
     def on_current_pose(self, msg: PoseStamped) -> None:
-        if msg.header.frame_id not in ("", self.frame_id):
-            self.get_logger().warn(f"current_pose in {msg.header.frame_id!r} ignored: expected {self.frame_id}",
-                                   throttle_duration_sec=5.0)
-            return
-        position, quaternion = pose_to_arrays(msg.pose)
-        self._pose = (position, quaternion, now_s(self))
+        self._pose_msg, self._pose_at = msg, time.monotonic()
+        self._pose_rate.tick(self._pose_at)
 
     def on_joint_states(self, msg: JointState) -> None:
+        if len(msg.name) < len(self.v["joint_names"]):  # a gripper-only message (franka_gripper/joint_states)
+            self._absorb_fingers(msg)
+            return
+        self._joint_msg, self._joint_at = msg, time.monotonic()
+        self._joint_rate.tick(self._joint_at)
+
+    def _absorb_fingers(self, msg: JointState) -> None:
         index = {name: i for i, name in enumerate(msg.name)}
         fingers = self.v["finger_joint_names"]
         if all(f in index for f in fingers) and len(msg.position) == len(msg.name):
             self.gripper_width = float(sum(msg.position[index[f]] for f in fingers))
+
+    def absorb(self) -> None:
+        """The newest current_pose and joint_states (if new) -> the guards' measured state, stamped with their
+        receipt time on the node's clock."""
+        mono, now = time.monotonic(), now_s(self)
+        msg, self._pose_msg = self._pose_msg, None
+        if msg is not None:
+            frame = msg.header.frame_id
+            self._pose_frame = frame
+            if frame not in ("", self.frame_id):
+                self.get_logger().warn(frame_refusal(self.v["current_pose_topic"], self.frame_id, frame, "frame_id"),
+                                       throttle_duration_sec=5.0)
+            else:
+                position, quaternion = pose_to_arrays(msg.pose)
+                self._pose = (position, quaternion, now - (mono - self._pose_at))
+        msg, self._joint_msg = self._joint_msg, None
+        if msg is None:
+            return
+        self._absorb_fingers(msg)
+        index = {name: i for i, name in enumerate(msg.name)}
         names = self.v["joint_names"]
         if not all(n in index for n in names) or len(msg.position) != len(msg.name):
-            return  # a gripper-only message, or a malformed one
+            return  # a malformed message
         joints = np.array([msg.position[index[n]] for n in names])
-        now = now_s(self)
+        stamp = now - (mono - self._joint_at)
         position = quaternion = None
-        if self._pose is not None and now - self._pose[2] <= self.pipeline.config.watchdog_period:
+        if self._pose is not None and stamp - self._pose[2] <= self.pipeline.config.watchdog_period:
             position, quaternion = self._pose[0], self._pose[1]
         elif self.v["measured_pose"] == "current_pose":
             return  # no fresh TCP pose: the measured state ages and the guards hold
         gripper = self.gripper_width / self.v["gripper.max_width"]
-        if not self.pipeline.set_measured(joints, now, position, quaternion, gripper):
+        if not self.pipeline.set_measured(joints, stamp, position, quaternion, gripper):
             self.get_logger().warn("non-finite or malformed joint state ignored", throttle_duration_sec=5.0)
+
+    # --- bring-up checks (hybridvla_core.preflight; `hybridvla preflight --robot fr3` runs the same) -------------
+    def checks(self) -> list[Check]:
+        v, mono = self.v, time.monotonic()
+        self.absorb()
+        min_hz = v["preflight.min_state_rate_hz"]
+        checks = []
+        if v["measured_pose"] == "current_pose":
+            topic = v["current_pose_topic"]
+            frame = self._pose_frame
+            if frame is not None and frame not in ("", self.frame_id):
+                checks.append(Check(f"frame {topic}", False, frame_refusal(topic, self.frame_id, frame, "frame_id")))
+            checks.append(judge_rate(topic, self._pose_rate.rate(mono), min_hz,
+                                     "parameter preflight.min_state_rate_hz: the guards need a fresh TCP pose"))
+        checks.append(judge_rate(v["joint_states_topic"], self._joint_rate.rate(mono), min_hz,
+                                 "parameter preflight.min_state_rate_hz: the IK seeds at the measured joints"))
+        ours = graph.endpoint(self.get_fully_qualified_name(), OUTPUT_TYPE_NAMES[v["output_type"]], COMMAND_QOS)
+        checks += judge_output(v["output_topic"], ours.type, graph.subscribers(self, v["output_topic"]), ours,
+                               graph.publishers(self, v["output_topic"], exclude_self=True),
+                               consumer="the Cartesian controller (crisp: cartesian_impedance_controller, active)",
+                               fix_absent="activate the controller (`ros2 control switch_controllers --activate "
+                                          "cartesian_impedance_controller`) or set output_topic to its input",
+                               single_publisher=True)
+        if self.gripper is not None:
+            servers = graph.action_servers(self)
+            ns = v["gripper.action_ns"].rstrip("/")
+            checks.append(judge_action_server(f"{ns}/grasp", "franka_msgs/action/Grasp", servers, "gripper.action_ns"))
+            checks.append(judge_action_server(f"{ns}/move", "franka_msgs/action/Move", servers, "gripper.action_ns"))
+        return checks
+
+    def precheck(self) -> str | None:
+        checks = self.checks()
+        return None if all(c.ok for c in checks) else summary(checks)
 
     def on_enable(self, _arm: str) -> tuple[bool, str]:
         if self.gripper is not None:
@@ -150,12 +232,16 @@ class FrankaBridge(Node):
             self.get_logger().warn(f"target for arm {msg.arm!r} ignored: this bridge drives {self.arm!r}",
                                    throttle_duration_sec=5.0)
             return
+        self.absorb()
         result = self.pipeline.submit(target_from_msg(msg), now_s(self))
         self.publish_events(self.arm, result)
-        if result.command is not None and not result.command.hold and self.gripper is not None:
-            self.command_gripper(result.command.gripper)
+        if result.command is not None:
+            self.publish_command(result.command)  # now, not at the next tick: target-to-command latency
+            if not result.command.hold and self.gripper is not None:
+                self.command_gripper(result.command.gripper)
 
     def on_timer(self) -> None:
+        self.absorb()
         result = self.pipeline.tick(now_s(self))
         self.publish_events(self.arm, result)
         if result.command is not None:

@@ -1,14 +1,18 @@
 """sim_lab: the simulated lab behind the real robots' ROS interfaces (the logic is hybridvla_core.sim).
 
-FR3 (robot: fr3), as franka_ros2 + crisp_controllers + franka_gripper:
-  in   target_pose (geometry_msgs/PoseStamped in fr3_link0; m, xyzw; reliable, depth 1)
-  out  current_pose (PoseStamped in fr3_link0, BEST_EFFORT), joint_states (fr3_joint1..7 rad + fingers m),
-       <gripper_ns>/joint_states (fr3_finger_joint1/2, m)
+FR3 (robot: fr3), as franka_ros2 + crisp_controllers (crisp's FR3 demo configuration) + franka_gripper:
+  in   target_pose (geometry_msgs/PoseStamped in base_frame; m, xyzw; reliable, depth 1)
+  out  current_pose (PoseStamped of fr3_hand_tcp in base_frame, reliable like crisp's pose_broadcaster),
+       joint_states (fr3_joint1..7 rad + fingers m), <gripper_ns>/joint_states (fr3_finger_joint1/2, m);
+       /tf_static: base_frame -> fr3_link0 (identity, as crisp's demo URDF) and -> the fixed cameras' optical
+       frames; /tf: base_frame -> the wrist camera's optical frame, at the camera rate
   actions <gripper_ns>/move, /grasp, /homing (franka_msgs: width m, speed m/s, force N, epsilon m; a new goal
        or ~/reset aborts the running one; a goal gives up after 5 simulated s)
-AgileX (robot: agilex), as piper_ros per arm (left, right):
+AgileX (robot: agilex), as piper_ros (humble branch) per arm (left, right):
   in   /<arm>/joint_ctrl_single (sensor_msgs/JointState: position[0:6] rad, position[6] gripper width m)
-  out  /<arm>/joint_states_single (joint1..joint6 rad, joint7 = gripper width m)
+  out  /<arm>/joint_states_single (names joint0..joint6 as piper_ros: 6 joints rad + gripper width m; reliable)
+       /tf_static: world -> <arm>_base_link (urdf/dual_piper.urdf) and -> the fixed cameras' optical frames;
+       /tf: world -> the wrist cameras' optical frames, at the camera rate
 Both:
   cameras /camera/<view>/color/image_raw (Image rgb8) + camera_info; /clock (rosgraph_msgs/Clock);
   optional /hybridvla/<arm>/arm_state (publish_arm_state); ~/reset (std_srvs/Trigger: next seed; setting
@@ -27,7 +31,7 @@ import threading
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from hybridvla_msgs.msg import ArmState
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
@@ -43,12 +47,15 @@ from std_srvs.srv import Trigger
 from hybridvla_core.sim.config import config_from_parameters, parameter_spec
 from hybridvla_core.sim.record import camera_frame
 from hybridvla_core.sim.runner import LiveLab
-from hybridvla_ros.common import (COMMAND_QOS, SENSOR_QOS, ParameterError, arrays_to_pose, declare_parameters,
+from hybridvla_ros.common import (COMMAND_QOS, ParameterError, arrays_to_pose, declare_parameters,
                                   pose_to_arrays, run_node)
 from hybridvla_ros.images import numpy_to_image
 
-# Drivers publish their state reliable, depth 1 (a best-effort subscriber still receives it).
+# Drivers publish their state reliable, depth 1 (a best-effort subscriber still receives it): crisp's
+# pose_broadcaster (SystemDefaultsQoS), joint_state_publisher, piper_ros (depth 10).
 STATE_QOS = COMMAND_QOS
+# piper_ros humble: JointState names of joint_states_single (position[6] is the gripper width in m).
+PIPER_ROS_JOINT_NAMES = [f"joint{i}" for i in range(7)]
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 GRIPPER_TIMEOUT_S = 5.0   # simulated s before a gripper goal reports where the fingers are
 
@@ -79,6 +86,15 @@ class SimLabNode(Node):
                                self.create_publisher(CameraInfo, cfg.camera_topic(cfg.topics_camera_info, name), STATE_QOS))
                         for name in env.cameras}
         self.clock_pub = self.create_publisher(Clock, "/clock", STATE_QOS)
+        self.tf_pub = self.tf_static_pub = None
+        try:  # tf2_msgs: /opt/ros on a ROS 2 machine, the test-only stand-in on a development machine
+            from tf2_msgs.msg import TFMessage
+
+            self.tf_pub = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
+            self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_QOS)
+            self._tf_message = TFMessage
+        except ImportError:
+            self.get_logger().warn("tf2_msgs not installed: no /tf, /tf_static (camera frames)")
         self.arm_state_pubs = {}
         if cfg.publish_arm_state:
             self.arm_state_pubs = {arm: self.create_publisher(ArmState, cfg.arm_topic(cfg.topics_arm_state, arm), STATE_QOS)
@@ -88,7 +104,7 @@ class SimLabNode(Node):
             from franka_msgs.action import Grasp, Homing, Move
             self.actions = {"move": Move, "grasp": Grasp, "homing": Homing}
             self.create_subscription(PoseStamped, cfg.topics_target_pose, self.on_target_pose, COMMAND_QOS)
-            self.pose_pub = self.create_publisher(PoseStamped, cfg.topics_current_pose, SENSOR_QOS)
+            self.pose_pub = self.create_publisher(PoseStamped, cfg.topics_current_pose, STATE_QOS)
             self.joint_pub = self.create_publisher(JointState, cfg.topics_joint_states, STATE_QOS)
             self.finger_pub = self.create_publisher(JointState, f"{cfg.topics_gripper_ns}/joint_states", STATE_QOS)
             for name, action in self.actions.items():
@@ -108,6 +124,7 @@ class SimLabNode(Node):
         self.add_on_set_parameters_callback(self.on_parameters)
         self.create_timer(0.2, self.publish_success)
         self.instruction_pub.publish(String(data=env.instruction))
+        self.publish_static_tf()
         self.get_logger().info(f"sim_lab: {cfg.robot} / {cfg.task}, seed {env.seed}: {env.instruction!r}"
                                f"{' (real time)' if cfg.realtime else ' (as fast as possible)'}")
         self._running = True
@@ -148,7 +165,7 @@ class SimLabNode(Node):
             readings = {arm: env.read(arm) for arm in env.arms}
         self.clock_pub.publish(Clock(clock=stamp))
         for arm, r in readings.items():
-            frame = env.arms[arm].spec.root_link
+            frame = self.base_frame(arm)
             if self.cfg.robot == "fr3":
                 pose = PoseStamped(pose=arrays_to_pose(r.position, r.quaternion))
                 pose.header.stamp, pose.header.frame_id = stamp, frame
@@ -156,7 +173,7 @@ class SimLabNode(Node):
                 self.joint_pub.publish(self._joints(stamp, r.joint_names + r.finger_names, np.concatenate([r.q, r.fingers])))
                 self.finger_pub.publish(self._joints(stamp, r.finger_names, r.fingers))
             else:
-                self.piper_pubs[arm].publish(self._joints(stamp, [f"joint{i}" for i in range(1, 8)],
+                self.piper_pubs[arm].publish(self._joints(stamp, PIPER_ROS_JOINT_NAMES,
                                                           np.concatenate([r.q, [r.gripper_width]])))
             if arm in self.arm_state_pubs:
                 m = ArmState(arm=arm, pose=arrays_to_pose(r.position, r.quaternion), gripper=r.gripper,
@@ -164,6 +181,42 @@ class SimLabNode(Node):
                              joint_positions=[float(v) for v in r.q], enabled=True)
                 m.header.stamp, m.header.frame_id = stamp, frame
                 self.arm_state_pubs[arm].publish(m)
+
+    def base_frame(self, arm: str) -> str:
+        """The frame an arm's poses are in: FR3 base_frame (crisp's base, = fr3_link0), a Piper its base link."""
+        return self.cfg.base_frame if self.cfg.robot == "fr3" else self.lab.env.arms[arm].spec.root_link
+
+    def root_frame(self) -> str:
+        """The TF root: the FR3's base_frame (the world origin is fr3_link0), the dual arm's URDF root `world`."""
+        return self.cfg.base_frame if self.cfg.robot == "fr3" else "world"
+
+    def _transform(self, stamp, parent: str, child: str, position, quaternion) -> TransformStamped:
+        t = TransformStamped()
+        t.header.stamp, t.header.frame_id, t.child_frame_id = stamp, parent, child
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (float(v) for v in position)
+        (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
+         t.transform.rotation.w) = (float(v) for v in quaternion)
+        return t
+
+    def publish_static_tf(self) -> None:
+        """Arm bases and fixed cameras in the TF root (world coordinates: fr3_link0 is the FR3 world origin)."""
+        if self.tf_static_pub is None:
+            return
+        env, root = self.lab.env, self.root_frame()
+        with self.lab.lock:
+            stamp = _stamp(self.lab.stamp_ns())
+            transforms = [self._transform(stamp, root, env.arms[a].spec.root_link, *env.base_pose(a)) for a in env.arms]
+            transforms += [self._transform(stamp, root, camera_frame(c), *env.optical_pose(c))
+                           for c, spec in env.cameras.items() if spec.body is None and c in self.cameras]
+        self.tf_static_pub.publish(self._tf_message(transforms=transforms))
+
+    def publish_moving_tf(self, stamp) -> None:
+        """Cameras on the arms (wrist views), at the camera rate; the caller holds the lab's lock."""
+        env, root = self.lab.env, self.root_frame()
+        transforms = [self._transform(stamp, root, camera_frame(c), *env.optical_pose(c))
+                      for c, spec in env.cameras.items() if spec.body is not None and c in self.cameras]
+        if transforms and self.tf_pub is not None:
+            self.tf_pub.publish(self._tf_message(transforms=transforms))
 
     @staticmethod
     def _joints(stamp, names, positions) -> JointState:
@@ -176,6 +229,7 @@ class SimLabNode(Node):
         with self.lab.lock:
             stamp = _stamp(self.lab.stamp_ns())
             images = {name: env.render(name) for name in self.cameras}
+            self.publish_moving_tf(stamp)
         width, height = env.image_size
         for name, (image_pub, info_pub) in self.cameras.items():
             frame = camera_frame(name)
@@ -196,7 +250,7 @@ class SimLabNode(Node):
     # --- commands -------------------------------------------------------------------------------------------
     def on_target_pose(self, msg: PoseStamped) -> None:
         position, quaternion = pose_to_arrays(msg.pose)
-        frame = self.lab.env.arms["fr3"].spec.root_link
+        frame = self.base_frame("fr3")
         if msg.header.frame_id not in ("", frame):
             self.get_logger().warn(f"target_pose in frame {msg.header.frame_id!r} ignored: expected {frame}",
                                    throttle_duration_sec=5.0)

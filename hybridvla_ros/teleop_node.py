@@ -29,7 +29,7 @@ _pos = lambda v: isinstance(v, float) and v > 0  # noqa: E731
 PARAMETERS = {
     "device": ("keyboard", lambda v: v in ("spacemouse", "keyboard", "leader"), "spacemouse, keyboard or leader"),
     "arms": (["fr3"], lambda v: isinstance(v, list) and 1 <= len(v) <= 2, "one or two arm names"),
-    "frame_id": ("fr3_link0", lambda v: isinstance(v, str) and v != "", "the arm's base frame, may hold {arm}"),
+    "frame_id": ("base", lambda v: isinstance(v, str) and v != "", "the arm's base frame (franka_bridge frame_id), may hold {arm}"),
     "target_topic": ("/hybridvla/{arm}/target", lambda v: v.startswith("/"), "an absolute topic name"),
     "arm_state_topic": ("/hybridvla/{arm}/arm_state", lambda v: v.startswith("/"), "an absolute topic name"),
     "leader_topic": ("/master/joint_{arm}", lambda v: v.startswith("/"), "an absolute topic name"),

@@ -2,6 +2,10 @@
 never reach for a model hub."""
 import os
 import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # test/vendor_interfaces.py: what the vendor stacks publish
 
 # Set before anything imports rclpy or mujoco; child processes inherit them.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))

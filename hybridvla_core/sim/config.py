@@ -62,6 +62,7 @@ SCHEMA: dict[str, tuple[Any, str]] = {
     "start_jitter.z_m": (_non_negative, "m >= 0"),
     "start_jitter.yaw_rad": (_non_negative, "rad >= 0"),
     "expert.grasp_axis": (lambda v: v in GRASP_AXES, f"one of {', '.join(GRASP_AXES)}"),
+    "base_frame": (lambda v: isinstance(v, str) and v != "" and " " not in v, "a frame name"),
     "topics.target_pose": (_topic, "an absolute topic name"),
     "topics.current_pose": (_topic, "an absolute topic name"),
     "topics.joint_states": (_topic, "an absolute topic name"),
@@ -112,6 +113,7 @@ class SimConfig:
     start_jitter_z_m: float
     start_jitter_yaw_rad: float
     expert_grasp_axis: str
+    base_frame: str
     topics_target_pose: str
     topics_current_pose: str
     topics_joint_states: str

@@ -318,6 +318,19 @@ class SimEnv:
         fy = (height / 2) / np.tan(np.deg2rad(self.cameras[camera].fovy) / 2)
         return fy, fy, width / 2, height / 2
 
+    def optical_pose(self, camera: str) -> tuple[np.ndarray, np.ndarray]:
+        """A camera's optical frame in the world (ROS convention: z forward, x right, y down in the image):
+        position [m] and quaternion xyzw. MuJoCo's camera frame looks along -z with +y up, i.e. the optical
+        frame turned half a turn about x."""
+        cam = self.model.camera(camera).id
+        R = self.data.cam_xmat[cam].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])
+        return self.data.cam_xpos[cam].copy(), Rotation.from_matrix(R).as_quat()
+
+    def base_pose(self, arm: str) -> tuple[np.ndarray, np.ndarray]:
+        """An arm's base frame (its root link) in the world: position [m] and quaternion xyzw."""
+        body = self.arms[arm].base_body
+        return self.data.xpos[body].copy(), Rotation.from_matrix(self.data.xmat[body].reshape(3, 3)).as_quat()
+
     def project(self, camera: str, point_world) -> tuple[float, float]:
         """Pixel (u right, v down) where a world point appears in a camera."""
         cam = self.model.camera(camera).id

@@ -21,6 +21,7 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from hybridvla_core.kinematics import load_arm  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
 from rosnodes import ROOT, Process, Spinner, wait_for  # noqa: E402
+from vendor_interfaces import CRISP_FR3_BASE_FRAME  # noqa: E402
 
 pytestmark = pytest.mark.ros
 READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
@@ -28,7 +29,8 @@ BOX_MIN = np.array([0.20, -0.50, 0.01])  # config/franka.yaml
 
 
 class FakeFR3(Node):
-    """Tracks every target_pose exactly (IK on urdf/fr3.urdf) and reports it like franka_ros2 + crisp."""
+    """Tracks every target_pose exactly (IK on urdf/fr3.urdf) and reports it like franka_ros2 + crisp (current_pose in
+    crisp's FR3 base frame `base`, which is fr3_link0 of urdf/fr3.urdf)."""
 
     def __init__(self, context):
         super().__init__("fake_fr3", context=context)
@@ -46,7 +48,7 @@ class FakeFR3(Node):
         ActionServer(self, franka_action.Move, "/franka_gripper/move", lambda h: self.run_goal("move", h))
 
     def on_target(self, msg):
-        assert msg.header.frame_id == "fr3_link0"
+        assert msg.header.frame_id == CRISP_FR3_BASE_FRAME
         position, quaternion = pose_to_arrays(msg.pose)
         with self.lock:
             self.targets.append(position)
@@ -67,7 +69,7 @@ class FakeFR3(Node):
             position, quaternion = self.chain.fk(self.q)
             q, width = self.q.copy(), self.width
         pose = PoseStamped(pose=arrays_to_pose(position, quaternion))
-        pose.header.frame_id = "fr3_link0"
+        pose.header.frame_id = CRISP_FR3_BASE_FRAME
         pose.header.stamp = self.get_clock().now().to_msg()
         self.pose_pub.publish(pose)
         js = JointState(name=[f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"],
@@ -92,7 +94,7 @@ class Client(Node):
         msg = ArmTarget(arm="fr3", pose=arrays_to_pose(position, quaternion), gripper=float(gripper),
                         confidence=float(confidence))
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = "fr3_link0"
+        msg.header.frame_id = CRISP_FR3_BASE_FRAME
         self.target_pub.publish(msg)
 
     def kinds(self, since=0):

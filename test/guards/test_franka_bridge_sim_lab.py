@@ -35,7 +35,7 @@ class Client(Node):
     def send(self, position, quaternion, gripper=1.0):
         msg = ArmTarget(arm="fr3", pose=arrays_to_pose(position, quaternion), gripper=float(gripper), confidence=1.0)
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = "fr3_link0"
+        msg.header.frame_id = "base"  # the bridge's frame_id (crisp's base_frame)
         self.pub.publish(msg)
 
     def kinds(self, since=0):

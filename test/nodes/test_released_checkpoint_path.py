@@ -28,6 +28,7 @@ from hybridvla_core.model.presets import tiny_reference  # noqa: E402
 from hybridvla_core.model.reference_manifest import random_reference_payload, reference_manifest  # noqa: E402
 from hybridvla_msgs.msg import ArmTarget, PolicyAction  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS  # noqa: E402
+from vendor_interfaces import CRISP_FR3_BASE_FRAME  # noqa: E402
 
 from conftest import BIN, CONFIG, NodeProcess  # noqa: E402
 
@@ -122,7 +123,7 @@ def test_imported_reference_checkpoint_drives_the_simulated_fr3(tmp_path):
         action = watcher.actions[-1]
         assert action.instruction == INSTRUCTION and len(action.action) == 7
         assert len(action.token_confidence) == 7  # the AR branch ran (hybrid mode)
-        assert watcher.commands[-1].header.frame_id == "fr3_link0"  # what the bridge sent the controller
+        assert watcher.commands[-1].header.frame_id == CRISP_FR3_BASE_FRAME  # what the bridge sent the controller
     finally:
         for process in reversed(processes):
             process.stop()

@@ -30,6 +30,7 @@ from hybridvla_core.resources import resource_path  # noqa: E402
 from hybridvla_core.sim.env import SimEnv  # noqa: E402
 from hybridvla_core.sim.experts import TOP_DOWN  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, SENSOR_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
+from vendor_interfaces import CRISP_FR3_BASE_FRAME, PIPER_ROS_JOINT_STATE_NAMES  # noqa: E402
 
 pytestmark = pytest.mark.ros
 SEED = 3
@@ -81,7 +82,7 @@ def lab(tmp_path_factory):
 
 def move_to(node, state, target, position, quaternion, tolerance=0.01, timeout=30):
     msg = PoseStamped(pose=arrays_to_pose(position, quaternion))
-    msg.header.frame_id = "fr3_link0"
+    msg.header.frame_id = CRISP_FR3_BASE_FRAME
     target.publish(msg)
     spin_until(node, lambda: np.linalg.norm(pose_to_arrays(state["pose"].pose)[0] - position) < tolerance,
                timeout, f"the TCP to reach {position}")
@@ -104,7 +105,7 @@ def test_target_pose_moves_the_tcp_to_within_1cm(lab):
     position, quaternion = move_to(node, state, target, goal, rotation.as_quat(), tolerance=0.01)
     assert np.linalg.norm(position - goal) < 0.01
     assert (Rotation.from_quat(quaternion) * rotation.inv()).magnitude() < 0.05
-    assert state["pose"].header.frame_id == "fr3_link0"
+    assert state["pose"].header.frame_id == CRISP_FR3_BASE_FRAME  # as crisp's pose_broadcaster in its FR3 demo
 
 
 def test_cameras_publish_rgb8_on_the_state_clock(lab):
@@ -123,7 +124,7 @@ def test_arm_state_and_success_are_published(lab):
     spin_until(node, lambda: state["arm_state"] is not None and state["success"] is not None, 20,
                "ArmState and ~/success")
     m = state["arm_state"]
-    assert m.arm == "fr3" and m.header.frame_id == "fr3_link0" and len(m.joint_positions) == 7
+    assert m.arm == "fr3" and m.header.frame_id == CRISP_FR3_BASE_FRAME and len(m.joint_positions) == 7
     assert 0.0 <= m.gripper <= 1.0 and state["success"] is False  # nothing is in a bowl yet
 
 
@@ -277,7 +278,7 @@ def test_agilex_node_speaks_piper_ros_per_arm():
 
     try:
         wait(lambda: len(states) == 2 and len(images) == 3, "joint_states_single of both arms and three cameras")
-        assert list(states["left"].name) == [f"joint{i}" for i in range(1, 8)]
+        assert list(states["left"].name) == PIPER_ROS_JOINT_STATE_NAMES  # as piper_ros (humble) names them
         right_before = np.array(states["right"].position)
         goal = [0.3, 1.0, -1.0, 0.2, 0.5, -0.4, 0.05]  # 6 joints rad + gripper width m
         ctrl.publish(JointState(position=goal))

@@ -1,0 +1,41 @@
+"""What the vendor stacks publish, subscribe and declare, as read in THEIR code (never in ours): the expected
+values of the bring-up tests. Each constant names the file it was read from (repository, path, revision).
+A test that compared our simulated lab or bridge with values taken from our own code would prove nothing."""
+
+# utiasDSL/crisp_controllers_demos @ db5a36b, crisp_controllers_robot_demos/config/fr3/controllers.yaml:
+#   pose_broadcaster / cartesian_impedance_controller: base_frame: base, end_effector_frame: fr3_hand_tcp
+#   (config/fr3/fr3.urdf.xacro: franka_robot ... connected_to="base", i.e. fr3_link0 hangs from `base`, identity)
+CRISP_FR3_BASE_FRAME = "base"
+CRISP_FR3_END_EFFECTOR_FRAME = "fr3_hand_tcp"
+# utiasDSL/crisp_controllers @ 8093548, src/pose_broadcaster.cpp: create_publisher("current_pose",
+#   rclcpp::SystemDefaultsQoS()) (RELIABLE), header.frame_id = params_.base_frame; relative name, controllers
+#   run in the controller_manager's (root) namespace in the demo launch.
+CRISP_CURRENT_POSE_TOPIC = "/current_pose"
+CRISP_CURRENT_POSE_RELIABLE = True
+# src/cartesian_controller.cpp: create_subscription("target_pose", rclcpp::QoS(1), ...) (RELIABLE, depth 1), and
+#   check_topic_publisher_count: messages are ignored while more than one publisher is on the topic.
+CRISP_TARGET_POSE_TOPIC = "/target_pose"
+# crisp_controllers_robot_demos/launch/franka.launch.py: joint_state_publisher source_list
+#   [franka/joint_states, franka_gripper/joint_states], rate 1000 -> /joint_states.
+CRISP_JOINT_STATES_TOPIC = "/joint_states"
+CRISP_JOINT_STATES_RATE_HZ = 1000
+# frankarobotics/franka_ros2, franka_gripper/launch/gripper.launch.py: v2.0.0 and later name the node
+#   'franka_gripper' in the launch argument `namespace`; v0.1.x .. v1.1.0 name it [arm_id, '_gripper'].
+#   franka_gripper/src/gripper_action_server.cpp: actions ~/homing, ~/move, ~/grasp, ~/gripper_action.
+FRANKA_GRIPPER_NS_FROM_2_0 = "/franka_gripper"
+FRANKA_GRIPPER_NS_BEFORE_2_0 = "/fr3_gripper"  # arm_id fr3
+FRANKA_GRIPPER_ACTIONS = {"grasp": "franka_msgs/action/Grasp", "move": "franka_msgs/action/Move",
+                          "homing": "franka_msgs/action/Homing"}
+
+# agilexrobotics/Piper_ros, branch ros-humble-no-aloha @ 8e5a686, src/piper/piper/piper_ctrl_single_node.py:
+#   declare_parameter: can_port, auto_enable, girpper_exist (sic), rviz_ctrl_flag (no gripper_val_mutiple);
+#   publishes joint_states_single (depth 10, reliable) with names joint0..joint6 at 200 Hz, position[6] the
+#   gripper in m; subscribes joint_ctrl_single, enable_flag (std_msgs/Bool), pos_cmd; service enable_srv.
+PIPER_ROS_HUMBLE_PARAMETERS = ("can_port", "auto_enable", "girpper_exist", "rviz_ctrl_flag")
+PIPER_ROS_JOINT_STATE_NAMES = [f"joint{i}" for i in range(7)]
+PIPER_ROS_FEEDBACK_RATE_HZ = 200
+
+# piper_sdk 0.6 (agilexrobotics/piper_sdk), piper_sdk/interface/piper_interface_v2.py: EnablePiper() returns the
+#   six driver_enable_status bits read BEFORE it sends EnableArm(7); GetArmEnableStatus() reads them from the
+#   low-speed feedback (GetArmLowSpdInfoMsgs().motor_1..motor_6.foc_status.driver_enable_status).
+PIPER_MOTORS = 6
