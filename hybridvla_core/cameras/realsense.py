@@ -14,9 +14,11 @@ import numpy as np
 from hybridvla_core.cameras.base import (CameraConfigError, CameraError, DeviceClock, Frame, Intrinsics,
                                          Profile)
 
-# librealsense dropped the L500 family (L515) in 2.54; 2.50 is the last release that drives it.
-L515_LAST_SDK = "2.50.0"
-L515_DROPPED_IN = (2, 54)
+# The L500 family (L515) left librealsense in 2.55 (realsense-ros 4.55.1: "Remove ... L500 and SR300 support");
+# 2.54.x, with realsense-ros 4.54.1, is the last series that drives it (pyrealsense2 2.54.1 reported working).
+# No cp310 wheel exists below 2.53, so Humble (Python 3.10) labs pin 2.54.x.
+L515_PIN = "pyrealsense2>=2.54,<2.55"
+L515_DROPPED_IN = (2, 55)
 # No frame for this long while streaming = the camera is gone (unplugged, USB reset).
 STALL_S = 2.0
 
@@ -30,7 +32,7 @@ def check_device_supported(name: str, version: tuple[int, ...], serial: str = ""
     if "L515" in name.upper() and version >= L515_DROPPED_IN:
         raise CameraConfigError(
             f"{name} (serial {serial or '?'}) is not supported by librealsense {'.'.join(map(str, version))}: "
-            f"support for the L515 ended in 2.54; install pyrealsense2=={L515_LAST_SDK} for this camera")
+            f"support for the L515 ended in 2.55; install the last series that drives it: pip install \"{L515_PIN}\"")
 
 
 def import_pyrealsense2():
@@ -72,7 +74,7 @@ class RealSenseBackend:
                 return serial
         hint = ""
         if sdk_version(rs) >= L515_DROPPED_IN:
-            hint = f" (an L515 is not listed by librealsense >= 2.54: it needs pyrealsense2=={L515_LAST_SDK})"
+            hint = f" (an L515 is not listed by librealsense >= 2.55: it needs pip install \"{L515_PIN}\")"
         raise CameraError(f"no RealSense with serial {self.serial or '(any)'} connected; found: {found}{hint}")
 
     def open(self) -> Intrinsics:

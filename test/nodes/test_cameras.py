@@ -136,9 +136,15 @@ def test_camera_stream_lets_configuration_errors_through():
 def test_l515_on_a_new_librealsense_fails_with_a_clear_message():
     from hybridvla_core.cameras.realsense import check_device_supported
 
-    with pytest.raises(CameraConfigError, match=r"support for the L515 ended in 2.54; install pyrealsense2==2.50.0"):
-        check_device_supported("Intel RealSense L515", (2, 59, 1), "f0123456")
-    check_device_supported("Intel RealSense L515", (2, 50, 0))
+    # Facts (realsense-ros CHANGELOG 4.55.1 removed L500; 4.54.1 + librealsense 2.54.x is the last that drives it):
+    # 2.54.x is allowed, 2.55 and later refused with the pin to install.
+    for refused in ((2, 55, 1), (2, 56, 5), (2, 59, 1)):
+        with pytest.raises(CameraConfigError, match=r'support for the L515 ended in 2.55; install the last series that '
+                                                     r'drives it: pip install "pyrealsense2>=2.54,<2.55"'):
+            check_device_supported("Intel RealSense L515", refused, "f0123456")
+    for allowed in ((2, 54, 1), (2, 54, 2), (2, 53, 1), (2, 50, 0)):
+        check_device_supported("Intel RealSense L515", allowed)
+    check_device_supported("Intel RealSense D435", (2, 59, 1))
     check_device_supported("Intel RealSense D435", (2, 59, 1))
 
 
