@@ -20,6 +20,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "import-checkpoint": ("hybridvla_core.import_checkpoint", "import a reference HybridVLA .pt (weights_only) into a checkpoint directory"),
     "export-checkpoint": ("hybridvla_core.export_checkpoint", "write a checkpoint directory as a reference HybridVLA .pt (timm towers, bf16)"),
     "eval-bags": ("hybridvla_core.evaluation", "run checkpoints offline on recorded bags and compare them"),
+    # hybridvla_ros.preflight imports rclpy only when it runs.
+    "preflight": ("hybridvla_ros.preflight", "check a robot's live ROS graph before enabling an arm: topics, types, "
+                                             "QoS, frames, rates, action servers, TF; one line per check with its fix"),
 }
 
 

@@ -80,6 +80,118 @@ def join_dual(per_arm: Mapping[str, Sequence[float]], order: Sequence[str]) -> n
     return np.concatenate(slots)
 
 
+# --- confirming the motors' enable bits ------------------------------------------------------------------
+MOTORS = 6
+
+
+class MotorEnableWatch:
+    """Judges an arm's enable from its drivers' low-speed feedback (piper_sdk GetArmLowSpdInfoMsgs:
+    motor_1..motor_6.foc_status.driver_enable_status, CAN 0x261..0x266).
+
+    piper_sdk's EnablePiper() and piper_ros's enable_flag report before the drivers do (EnablePiper returns the
+    bits read BEFORE it sends the enable frame), so an arm is "enabled" only when every driver's bit is set in
+    feedback that arrived after the first enable command (the feedback's time stamp moved on). The SDK keeps
+    one time stamp for the six drivers' frames: a driver whose frames stopped while the others go on would
+    keep its last bit (not observable through the SDK).
+
+    start(t, feedback_stamp) when the first enable command goes out; observe(t, feedback_stamp, bits) then
+    returns True (all confirmed), False (timed out: see reason()) or None (keep waiting). t in seconds on any
+    monotonic clock; feedback_stamp as the SDK reports it (only compared for change)."""
+
+    def __init__(self, timeout: float, motors: int = MOTORS):
+        if not timeout > 0:
+            raise ValueError(f"enable timeout must be > 0 s, got {timeout}")
+        self.timeout, self.motors = float(timeout), motors
+        self._t0 = self._stamp0 = None
+        self.fresh = False                      # feedback newer than the command seen
+        self.up = [False] * motors              # newest fresh bit per driver
+
+    def start(self, t: float, feedback_stamp: float) -> None:
+        self._t0, self._stamp0 = t, feedback_stamp
+        self.fresh, self.up = False, [False] * self.motors
+
+    def observe(self, t: float, feedback_stamp: float, bits) -> bool | None:
+        if self._t0 is None:
+            raise RuntimeError("MotorEnableWatch.observe before start")
+        if feedback_stamp != self._stamp0:
+            self.fresh = True
+            self.up = [bool(b) for b in list(bits)[:self.motors]]
+        if self.fresh and all(self.up):
+            return True
+        if t - self._t0 > self.timeout:
+            return False
+        return None
+
+    def reason(self) -> str:
+        """Why the enable failed, naming the drivers that did not come up (motor n drives joint n)."""
+        if not self.fresh:
+            return (f"no driver feedback (piper_sdk low-speed info, CAN 0x261..0x266) within {self.timeout:g} s of the "
+                    "enable command: check the arm's power and its CAN link")
+        down = [i + 1 for i, up in enumerate(self.up) if not up]
+        return (f"motor(s) {', '.join(map(str, down))} (joint{'s' if len(down) > 1 else ''} "
+                f"{', '.join(map(str, down))}) did not report enabled within {self.timeout:g} s "
+                "(driver_enable_status in the low-speed feedback)")
+
+
+# --- piper_ros: the parameters its control node really reads ------------------------------------------------
+# piper_ctrl_single_node declares (agilexrobotics/Piper_ros): on the official humble branch (ros-humble-no-aloha,
+# also foxy / noetic) can_port, auto_enable, girpper_exist (sic), rviz_ctrl_flag, and no gripper multiplier;
+# forks and later branches spell gripper_exist and add gripper_val_mutiple (position[6] * multiplier). A ROS 2
+# node ignores a parameter it does not declare: the wrong spelling on a launch line changes nothing, silently.
+PIPER_ROS_BRANCHES = {
+    "humble": {"gripper": "girpper_exist", "multiplier": None},
+    "gripper_val_mutiple": {"gripper": "gripper_exist", "multiplier": "gripper_val_mutiple"},
+}
+
+
+def piper_ros_node_parameters(branch: str, can_port: str, gripper: bool = True) -> dict:
+    """The parameters to start piper_ctrl_single_node with so that it takes what the agilex bridge sends:
+    not auto-enabled (the bridge enables it on ~/enable), the gripper on, joint_ctrl_single position[6] in
+    metres (rviz_ctrl_flag false: true doubles it; multiplier 1 where the branch has one)."""
+    if branch not in PIPER_ROS_BRANCHES:
+        raise ValueError(f"piper_ros branch must be one of {sorted(PIPER_ROS_BRANCHES)}, got {branch!r}")
+    names = PIPER_ROS_BRANCHES[branch]
+    params = {"can_port": can_port, "auto_enable": False, names["gripper"]: bool(gripper)}
+    if names["multiplier"]:
+        params[names["multiplier"]] = 1
+    else:
+        params["rviz_ctrl_flag"] = False
+    return params
+
+
+def judge_piper_ros_parameters(arm: str, node: str, declared: Mapping | None, gripper: bool = True) -> list:
+    """Checks (hybridvla_core.preflight.Check) of a running piper_ctrl_single_node's declared parameters
+    (name -> value, from its parameter services; None: the node was not found)."""
+    from hybridvla_core.preflight import Check
+
+    name = f"piper_ros {node}"
+    if declared is None:
+        return [Check(name, False, "node not found (no parameter services answered)",
+                      f"start piper_ros for {arm}: ros2 run piper piper_single_ctrl --ros-args -r __ns:=/{arm} "
+                      + " ".join(f"-p {k}:={str(v).lower() if isinstance(v, bool) else v}"
+                                 for k, v in piper_ros_node_parameters("humble", f"can_{arm}", gripper).items()))]
+    branch = next((b for b, n in PIPER_ROS_BRANCHES.items() if n["gripper"] in declared), None)
+    if branch is None:
+        return [Check(name, False, f"declares neither girpper_exist nor gripper_exist ({sorted(declared)}): "
+                      "not a piper_ctrl_single_node this bridge knows", "run piper_ros's piper_single_ctrl")]
+    spelling = PIPER_ROS_BRANCHES[branch]["gripper"]
+    checks = [Check(f"{name} {spelling}", declared[spelling] is bool(gripper),
+                    f"{declared[spelling]} (this branch spells it {spelling!r})",
+                    f"start it with -p {spelling}:={str(gripper).lower()} (another spelling is ignored)")]
+    multiplier = PIPER_ROS_BRANCHES[branch]["multiplier"]
+    if multiplier:
+        checks.append(Check(f"{name} {multiplier}", declared.get(multiplier) == 1, f"{declared.get(multiplier)}",
+                            f"start it with -p {multiplier}:=1: the bridge sends the gripper opening in metres"))
+    if "rviz_ctrl_flag" in declared:
+        checks.append(Check(f"{name} rviz_ctrl_flag", declared["rviz_ctrl_flag"] is False, f"{declared['rviz_ctrl_flag']}",
+                            "start it with -p rviz_ctrl_flag:=false: true doubles joint_ctrl_single position[6] (the "
+                            "gripper)"))
+    if "auto_enable" in declared:
+        checks.append(Check(f"{name} auto_enable", declared["auto_enable"] is False, f"{declared['auto_enable']}",
+                            "start it with -p auto_enable:=false: the bridge enables the arm on ~/enable"))
+    return checks
+
+
 # --- piper_sdk backend ----------------------------------------------------------------------------------
 def _import_piper_sdk():
     try:
@@ -112,16 +224,29 @@ class PiperSdkArm:
             self._piper.CreateCanBus(can_name, bustype=bustype, judge_flag=False)
         self._piper.ConnectPort()
 
-    def enable(self, timeout: float = 2.0) -> bool:
-        """The vendor's enable sequence: EnablePiper() until every driver reports enabled, then enable the
-        gripper. False when the drivers do not report enabled within the timeout."""
-        deadline = time.monotonic() + timeout
-        while not self._piper.EnablePiper():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        self._piper.GripperCtrl(0, self.gripper_effort, 0x01, 0)
-        return True
+    def enable(self, timeout: float = 2.0, resend_period: float = 0.1) -> tuple[bool, str]:
+        """Enable all six drivers and confirm each one's enable bit in fresh low-speed feedback
+        (MotorEnableWatch), resending EnableArm(7) every resend_period [s]; then enable the gripper.
+        On a timeout every driver is disabled again (DisableArm(7): support the arm) and the message names
+        the drivers that did not come up. Returns (ok, one line)."""
+        watch = MotorEnableWatch(timeout)
+        watch.start(time.monotonic(), self._piper.GetArmLowSpdInfoMsgs().time_stamp)
+        next_send = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_send:
+                self._piper.EnableArm(7)
+                next_send = now + resend_period
+            time.sleep(0.005)
+            low = self._piper.GetArmLowSpdInfoMsgs()
+            bits = [getattr(low, f"motor_{i}").foc_status.driver_enable_status for i in range(1, MOTORS + 1)]
+            verdict = watch.observe(time.monotonic(), low.time_stamp, bits)
+            if verdict:
+                self._piper.GripperCtrl(0, self.gripper_effort, 0x01, 0)
+                return True, "enabled: all six drivers report enabled"
+            if verdict is False:
+                self._piper.DisableArm(7)
+                return False, f"{self.can_name}: {watch.reason()}; all drivers disabled again"
 
     def send(self, joints_rad: Sequence[float], gripper_m: float) -> None:
         """Joint target [rad] (6) and gripper opening [m, 0..0.07]; the caller has guarded both."""
@@ -163,7 +288,9 @@ class SimulatedPiper:
     LIMITS_MDEG = ((-150000, 150000), (0, 180000), (-170000, 0), (-100000, 100000), (-70000, 70000),
                    (-120000, 120000))
 
-    def __init__(self, channel: str, joints_rad: Sequence[float] = (0, 0, 0, 0, 0, 0), rate_hz: float = 200.0):
+    def __init__(self, channel: str, joints_rad: Sequence[float] = (0, 0, 0, 0, 0, 0), rate_hz: float = 200.0,
+                 stuck_motors: Sequence[int] = (), low_speed_feedback: bool = True):
+        """stuck_motors: drivers (1..6) that never enable (a fault); low_speed_feedback False: no 0x261..0x266."""
         import can
 
         self._can = can
@@ -172,7 +299,9 @@ class SimulatedPiper:
         self.target = self.joints.copy()
         self.gripper = 0.0          # 0.001 mm
         self.gripper_target = 0.0
-        self.enabled = False
+        self.motor_enabled = [False] * MOTORS
+        self.stuck_motors = set(stuck_motors)
+        self.low_speed_feedback = low_speed_feedback
         self.can_mode = False       # 0x151 ctrl_mode 0x01 and move_mode MOVE J
         self.speed_percent = 0
         self.estopped = False
@@ -182,6 +311,11 @@ class SimulatedPiper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sim-piper-{channel}", daemon=True)
         self._thread.start()
+
+    @property
+    def enabled(self) -> bool:
+        """Every driver enabled (the arm moves only then)."""
+        return all(self.motor_enabled)
 
     def joints_rad(self) -> np.ndarray:
         with self._lock:
@@ -196,14 +330,15 @@ class SimulatedPiper:
         i32 = lambda d, k: struct.unpack(">i", bytes(d[k:k + 4]))[0]  # noqa: E731 - big-endian int32
         cid, d = msg.arbitration_id, msg.data
         self.frames[cid] += 1
-        if cid == 0x471 and d[1] == 0x02 and d[0] in (7, 0xFF):
-            self.enabled = True
-        elif cid == 0x471 and d[1] == 0x01 and d[0] in (7, 0xFF):
-            self.enabled = False
+        if cid == 0x471 and d[1] in (0x01, 0x02):  # motor 1..6, or 7 / 0xFF: all; 0x02 enable, 0x01 disable
+            motors = range(1, MOTORS + 1) if d[0] in (7, 0xFF) else [d[0]] if 1 <= d[0] <= MOTORS else []
+            for m in motors:
+                self.motor_enabled[m - 1] = d[1] == 0x02 and m not in self.stuck_motors
         elif cid == 0x150 and d[0] == 0x01:
             self.estopped = True
         elif cid == 0x150 and d[0] == 0x02:
-            self.estopped = self.enabled = False
+            self.estopped = False
+            self.motor_enabled = [False] * MOTORS
         elif cid == 0x151:
             self.can_mode = d[0] == 0x01 and d[1] == 0x01
             self.speed_percent = d[2]
@@ -223,12 +358,13 @@ class SimulatedPiper:
                                       0, 0, 0, 0, 0]))]
         for n, cid in enumerate(_JOINT_FEEDBACK):
             frames.append(Message(arbitration_id=cid, is_extended_id=False, data=struct.pack(">ii", q[2 * n], q[2 * n + 1])))
-        status = 0x40 if self.enabled else 0x00  # bit 6: driver enabled
+        status = 0x40 if self.enabled else 0x00  # gripper driver status, bit 6: enabled
         frames.append(Message(arbitration_id=0x2A8, is_extended_id=False,
                               data=struct.pack(">ihBB", int(round(self.gripper)), 0, status, 0)))
-        for motor in range(6):
+        for motor in range(MOTORS if self.low_speed_feedback else 0):
+            bit = 0x40 if self.motor_enabled[motor] else 0x00  # bit 6: driver enabled
             frames.append(Message(arbitration_id=0x261 + motor, is_extended_id=False,
-                                  data=struct.pack(">HhbBH", 240, 30, 30, status, 0)))
+                                  data=struct.pack(">HhbBH", 240, 30, 30, bit, 0)))
         return frames
 
     def _run(self) -> None:

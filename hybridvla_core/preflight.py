@@ -113,7 +113,7 @@ def judge_output(topic: str, expected_type: str, subscribers: Sequence[Endpoint]
     if single_publisher:
         others = sorted({p.node or '?' for p in other_publishers})
         checks.append(Check(f"publishers {topic}", not others,
-                            "only this bridge" if not others else f"also published by {', '.join(others)}: "
+                            "no publisher besides the bridge" if not others else f"also published by {', '.join(others)}: "
                             f"{consumer} drops every message while two publishers share the topic",
                             f"stop {', '.join(others)} (one publisher per target topic)"))
     return checks

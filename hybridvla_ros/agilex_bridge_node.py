@@ -51,6 +51,9 @@ PARAMETERS = {
     "piper_ros.joint_ctrl_topic": ("/{arm}/joint_ctrl_single", _name, "a topic name, {arm} replaced"),
     "piper_ros.joint_states_topic": ("/{arm}/joint_states_single", _name, "a topic name, {arm} replaced"),
     "piper_ros.enable_topic": ("/{arm}/enable_flag", _name, "a topic name, {arm} replaced"),
+    "piper_ros.node": ("/{arm}/piper_ctrl_single_node", _name,
+                       "the piper_ros control node of each arm, {arm} replaced (`hybridvla preflight` reads its parameters)"),
+    "preflight.min_state_rate_hz": (25.0, _positive, "a rate > 0 [Hz]: the lowest joint_states_single rate that passes"),
     "piper_sdk.can_ports": (["can_left", "can_right"], _names, "two CAN interfaces, parallel to arm_order"),
     "piper_sdk.bustype": ("socketcan", _name, "a python-can interface: socketcan on the robot, virtual in tests"),
     "piper_sdk.speed_percent": (30, lambda v: isinstance(v, int) and 1 <= v <= 100, "an integer 1..100 [%]"),
@@ -80,8 +83,10 @@ class PiperRosBackend:
         self.node.measured(arm, np.asarray(msg.position[:6], dtype=float), float(msg.position[6]))
 
     def enable(self, arm: str) -> tuple[bool, str]:
+        # piper_ros (humble) enables on enable_flag without confirming the drivers, and publishes no enable bits:
+        # say what was done, not more.
         self.enable_pubs[arm].publish(Bool(data=True))
-        return True, "enabled (piper_ros enable_flag sent)"
+        return True, "enable_flag sent to piper_ros (its drivers' enable bits are not published: not confirmed)"
 
     def send(self, arm: str, joints, gripper_m: float, estopped: bool) -> None:
         msg = JointState(name=JOINT_NAMES + ["joint7"], position=[float(v) for v in joints] + [float(gripper_m)])
@@ -115,9 +120,8 @@ class PiperSdkBackend:
             raise ParameterError(f"backend piper_sdk on {list(ports.values())} ({v['piper_sdk.bustype']}): {exc}") from None
 
     def enable(self, arm: str) -> tuple[bool, str]:
-        if self.arms[arm].enable(self.timeout):
-            return True, "enabled (all drivers report enabled)"
-        return False, f"drivers not enabled within {self.timeout} s"
+        """Reported only once every driver's enable bit is confirmed (PiperSdkArm.enable, MotorEnableWatch)."""
+        return self.arms[arm].enable(self.timeout)
 
     def send(self, arm: str, joints, gripper_m: float, estopped: bool) -> None:
         if not estopped:  # after EmergencyStop the arm takes nothing until it is reset

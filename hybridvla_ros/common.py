@@ -72,6 +72,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
         node = factory()
         executor = executor_factory() if executor_factory is not None else SingleThreadedExecutor()
         executor.add_node(node)
+        for companion in getattr(node, "companion_nodes", []):  # more nodes of the same process (sim_lab's piper_ros)
+            executor.add_node(companion)
         # Short waits, not executor.spin(): a SIGTERM shuts the context down but does not always wake a wait set
         # that is already sleeping (rclpy 9.1 + Fast DDS: about 1 stop in 20 hung here), so look every 0.2 s.
         while rclpy.ok():

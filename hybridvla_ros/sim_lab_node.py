@@ -9,7 +9,9 @@ FR3 (robot: fr3), as franka_ros2 + crisp_controllers (crisp's FR3 demo configura
   actions <gripper_ns>/move, /grasp, /homing (franka_msgs: width m, speed m/s, force N, epsilon m; a new goal
        or ~/reset aborts the running one; a goal gives up after 5 simulated s)
 AgileX (robot: agilex), as piper_ros (humble branch) per arm (left, right):
-  in   /<arm>/joint_ctrl_single (sensor_msgs/JointState: position[0:6] rad, position[6] gripper width m)
+  node /<arm>/piper_ctrl_single_node (parameters can_port, auto_enable false, girpper_exist true, rviz_ctrl_flag false)
+  in   /<arm>/joint_ctrl_single (sensor_msgs/JointState: position[0:6] rad, position[6] gripper width m), taken
+       only after /<arm>/enable_flag (std_msgs/Bool) true
   out  /<arm>/joint_states_single (names joint0..joint6 as piper_ros: 6 joints rad + gripper width m; reliable)
        /tf_static: world -> <arm>_base_link (urdf/dual_piper.urdf) and -> the fixed cameras' optical frames;
        /tf: world -> the wrist cameras' optical frames, at the camera rate
@@ -54,8 +56,10 @@ from hybridvla_ros.images import numpy_to_image
 # Drivers publish their state reliable, depth 1 (a best-effort subscriber still receives it): crisp's
 # pose_broadcaster (SystemDefaultsQoS), joint_state_publisher, piper_ros (depth 10).
 STATE_QOS = COMMAND_QOS
-# piper_ros humble: JointState names of joint_states_single (position[6] is the gripper width in m).
+# piper_ros humble: JointState names of joint_states_single (position[6] is the gripper width in m), and the
+# parameters its piper_ctrl_single_node declares, as the bridge wants them (not auto-enabled, gripper on).
 PIPER_ROS_JOINT_NAMES = [f"joint{i}" for i in range(7)]
+PIPER_ROS_HUMBLE_PARAMETERS = {"can_port": "sim", "auto_enable": False, "girpper_exist": True, "rviz_ctrl_flag": False}
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 GRIPPER_TIMEOUT_S = 5.0   # simulated s before a gripper goal reports where the fingers are
 
@@ -79,6 +83,7 @@ class SimLabNode(Node):
             raise ParameterError(str(exc)) from None
         cfg = self.cfg
         self.lab = LiveLab(cfg)
+        self.companion_nodes: list[Node] = []  # spun beside this node (run_node): the Piper arms' piper_ros nodes
         self._gripper_goal = None  # (kind, goal handle, deadline in simulated s) of the running franka_gripper goal
         self._outcomes = {}        # goal id -> its Result, waiting for the executor to report it
         env = self.lab.env
@@ -112,12 +117,23 @@ class SimLabNode(Node):
                              handle_accepted_callback=lambda handle, kind=name: self._on_gripper_goal(kind, handle),
                              cancel_callback=lambda _goal: CancelResponse.ACCEPT)
         else:
-            self.piper_pubs = {}
+            self.piper_pubs, self.piper_enabled = {}, {}
             for arm in env.arms:
-                self.create_subscription(JointState, cfg.arm_topic(cfg.topics_joint_ctrl, arm),
-                                         lambda m, arm=arm: self.on_joint_ctrl(arm, m), COMMAND_QOS)
-                self.piper_pubs[arm] = self.create_publisher(
+                # piper_ros runs one piper_ctrl_single_node per arm, namespaced by the arm: the same node name,
+                # parameters (humble branch) and topics here, so that the bridge and `hybridvla preflight` find
+                # what they find on the robot. As piper_ros, joint_ctrl_single moves the arm only once enable_flag
+                # true arrived.
+                vendor = Node("piper_ctrl_single_node", namespace=f"/{arm}", context=self.context)
+                for name, value in PIPER_ROS_HUMBLE_PARAMETERS.items():
+                    vendor.declare_parameter(name, value)
+                vendor.create_subscription(JointState, cfg.arm_topic(cfg.topics_joint_ctrl, arm),
+                                           lambda m, arm=arm: self.on_joint_ctrl(arm, m), COMMAND_QOS)
+                vendor.create_subscription(Bool, cfg.arm_topic(cfg.topics_enable_flag, arm),
+                                           lambda m, arm=arm: self.piper_enabled.__setitem__(arm, bool(m.data)),
+                                           COMMAND_QOS)
+                self.piper_pubs[arm] = vendor.create_publisher(
                     JointState, cfg.arm_topic(cfg.topics_arm_joint_states, arm), STATE_QOS)
+                self.companion_nodes.append(vendor)
         self.success_pub = self.create_publisher(Bool, "~/success", STATE_QOS)
         self.instruction_pub = self.create_publisher(String, "~/instruction", LATCHED_QOS)
         self.create_service(Trigger, "~/reset", self.on_reset)
@@ -262,6 +278,8 @@ class SimLabNode(Node):
             self.get_logger().warn(f"target_pose ignored: {exc}", throttle_duration_sec=5.0)
 
     def on_joint_ctrl(self, arm: str, msg: JointState) -> None:
+        if not self.piper_enabled.get(arm, False):
+            return  # as piper_ros: ignored until enable_flag true
         if len(msg.position) < 6 or not np.all(np.isfinite(msg.position)):
             self.get_logger().warn(f"{arm} joint_ctrl_single ignored: needs 6 (+1 gripper) finite positions",
                                    throttle_duration_sec=5.0)
@@ -374,6 +392,8 @@ class SimLabNode(Node):
         self._running = False
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)  # the thread closes the lab
+        for node in self.companion_nodes:
+            node.destroy_node()
 
 
 def main(args=None) -> int:

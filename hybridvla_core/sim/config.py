@@ -69,6 +69,7 @@ SCHEMA: dict[str, tuple[Any, str]] = {
     "topics.gripper_ns": (_topic, "an absolute namespace"),
     "topics.joint_ctrl": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
     "topics.arm_joint_states": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
+    "topics.enable_flag": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
     "topics.arm_state": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
     "topics.arm_target": (_pattern("arm"), "an absolute topic name pattern with {arm}"),
     "topics.episode_events": (_topic, "an absolute topic name"),
@@ -120,6 +121,7 @@ class SimConfig:
     topics_gripper_ns: str
     topics_joint_ctrl: str
     topics_arm_joint_states: str
+    topics_enable_flag: str
     topics_arm_state: str
     topics_arm_target: str
     topics_episode_events: str

@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hybridvla_core.guards import GuardConfig, GuardPipeline, Target
-from hybridvla_core.piper_can import (GRIPPER_MAX_M, PiperSdkArm, SimulatedPiper, join_dual, m_to_sdk_micrometre,
-                                      rad_to_sdk_joint, sdk_joint_to_rad, sdk_micrometre_to_m, split_dual)
+from hybridvla_core.piper_can import (GRIPPER_MAX_M, MotorEnableWatch, PiperSdkArm, SimulatedPiper, join_dual,
+                                      m_to_sdk_micrometre, rad_to_sdk_joint, sdk_joint_to_rad, sdk_micrometre_to_m,
+                                      split_dual)
+from vendor_interfaces import PIPER_MOTORS
 
 READY = np.array([0.0, 1.2, -1.0, 0.0, 0.6, 0.0])
 _channels = itertools.count()
@@ -96,7 +98,7 @@ def test_guarded_targets_reach_the_arm_and_read_back_through_the_sdk(sim_arm):
     np.testing.assert_allclose(q, READY, atol=1e-5)  # 0x2A5..0x2A7 parsed by the SDK
     guards.set_measured(q, time.monotonic(), gripper=gripper / GRIPPER_MAX_M)
     assert guards.enable(time.monotonic())[0]
-    assert arm.enable(timeout=2.0) and sim.enabled  # 0x471, enable bits in 0x261..0x266
+    assert arm.enable(timeout=2.0) == (True, "enabled: all six drivers report enabled") and sim.enabled  # 0x471
     start = guards.measured.position.copy()
     goal = start + np.array([0.05, 0.04, -0.03])  # several steps away
     for _ in range(200):
@@ -129,10 +131,62 @@ def test_joints_out_of_range_or_nan_never_go_on_the_bus(sim_arm):
 
 def test_emergency_stop_reaches_the_arm(sim_arm):
     sim, arm = sim_arm
-    assert arm.enable(timeout=2.0)
+    assert arm.enable(timeout=2.0)[0]
     arm.emergency_stop()
     assert wait_for(lambda: sim.estopped)
     held = sim.joints_rad()
     arm.send(READY + 0.1, 0.0)  # the stopped arm no longer follows
     time.sleep(0.1)
     np.testing.assert_allclose(sim.joints_rad(), held)
+
+
+# --- enable confirmed by each driver's bit ----------------------------------------------------------------
+def test_enable_watch_waits_for_fresh_feedback_with_every_bit():
+    watch = MotorEnableWatch(timeout=1.0)
+    watch.start(0.0, feedback_stamp=5.0)
+    # Bits that were already set before the command (the SDK's cached feedback) do not count: stamp unchanged.
+    assert watch.observe(0.1, 5.0, [True] * PIPER_MOTORS) is None
+    assert watch.observe(0.2, 5.1, [True, True, False, True, True, True]) is None
+    assert watch.observe(0.3, 5.2, [True] * PIPER_MOTORS) is True
+
+
+def test_enable_watch_times_out_naming_the_drivers_that_stayed_down():
+    watch = MotorEnableWatch(timeout=0.5)
+    watch.start(0.0, 1.0)
+    assert watch.observe(0.2, 1.1, [True, True, False, True, False, True]) is None
+    assert watch.observe(0.6, 1.2, [True, True, False, True, False, True]) is False
+    assert "motor(s) 3, 5 (joints 3, 5) did not report enabled within 0.5 s" in watch.reason()
+    silent = MotorEnableWatch(timeout=0.5)
+    silent.start(0.0, 1.0)
+    assert silent.observe(0.6, 1.0, [True] * PIPER_MOTORS) is False  # stale bits, nothing new arrived
+    assert "no driver feedback" in silent.reason() and "CAN" in silent.reason()
+    with pytest.raises(ValueError, match="timeout"):
+        MotorEnableWatch(timeout=0.0)
+
+
+def _arm_on(sim_kwargs):
+    channel = f"vcan_test_{next(_channels)}"
+    sim = SimulatedPiper(channel, joints_rad=READY, **sim_kwargs)
+    arm = PiperSdkArm(channel, bustype="virtual", speed_percent=100)
+    assert wait_for(lambda: arm.read() is not None), "no feedback frames from the simulated Piper"
+    return sim, arm
+
+
+@pytest.mark.parametrize("sim_kwargs, expected", [
+    ({"stuck_motors": (4,)}, "motor(s) 4 (joint 4) did not report enabled within 0.3 s"),
+    ({"low_speed_feedback": False}, "no driver feedback"),
+], ids=["driver 4 stays down", "no low-speed feedback"])
+def test_enable_times_out_leaves_every_driver_disabled_and_names_the_motor(sim_kwargs, expected):
+    sim, arm = _arm_on(sim_kwargs)
+    try:
+        ok, message = arm.enable(timeout=0.3)
+        assert not ok and expected in message and "disabled again" in message, message
+        assert message.startswith(arm.can_name) and "\n" not in message
+        assert wait_for(lambda: not any(sim.motor_enabled))  # the five that came up were disabled again (0x471)
+        before = sim.joints_rad()
+        arm.send(READY + 0.1, 0.0)  # a command after the refusal moves nothing
+        time.sleep(0.1)
+        np.testing.assert_allclose(sim.joints_rad(), before)
+    finally:
+        arm.close()
+        sim.close()

@@ -267,6 +267,7 @@ def test_agilex_node_speaks_piper_ros_per_arm():
         node.create_subscription(Image, f"/camera/{view}/color/image_raw", lambda m, view=view: images.add(view),
                                  SENSOR_QOS)
     ctrl = node.create_publisher(JointState, "/left/joint_ctrl_single", COMMAND_QOS)
+    enable = node.create_publisher(Bool, "/left/enable_flag", COMMAND_QOS)
 
     def wait(condition, what, timeout=60):
         deadline = time.monotonic() + timeout
@@ -281,6 +282,15 @@ def test_agilex_node_speaks_piper_ros_per_arm():
         assert list(states["left"].name) == PIPER_ROS_JOINT_STATE_NAMES  # as piper_ros (humble) names them
         right_before = np.array(states["right"].position)
         goal = [0.3, 1.0, -1.0, 0.2, 0.5, -0.4, 0.05]  # 6 joints rad + gripper width m
+        left_before = np.array(states["left"].position)
+        ctrl.publish(JointState(position=goal))  # as piper_ros: ignored before enable_flag true
+        for _ in range(20):
+            executor.spin_once(timeout_sec=0.05)
+        np.testing.assert_allclose(states["left"].position, left_before, atol=0.01)
+        wait(lambda: enable.get_subscription_count() > 0, "the simulated piper_ros enable_flag subscription")
+        enable.publish(Bool(data=True))
+        for _ in range(5):
+            executor.spin_once(timeout_sec=0.05)
         ctrl.publish(JointState(position=goal))
         wait(lambda: np.abs(np.array(states["left"].position) - goal).max() < 0.01, "the left arm at its target")
         np.testing.assert_allclose(states["right"].position, right_before, atol=0.01)
