@@ -20,6 +20,8 @@ x_embedder, t_embedder, final_layer, proprio_embedder) so that its weights map b
 from __future__ import annotations
 
 import math
+import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -171,34 +173,86 @@ class FinalLayer(nn.Module):
 #     every call (20 MB copied per call), and crop() throws them away again;
 #   - the rest: the attention itself (~8 %), and per call the causal mask, rotary cos/sin and position ids
 #     rebuilt, module and kwargs plumbing.
-# _CachedSteps copies the prefix keys/values once into buffers with room for the new tokens (a call writes its
-# entries in place; "cropping" = the next call writing over the same slots), computes rotary cos/sin and masks
-# once per position range, and applies the decoder layers' own weights and norms in the HF layer's order (~10 ms
-# per call). Same math; only the order in which a matrix product sums may differ (~1e-6 relative).
+# _CachedSteps runs the prefix itself, writing its keys/values into buffers allocated once with room for the new
+# tokens (a call writes its entries in place; "cropping" = the next call writing over the same slots; one set of
+# buffers serves a whole control step, nothing is copied), computes rotary cos/sin and masks once per position
+# range, and applies the decoder layers' own weights and norms in the HF layer's order. Same math; only the order
+# in which a matrix product sums may differ (~1e-6 relative).
 # It covers the Llama and Qwen2 layer (pre-norm attention + gated MLP) and Phi's (attention and MLP in parallel
 # on one LayerNorm, partial rotary), full attention; other families and sliding-window configs run the same
 # calls through the HF model (_HFCachedSteps).
 # test/core/test_cached_steps.py checks both against recomputing the whole sequence.
 
-_FEW_ROWS = 8  # up to this many rows, W @ x^T beats F.linear on CPU (measured at 1..16 rows, hidden 512 / 1376)
+_FEW_ROWS = 8  # the row counts of a cached step (a DDIM step's 1 + T tokens, an AR token)
+# Which way a few rows multiply fastest depends on the CPU and its BLAS: on AMD EPYC (MKL 2024.2) W @ x^T beat
+# F.linear 2-3x (above); on Intel Xeon with AVX-512/AMX F.linear is ~3x faster than W @ x^T (3.4 vs 9.7 ms for one
+# step's weights of the bench config, 1 row). So it is measured, once per process and weight shape/dtype.
+_TRANSPOSED_FASTER: dict[tuple, bool] = {}
 
 
-def _few_rows_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """linear(x) for a handful of rows on CPU, asked as W @ x^T (see the note above); elsewhere linear(x)."""
-    rows = x.reshape(-1, x.shape[-1])
-    if rows.device.type != "cpu" or rows.shape[0] > _FEW_ROWS:
-        return linear(x)
-    # The fast case needs x^T as a transposed view of contiguous rows (a contiguous x^T is as slow again).
+def _transposed_product(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """rows @ weight^T asked as weight @ rows^T, (n, out). x^T must be a transposed view of contiguous rows (a
+    contiguous x^T is as slow again); one row goes to the GEMM path as two identical rows (GEMV is no faster)."""
     if rows.shape[0] == 1:
-        # One row goes to MKL's GEMV, no faster than F.linear; two identical rows take the GEMM path
-        # (measured 5.0 vs 7.7 ms per step's weights). Row 0 is the result.
-        out = torch.mm(linear.weight, rows.expand(2, -1).contiguous().t())[:, :1]
-    else:
-        out = torch.mm(linear.weight, rows.contiguous().t())
-    out = out.t().contiguous()
-    if linear.bias is not None:
-        out = out + linear.bias
+        return torch.mm(weight, rows.expand(2, -1).contiguous().t())[:, :1].t().contiguous()
+    return torch.mm(weight, rows.contiguous().t()).t().contiguous()
+
+
+def _transposed_is_faster(weight: torch.Tensor, rows: int) -> bool:
+    """Times both ways on `weight` in turns (median of 5 each), once per (shape, dtype, rows)."""
+    key = (tuple(weight.shape), weight.dtype, rows)
+    if key not in _TRANSPOSED_FASTER:
+        x = torch.randn(rows, weight.shape[1], dtype=weight.dtype)
+        times = {True: [], False: []}
+        for _ in range(6):
+            for transposed in (True, False):
+                start = time.perf_counter()
+                _transposed_product(x, weight) if transposed else F.linear(x, weight)
+                times[transposed].append(time.perf_counter() - start)
+        _TRANSPOSED_FASTER[key] = statistics.median(times[True][1:]) < statistics.median(times[False][1:])
+    return _TRANSPOSED_FASTER[key]
+
+
+def _few_rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for a handful of rows on CPU, in whichever layout measured faster here (see the
+    note above)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.device.type != "cpu" or rows.shape[0] > _FEW_ROWS or not _transposed_is_faster(weight, rows.shape[0]):
+        return F.linear(x, weight, bias)
+    out = _transposed_product(rows, weight)
+    if bias is not None:
+        out = out + bias
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _rms_norm(module: nn.Module):
+    """The decoder's RMSNorm as one fused call in fp32 (HF's module: ~6 ops); other dtypes keep the module,
+    which normalises in fp32 and casts back before the weight."""
+    weight, eps = module.weight, module.variance_epsilon
+    return lambda x: F.rms_norm(x, weight.shape, weight, eps) if x.dtype == torch.float32 else module(x)
+
+
+class _Layer:
+    """One decoder layer's tensors and settings, looked up once for the per-call loop."""
+
+    def __init__(self, layer: nn.Module, phi: bool):
+        attn, mlp = layer.self_attn, layer.mlp
+        self.q = (attn.q_proj.weight, attn.q_proj.bias)
+        self.k = (attn.k_proj.weight, attn.k_proj.bias)
+        self.v = (attn.v_proj.weight, attn.v_proj.bias)
+        self.out = (attn.dense.weight, attn.dense.bias) if phi else (attn.o_proj.weight, attn.o_proj.bias)
+        self.head_dim = attn.head_dim
+        self.scale = getattr(attn, "scaling", attn.head_dim ** -0.5)
+        self.gqa = attn.num_key_value_groups > 1
+        self.qk_norm = (attn.q_layernorm, attn.k_layernorm) if getattr(attn, "qk_layernorm", False) else None
+        if phi:  # one LayerNorm for the parallel attention and MLP
+            self.norm1 = layer.input_layernorm
+            self.fc1, self.fc2, self.act = (mlp.fc1.weight, mlp.fc1.bias), (mlp.fc2.weight, mlp.fc2.bias), mlp.activation_fn
+        else:
+            self.norm1, self.norm2 = _rms_norm(layer.input_layernorm), _rms_norm(layer.post_attention_layernorm)
+            self.gate, self.up, self.down = (mlp.gate_proj.weight, mlp.gate_proj.bias), \
+                (mlp.up_proj.weight, mlp.up_proj.bias), (mlp.down_proj.weight, mlp.down_proj.bias)
+            self.act = mlp.act_fn
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -220,31 +274,30 @@ def _lean_layers_supported(decoder: nn.Module) -> bool:
 
 
 class _CachedSteps:
-    """Runs a few tokens at a time after a prefilled prefix (Llama/Qwen2 and Phi layers; see the note above).
+    """Runs the prefix once, then a few tokens at a time after it (Llama/Qwen2 and Phi layers; see the note
+    above), on key/value buffers allocated once with room for them: nothing is copied or concatenated per call.
     run(embeds, start) places the tokens at offsets start .. start + n - 1 after the prefix, attending to the
     prefix, to the entries already written before start, and causally among themselves; entries at or after
-    start from earlier calls are overwritten (that is the crop). The HF cache itself is left as it was."""
+    start from earlier calls are overwritten (that is the crop). last_hidden: the prefix's last hidden state."""
 
-    def __init__(self, decoder: nn.Module, cache, room: int):
-        self.decoder, self.room = decoder, room
-        self.layers = decoder.layers[:decoder.config.num_hidden_layers]
+    def __init__(self, decoder: nn.Module, prefix: torch.Tensor, room: int):
+        self.decoder = decoder
         self.phi = type(decoder).__name__ == "PhiModel"  # parallel attention + MLP block, partial rotary
-        self.final_norm = decoder.final_layernorm if self.phi else decoder.norm
-        prefix = _cache_tensors(cache)
-        batch, kv_heads, self.prefix_len, head_dim = prefix[0][0].shape
-        size = (batch, kv_heads, self.prefix_len + room, head_dim)
-        like = prefix[0][0]
-        self.keys, self.values = [], []
-        for keys, values in prefix:
-            self.keys.append(torch.empty(size, dtype=like.dtype, device=like.device))
-            self.values.append(torch.empty(size, dtype=like.dtype, device=like.device))
-            self.keys[-1][:, :, :self.prefix_len] = keys
-            self.values[-1][:, :, :self.prefix_len] = values
-        positions = torch.arange(self.prefix_len, self.prefix_len + room, device=like.device).unsqueeze(0)
-        cos, sin = decoder.rotary_emb(like, positions)  # (1, room, rotary dims), for every slot once
+        self.layers = [_Layer(layer, self.phi) for layer in decoder.layers[:decoder.config.num_hidden_layers]]
+        self.final_norm = decoder.final_layernorm if self.phi else _rms_norm(decoder.norm)
+        batch, length, _ = prefix.shape
+        size = (batch, decoder.config.num_key_value_heads, length + room, self.layers[0].head_dim)
+        self.keys = [prefix.new_empty(size) for _ in self.layers]
+        self.values = [prefix.new_empty(size) for _ in self.layers]
+        positions = torch.arange(length + room, device=prefix.device).unsqueeze(0)
+        cos, sin = decoder.rotary_emb(prefix, positions)  # (1, length + room, rotary dims), every slot once
         self.cos, self.sin = cos.unsqueeze(1), sin.unsqueeze(1)
         self.rotary_dims = self.cos.shape[-1]  # Phi rotates the first partial_rotary_factor of each head
         self._masks: dict[tuple[int, int], torch.Tensor | None] = {}
+        self.prefix_len, self.room = 0, length + room
+        self.last_hidden = self.run(prefix, start=0)[:, -1]
+        self.prefix_len, self.room = length, room
+        self._masks.clear()
 
     def _mask(self, start: int, count: int) -> torch.Tensor | None:
         """(count, prefix + start + count) boolean: everything before the new tokens, causal among them.
@@ -261,20 +314,18 @@ class _CachedSteps:
             return _rotate(x, cos, sin)
         return torch.cat([_rotate(x[..., :self.rotary_dims], cos, sin), x[..., self.rotary_dims:]], dim=-1)
 
-    def _attention(self, layer, x, keys, values, end, count, cos, sin, mask) -> torch.Tensor:
+    def _attention(self, layer: _Layer, x, keys, values, end, count, cos, sin, mask) -> torch.Tensor:
         """Self-attention of the new tokens (normed input x) writing their keys/values into the buffers; the
         output before the output projection, (B, count, heads * head_dim)."""
-        attn = layer.self_attn
-        heads = (x.shape[0], count, -1, attn.head_dim)
-        q = _few_rows_linear(x, attn.q_proj).view(heads).transpose(1, 2)
-        k = _few_rows_linear(x, attn.k_proj).view(heads).transpose(1, 2)
-        if getattr(attn, "qk_layernorm", False):
-            q, k = attn.q_layernorm(q), attn.k_layernorm(k)
+        heads = (x.shape[0], count, -1, layer.head_dim)
+        q = _few_rows_linear(x, *layer.q).view(heads).transpose(1, 2)
+        k = _few_rows_linear(x, *layer.k).view(heads).transpose(1, 2)
+        if layer.qk_norm is not None:
+            q, k = layer.qk_norm[0](q), layer.qk_norm[1](k)
         keys[:, :, end - count:end] = self._rotate(k, cos, sin)
-        values[:, :, end - count:end] = _few_rows_linear(x, attn.v_proj).view(heads).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            self._rotate(q, cos, sin), keys[:, :, :end], values[:, :, :end], attn_mask=mask,
-            scale=getattr(attn, "scaling", attn.head_dim ** -0.5), enable_gqa=attn.num_key_value_groups > 1)
+        values[:, :, end - count:end] = _few_rows_linear(x, *layer.v).view(heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(self._rotate(q, cos, sin), keys[:, :, :end], values[:, :, :end],
+                                             attn_mask=mask, scale=layer.scale, enable_gqa=layer.gqa)
         return out.transpose(1, 2).reshape(x.shape[0], count, -1)
 
     def run(self, embeds: torch.Tensor, start: int) -> torch.Tensor:
@@ -283,21 +334,21 @@ class _CachedSteps:
         if start + count > self.room:
             raise ValueError(f"{count} tokens at offset {start} exceed the room ({self.room}) after the prefix")
         end = self.prefix_len + start + count
-        cos, sin = self.cos[:, :, start:start + count], self.sin[:, :, start:start + count]
+        first = self.prefix_len + start
+        cos, sin = self.cos[:, :, first:first + count], self.sin[:, :, first:first + count]
         mask = self._mask(start, count)
         hidden = embeds
         for layer, keys, values in zip(self.layers, self.keys, self.values):
-            x = layer.input_layernorm(hidden)
+            x = layer.norm1(hidden)
             attended = self._attention(layer, x, keys, values, end, count, cos, sin, mask)
-            mlp = layer.mlp
             if self.phi:  # h + dense(attention(x)) + fc2(act(fc1(x))), both from the same normed x
-                feed_forward = _few_rows_linear(mlp.activation_fn(_few_rows_linear(x, mlp.fc1)), mlp.fc2)
-                hidden = hidden + _few_rows_linear(attended, layer.self_attn.dense) + feed_forward
+                feed_forward = _few_rows_linear(layer.act(_few_rows_linear(x, *layer.fc1)), *layer.fc2)
+                hidden = hidden + _few_rows_linear(attended, *layer.out) + feed_forward
                 continue
-            hidden = hidden + _few_rows_linear(attended, layer.self_attn.o_proj)
-            x = layer.post_attention_layernorm(hidden)
-            gated = mlp.act_fn(_few_rows_linear(x, mlp.gate_proj)) * _few_rows_linear(x, mlp.up_proj)
-            hidden = hidden + _few_rows_linear(gated, mlp.down_proj)
+            hidden = hidden + _few_rows_linear(attended, *layer.out)
+            x = layer.norm2(hidden)
+            gated = layer.act(_few_rows_linear(x, *layer.gate)) * _few_rows_linear(x, *layer.up)
+            hidden = hidden + _few_rows_linear(gated, *layer.down)
         return self.final_norm(hidden)
 
     def finish(self) -> None:
@@ -308,9 +359,12 @@ class _HFCachedSteps:
     """The same interface through the HF model and its DynamicCache (any family): crop to the prefix + start,
     feed the tokens; finish() crops back to the prefix."""
 
-    def __init__(self, model: "HybridVLA", cache):
-        self.model, self.cache = model, cache
-        self.prefix_len = cache.get_seq_length()
+    def __init__(self, model: "HybridVLA", prefix: torch.Tensor):
+        from transformers import DynamicCache
+
+        self.model, self.cache = model, DynamicCache()
+        self.last_hidden = model._run_llm(prefix, cache=self.cache)[:, -1]
+        self.prefix_len = prefix.shape[1]
 
     def _crop_to(self, length: int) -> None:
         extra = self.cache.get_seq_length() - length
@@ -323,13 +377,6 @@ class _HFCachedSteps:
 
     def finish(self) -> None:
         self._crop_to(self.prefix_len)
-
-
-def _cache_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-layer (keys, values) of an HF DynamicCache (transformers 5: .layers; 4.x: key_cache/value_cache)."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache))
 
 
 class HybridVLA(nn.Module):
@@ -500,29 +547,24 @@ class HybridVLA(nn.Module):
         return torch.cat([positions, last + extra], dim=1)
 
     # -------------------------------------------------------------------------------------------- inference
-    def _prefill(self, embeds: torch.Tensor):
-        """Run embeds (B, L, H) once; returns (their KV cache, their last hidden states)."""
-        from transformers import DynamicCache
+    @property
+    def step_room(self) -> int:
+        """Tokens one control step feeds after its prefix: a DDIM step's [t, x_1..x_T], then [t, x_1..x_T, <EOD>,
+        sep] and D - 1 action tokens in the same slots."""
+        return 1 + self.config.chunk + 1 + len(self.config.tokens["after_eod_ids"]) + self.config.action_dim - 1
 
-        cache = DynamicCache()
-        hidden = self._run_llm(embeds, cache=cache)
-        return cache, hidden
-
-    def prefill(self, prefix: torch.Tensor):
-        """Run the prefix once and return its KV cache."""
-        return self._prefill(prefix)[0]
-
-    def _cached_steps(self, cache, room: int):
-        """A runner for up to `room` tokens after the cached prefix (see _CachedSteps)."""
+    def prefill(self, prefix: torch.Tensor, room: int | None = None):
+        """Run the prefix (B, L, H) once; returns the runner that feeds later tokens after it (run(embeds,
+        start)), with room for `room` of them (default step_room). Llama/Qwen2/Phi: _CachedSteps' static
+        buffers; others: the HF model's DynamicCache."""
         if _lean_layers_supported(self.llm.model):
-            return _CachedSteps(self.llm.model, cache, room)
-        return _HFCachedSteps(self, cache)
+            return _CachedSteps(self.llm.model, prefix, self.step_room if room is None else room)
+        return _HFCachedSteps(self, prefix)
 
-    def denoise_cached(self, cache, noise: torch.Tensor, ddim_steps: int) -> torch.Tensor:
-        """DDIM against the cached prefix: each step feeds only [t, x_1..x_T] right after the prefix, replacing
-        the previous step's 1 + T entries (any T). The cache holds the prefix only afterwards."""
+    def denoise_cached(self, steps, noise: torch.Tensor, ddim_steps: int) -> torch.Tensor:
+        """DDIM against the prefilled prefix (steps: what prefill returned): each step feeds only [t, x_1..x_T]
+        right after the prefix, replacing the previous step's 1 + T entries (any T)."""
         sample = noise.float()
-        steps = self._cached_steps(cache, room=1 + sample.shape[1])
         for t in self.schedule.ddim_timesteps(ddim_steps):
             step = torch.full((sample.shape[0],), t, dtype=torch.long, device=sample.device)
             hidden = steps.run(self.diffusion_embeds(step, sample), start=0)
@@ -546,25 +588,24 @@ class HybridVLA(nn.Module):
         after = self._after_diffusion_ids(actions.shape[0], actions.device)
         return torch.cat([self.diffusion_embeds(timesteps, actions), self.embed_ids(after)], dim=1)
 
-    def decode_actions(self, cache, timesteps: torch.Tensor, actions: torch.Tensor):
-        """Feed [t][x_1..x_T]<EOD> after the cached prefix, then greedily decode D action tokens, restricted to
+    def decode_actions(self, steps, timesteps: torch.Tensor, actions: torch.Tensor):
+        """Feed [t][x_1..x_T]<EOD>[sep] after the prefilled prefix (steps: what prefill returned; the diffusion's
+        entries are overwritten), then greedily decode D action tokens, restricted to
         the action-bin ids. Confidence of a token = its probability under the softmax over the FULL vocabulary
         (the reference's max softmax probability whenever the unrestricted argmax is an action bin, as it is
-        for a trained model; lower when the model would rather emit something else). The cache holds the prefix
-        only afterwards.
+        for a trained model; lower when the model would rather emit something else).
         Returns (normalised actions (B, D), confidence (B, D), token ids (B, D))."""
         head = self._ar_head(timesteps, actions)
-        steps = self._cached_steps(cache, room=head.shape[1] + self.config.action_dim - 1)
         result = self._greedy_action_tokens(steps, steps.run(head, start=0)[:, -1], start=head.shape[1])
         steps.finish()
         return result
 
     def decode_actions_uncached(self, prefix: torch.Tensor, timesteps: torch.Tensor, actions: torch.Tensor):
         """decode_actions without a cached prefix: ONE prefill of the prefix and [t][x_1..x_T]<EOD> together,
-        then the same greedy tokens on that cache (the reference's separate AR pass)."""
-        cache, hidden = self._prefill(torch.cat([prefix, self._ar_head(timesteps, actions)], dim=1))
-        steps = self._cached_steps(cache, room=self.config.action_dim - 1)
-        result = self._greedy_action_tokens(steps, hidden[:, -1], start=0)
+        then the same greedy tokens after it (the reference's separate AR pass)."""
+        steps = self.prefill(torch.cat([prefix, self._ar_head(timesteps, actions)], dim=1),
+                             room=self.config.action_dim - 1)
+        result = self._greedy_action_tokens(steps, steps.last_hidden, start=0)
         steps.finish()
         return result
 

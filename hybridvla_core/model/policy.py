@@ -198,14 +198,14 @@ class Policy:
         if run_diffusion:
             prefix = self.prefix(observation)
             watch.lap("vision_prefix")
-            cache = model.prefill(prefix)
+            steps = model.prefill(prefix)
             watch.lap("prefill")
-            diffusion = model.denoise_cached(cache, noise, self.ddim_steps)
+            diffusion = model.denoise_cached(steps, noise, self.ddim_steps)
             watch.lap("denoise")
         if run_ar:
             if self.ar_schedule == "single":
                 zero_t = torch.zeros(1, dtype=torch.long, device=model.device)
-                ar, confidence, _ = model.decode_actions(cache, zero_t, diffusion.clamp(-1, 1))
+                ar, confidence, _ = model.decode_actions(steps, zero_t, diffusion.clamp(-1, 1))
             else:
                 # The reference's separate AR pass: views and prefix recomputed, then one prefill of the prefix
                 # and [random t, fresh noise, <EOD>] together, then the greedy tokens.

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from hybridvla_core.actions import DatasetStatistics
 from hybridvla_core.model import Policy, build_model
+from hybridvla_core.model.hybridvla import HybridVLA, _CachedSteps
 from hybridvla_core.model.presets import tiny_config
 from hybridvla_core.model.text_tokenizer import reference_shaped_tokenizer
 
@@ -45,25 +46,26 @@ def model_for(family, need_to_sub=0, ar_conditioning="noisy"):
 
 
 class LLMCalls:
-    """Records every call of the decoder (llm.model): its input embeddings and output hidden states."""
+    """Records every pass through the decoder: its input embeddings and its last hidden states. Every path into
+    the decoder goes through HybridVLA._run_llm (the HF model) or _CachedSteps.run (the lean cached steps)."""
 
     def __init__(self, model):
         self.calls = []
-        decoder = model.llm.model
-        self.handles = [
-            decoder.register_forward_pre_hook(self._before, with_kwargs=True),
-            decoder.register_forward_hook(self._after, with_kwargs=True),
-        ]
+        self.originals = {(HybridVLA, "_run_llm"): HybridVLA._run_llm, (_CachedSteps, "run"): _CachedSteps.run}
+        for (owner, name), original in self.originals.items():
+            setattr(owner, name, self._recording(original))
 
-    def _before(self, module, args, kwargs):
-        self.calls.append({"embeds": kwargs["inputs_embeds"].detach().clone()})
-
-    def _after(self, module, args, kwargs, output):
-        self.calls[-1]["hidden"] = output.last_hidden_state.detach().clone()
+    def _recording(self, original):
+        def wrapper(this, embeds, *args, **kwargs):
+            self.calls.append({"embeds": embeds.detach().clone()})
+            hidden = original(this, embeds, *args, **kwargs)
+            self.calls[-1]["hidden"] = hidden.detach().clone()
+            return hidden
+        return wrapper
 
     def close(self):
-        for handle in self.handles:
-            handle.remove()
+        for (owner, name), original in self.originals.items():
+            setattr(owner, name, original)
 
 
 def read_sequence(model, embeds, vision, state, timesteps):
@@ -197,6 +199,8 @@ def test_single_prefill_preset_is_one_pass_on_the_denoised_action():
         policy.predict({"images": {v: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for v in ("front", "wrist")},
                         "state": samples[0], "instruction": INSTRUCTION})
     calls.close()
-    assert len(calls.calls) == 1  # one prefill; the DDIM steps and the AR tokens run on its cache
+    prefills = [c for c in calls.calls if c["embeds"].shape[1] > model.step_room]
+    assert len(prefills) == 1  # one prefill; the DDIM steps and the AR tokens run after it, a few tokens a call
+    assert len(calls.calls) == 1 + 4 + 1 + 6  # prefill, 4 DDIM steps, [t x <EOD> sep], a2..a7
     with pytest.raises(ValueError, match=r"preset must be one of \('reference', 'single-prefill'\), got 'fast'"):
         Policy(model, DatasetStatistics.from_samples(samples, samples, 2), preset="fast")
