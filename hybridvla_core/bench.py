@@ -10,7 +10,11 @@ byte-tokenised prompt: 628 prefix tokens; Llama-shaped LLM, hidden 512 x 8 layer
       conditioned on the denoised action); hz_autoregressive_reference_schedule skips the diffusion.
 Figures that are compared are measured in turns (A, B, A, B, ...) and reported as medians, so that a load
 change during the run does not favour one side.
---preset reference-7b builds Llama-2-7B + DINOv2-L + SigLIP shapes with random weights (CUDA, bf16).
+--preset 7b (Llama-2-7B + DINOv2-L + SigLIP) and --preset 2.7b (Phi-2 + CLIP-L) build the reference's full-size
+shapes with random weights (--random-weights says so explicitly; nothing is downloaded), with a front view and a
+wrist view pooled to 64 tokens; --device cuda --dtype bfloat16 is what they are for. --estimate-memory builds a
+preset on the meta device (no memory) and prints its weight and KV-cache sizes instead of timing anything.
+benchmarks/gpu_inference.sh runs the full-size figures on a GPU machine.
 """
 from __future__ import annotations
 
@@ -23,13 +27,18 @@ import time
 import numpy as np
 
 
+PRESETS = ("cpu", "7b", "2.7b")
+FULL_SIZE = {"7b": "llama-2", "2.7b": "phi-2"}  # preset -> the reference-shaped tokenizer it is built with
+
+
 def bench_config(preset: str, action_dim: int, chunk: int):
     from hybridvla_core.model.config import ModelConfig
-    from hybridvla_core.model.presets import reference_7b_config, tiny_llama
+    from hybridvla_core.model.presets import reference_2_7b_config, reference_7b_config, tiny_llama
 
-    if preset == "reference-7b":
-        config = reference_7b_config(views=("front", "wrist"))
+    if preset in FULL_SIZE:
+        config = (reference_7b_config if preset == "7b" else reference_2_7b_config)(views=("front", "wrist"))
         config.views[1].tokens = 64
+        config.action_dim, config.chunk = action_dim, chunk
         return config
     hf_config = {**tiny_llama(hidden=512, layers=8, heads=8), "intermediate_size": 1376}
     return ModelConfig.from_dict({
@@ -38,6 +47,38 @@ def bench_config(preset: str, action_dim: int, chunk: int):
         "views": [{"name": "front"}, {"name": "side"}, {"name": "wrist", "tokens": 16}],
         "action_dim": action_dim, "chunk": chunk,
     })
+
+
+def _tokenizer(preset: str):
+    from hybridvla_core.model.text_tokenizer import build_byte_tokenizer, reference_shaped_tokenizer
+
+    return reference_shaped_tokenizer(FULL_SIZE[preset]) if preset in FULL_SIZE else build_byte_tokenizer()
+
+
+PROMPT = "pick up the red cube and place it in the blue bowl"
+
+
+def estimate_memory(preset: str = "7b", action_dim: int = 7, chunk: int = 1) -> dict:
+    """Weight and KV-cache bytes of a preset, from the model built on the meta device (no memory is used): the
+    parameters per dtype, and the keys/values of one control step's sequence (prefix + step room) per dtype."""
+    import torch
+
+    from hybridvla_core.model.hybridvla import HybridVLA
+
+    config = bench_config(preset, action_dim, chunk)
+    with torch.device("meta"):
+        model = HybridVLA(config, _tokenizer(preset))
+    llm = model.llm.config
+    prefix = 1 + model.tokens_per_image + len(model.prompt_ids(PROMPT)) + 2  # BOS, views, prompt+sep, <BOD>, state
+    tokens = prefix + model.step_room
+    head_dim = getattr(llm, "head_dim", None) or llm.hidden_size // llm.num_attention_heads
+    kv_values = 2 * llm.num_hidden_layers * llm.num_key_value_heads * head_dim * tokens
+    parameters = sum(p.numel() for p in model.parameters())
+    groups = {name: sum(p.numel() for p in module.parameters()) for name, module in model.named_children()}
+    gib = 2 ** 30
+    return {"preset": preset, "parameters": parameters, "parameters_by_group": groups, "prefix_tokens": prefix,
+            "step_tokens": tokens, "weights_gib": {"float32": 4 * parameters / gib, "bfloat16": 2 * parameters / gib},
+            "kv_cache_gib": {"float32": 4 * kv_values / gib, "bfloat16": 2 * kv_values / gib}}
 
 
 def _interleaved_median_ms(fns: dict, repeats: int, sync) -> dict:
@@ -55,18 +96,18 @@ def _interleaved_median_ms(fns: dict, repeats: int, sync) -> dict:
 
 
 def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action_dim: int = 7, chunk: int = 1,
-              device: str = "cpu", seed: int = 0) -> dict:
+              device: str = "cpu", seed: int = 0, dtype: str | None = None) -> dict:
+    """dtype: float32 | bfloat16 (default: bfloat16 on CUDA, float32 elsewhere)."""
     import torch
 
     from hybridvla_core.actions import DatasetStatistics
     from hybridvla_core.model.checkpoint import build_model
     from hybridvla_core.model.policy import Policy
-    from hybridvla_core.model.text_tokenizer import build_byte_tokenizer, reference_shaped_tokenizer
 
     torch.manual_seed(seed)
     config = bench_config(preset, action_dim, chunk)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    tokenizer = reference_shaped_tokenizer("llama-2") if preset == "reference-7b" else build_byte_tokenizer()
+    dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    tokenizer = _tokenizer(preset)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build directly in the run dtype (a 7B model would not fit twice)
     try:
@@ -78,7 +119,7 @@ def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action
     stats = DatasetStatistics.from_samples(samples, samples, 1)
     rng = np.random.default_rng(seed)
     observation = {"images": {v.name: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for v in config.views},
-                   "state": samples[0], "instruction": "pick up the red cube and place it in the blue bowl"}
+                   "state": samples[0], "instruction": PROMPT}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def policy(mode, schedule="single"):
@@ -118,7 +159,8 @@ def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action
         "denoise_cached_ms": cached_ms, "denoise_uncached_ms": uncached_ms,
         "prefix_tokens": int(prefix.shape[1]), "ddim_steps": ddim_steps, "chunk": chunk, "action_dim": action_dim,
         "views": [v.name for v in config.views], "parameters": sum(p.numel() for p in model.parameters()),
-        "device": device, "dtype": str(dtype).replace("torch.", ""), "torch_threads": torch.get_num_threads(),
+        "preset": preset, "device": device, "dtype": str(dtype).replace("torch.", ""),
+        "torch_threads": torch.get_num_threads(),
         "stage_ms": stage_ms,
     })
     if device.startswith("cuda"):
@@ -128,24 +170,55 @@ def run_bench(preset: str = "cpu", repeats: int = 5, ddim_steps: int = 4, action
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--preset", choices=["cpu", "reference-7b"], default="cpu")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; the 7B preset needs CUDA")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median)")
-    parser.add_argument("--ddim-steps", type=int, default=4)
-    parser.add_argument("--action-dim", type=int, default=7, choices=[7, 14])
-    parser.add_argument("--chunk", type=int, default=1, help="action chunk length T")
+    parser.add_argument("--preset", choices=PRESETS, default="cpu",
+                        help="cpu: a 28 M-parameter Llama-config model for CPU figures (default); 7b: Llama-2-7B + "
+                             "DINOv2/SigLIP; 2.7b: Phi-2 + CLIP (full size, random weights: needs --random-weights)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="build the 7b / 2.7b preset with random weights (nothing is downloaded; the figures are "
+                             "speed and memory, not behaviour)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"],
+                        help="weights and activations (default: bfloat16 on CUDA, float32 on CPU)")
+    parser.add_argument("--estimate-memory", action="store_true",
+                        help="print the preset's weight and KV-cache memory from a meta-device build, time nothing")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median; default 5)")
+    parser.add_argument("--ddim-steps", type=int, default=4, help="DDIM steps of the diffusion branch (default 4)")
+    parser.add_argument("--action-dim", type=int, default=7, choices=[7, 14],
+                        help="7: one arm, 14: two arms (default 7)")
+    parser.add_argument("--chunk", type=int, default=1, help="action chunk length T (default 1)")
+
+
+def _print_memory(estimate: dict) -> None:
+    print(f"{estimate['preset']}: {estimate['parameters'] / 1e9:.2f} B parameters "
+          f"({', '.join(f'{k} {v / 1e6:.1f} M' for k, v in estimate['parameters_by_group'].items())})")
+    print(f"  weights:  {estimate['weights_gib']['bfloat16']:.2f} GiB bf16, {estimate['weights_gib']['float32']:.2f} GiB fp32")
+    print(f"  KV cache: {estimate['kv_cache_gib']['bfloat16'] * 1024:.1f} MiB bf16 for one control step's "
+          f"{estimate['step_tokens']} tokens ({estimate['prefix_tokens']} prefix + the step's own)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.preset == "reference-7b" and not args.device.startswith("cuda"):
-        print("hybridvla bench: --preset reference-7b needs --device cuda", file=sys.stderr)
+    if args.estimate_memory:
+        estimate = estimate_memory(args.preset, args.action_dim, args.chunk)
+        print(json.dumps(estimate)) if args.json else _print_memory(estimate)
+        return 0
+    if args.preset in FULL_SIZE and not args.random_weights:
+        print(f"hybridvla bench: --preset {args.preset} builds the full-size model: add --random-weights (nothing is "
+              f"downloaded), or --estimate-memory to size it without building it", file=sys.stderr)
         return 2
-    results = run_bench(args.preset, args.repeats, args.ddim_steps, args.action_dim, args.chunk, args.device)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"hybridvla bench: --device {args.device}: no CUDA device here", file=sys.stderr)
+            return 2
+    results = run_bench(args.preset, args.repeats, args.ddim_steps, args.action_dim, args.chunk, args.device,
+                        dtype=args.dtype)
     if args.json:
         print(json.dumps(results))
         return 0
-    print(f"{results['prefix_tokens']} prefix tokens, {results['parameters'] / 1e6:.1f} M parameters, "
-          f"{results['device']} {results['dtype']}, {results['ddim_steps']} DDIM steps, chunk {results['chunk']}")
+    print(f"{results['preset']}: {results['prefix_tokens']} prefix tokens, {results['parameters'] / 1e6:.1f} M "
+          f"parameters, {results['device']} {results['dtype']}, {results['ddim_steps']} DDIM steps, "
+          f"chunk {results['chunk']}")
     for name, stages in results["stage_ms"].items():
         print(f"  {name:34s} " + "  ".join(f"{k} {v:.1f} ms" for k, v in stages.items()))
     for key in ("hz_hybrid", "hz_diffusion", "hz_autoregressive", "hz_hybrid_reference_schedule",
@@ -155,4 +228,6 @@ def run(args: argparse.Namespace) -> int:
           f"({results['denoise_uncached_ms']:.1f} -> {results['denoise_cached_ms']:.1f} ms), "
           f"max |diff| {results['max_abs_diff_cached_uncached']:.2e}")
     print(f"  single prefill vs reference schedule (hybrid): {results['single_vs_reference_schedule_speedup']:.2f}x")
+    if "peak_memory_gib" in results:
+        print(f"  peak GPU memory: {results['peak_memory_gib']:.2f} GiB")
     return 0

@@ -34,9 +34,25 @@ LLAMA2_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 1100
              "rms_norm_eps": 1e-5, "bos_token_id": 1, "eos_token_id": 2}
 
 
+PHI2 = {"vocab_size": 51200, "hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 2048,
+        "partial_rotary_factor": 0.4, "layer_norm_eps": 1e-5, "hidden_act": "gelu_new", "bos_token_id": 50256,
+        "eos_token_id": 50256}
+
+
+def reference_2_7b_config(views=("front",)) -> ModelConfig:
+    """Phi-2 + CLIP ViT-L/14 at 224 px (the reference's 2.7B shapes); build it with
+    text_tokenizer.reference_shaped_tokenizer("phi-2") or a Phi-2 tokenizer directory."""
+    return ModelConfig.from_dict({
+        "llm": {"family": "phi", "hf_config": dict(PHI2)},
+        "vision": {"kind": "clip", "image_size": 224},
+        "views": [{"name": v} for v in views], "action_dim": 7,
+    })
+
+
 def reference_7b_config(views=("front",)) -> ModelConfig:
-    """Llama-2-7B + DINOv2-L/14-reg4 + SigLIP-so400m/14 at 224 px (hidden sizes as the reference). Needs a Llama
-    tokenizer directory (llm.tokenizer_path) to build with the right vocabulary; see build_reference_shapes."""
+    """Llama-2-7B + DINOv2-L/14-reg4 + SigLIP-so400m/14 at 224 px (hidden sizes as the reference); build it with
+    text_tokenizer.reference_shaped_tokenizer("llama-2") or a Llama-2 tokenizer directory."""
     return ModelConfig.from_dict({
         "llm": {"family": "llama", "hf_config": dict(LLAMA2_7B)},
         "vision": {"kind": "dinov2_siglip", "image_size": 224},
