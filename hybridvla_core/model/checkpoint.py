@@ -43,16 +43,52 @@ def save_checkpoint(model: HybridVLA, directory: str | Path, statistics: dict[st
     return directory
 
 
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be used as it is: one line naming the file and what is wrong."""
+
+
 def load_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: not a checkpoint directory (no {CONFIG_FILE})")
-    return ModelConfig.from_dict(json.loads(path.read_text()))
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error}): a half-copied checkpoint? copy it again") from None
+    try:
+        return ModelConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
+def _check_weights_file(path: Path, model: HybridVLA) -> None:
+    """Refuse, in one line, a weights file that is unreadable or does not fit the model (names, shapes), before
+    anything is loaded."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error}): truncated or corrupted? copy the "
+                              f"checkpoint again") from None
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    if missing or extra:
+        parts = ([f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []) + \
+                ([f"{len(extra)} the model does not have (e.g. {extra[0]})"] if extra else [])
+        raise CheckpointError(f"{path}: weights do not match {CONFIG_FILE}: {'; '.join(parts)}")
+    wrong = [key for key in expected if expected[key] != shapes[key]]
+    if wrong:
+        raise CheckpointError(f"{path}: {wrong[0]} is {shapes[wrong[0]]} in the file but {expected[wrong[0]]} in the "
+                              f"model {CONFIG_FILE} describes" + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None) -> tuple[HybridVLA, dict[str, DatasetStatistics]]:
-    """Rebuild the model from config.json and load its weights exactly (strict)."""
+    """Rebuild the model from config.json and load its weights exactly (strict). A directory that cannot be used
+    (unreadable or mismatched weights, non-finite values, bad config.json) raises CheckpointError (one line)."""
     from safetensors.torch import load_model
 
     directory = Path(directory)
@@ -63,7 +99,12 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
     tokenizer = load_tokenizer(str(directory)) if (directory / "tokenizer_config.json").is_file() else None
     config.llm = LLMConfig(**{**config.llm.__dict__, "gradient_checkpointing": False})
     model = build_model(config, tokenizer, device)
+    _check_weights_file(weights, model)
     load_model(model, str(weights), strict=True, device=str(device))
+    bad = next((name for name, value in model.state_dict().items()
+                if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+    if bad is not None:
+        raise CheckpointError(f"{weights}: non-finite weights (NaN or Inf) in {bad}: refused (a diverged training run?)")
     statistics = load_dataset_statistics(directory / STATISTICS_FILE)
     if dtype is not None:
         model.to(dtype)

@@ -175,6 +175,7 @@ def _untrained_seeds(checkpoint: Path, episodes: int, start: int) -> list[int]:
 
 
 def probe_policy_targets(args: argparse.Namespace) -> int:
+    from hybridvla_core.model.checkpoint import CheckpointError
     from hybridvla_core.model.policy import Policy
     from hybridvla_core.sim.env import SimEnv
     from hybridvla_core.sim.policy_eval import copied_share, probe_targets
@@ -186,7 +187,11 @@ def probe_policy_targets(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     seeds = _untrained_seeds(args.checkpoint, args.episodes, args.seed)
-    policy = Policy.from_checkpoint(args.checkpoint, mode="hybrid")
+    try:
+        policy = Policy.from_checkpoint(args.checkpoint, mode="hybrid")
+    except (OSError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     env = SimEnv(**cfg.env_kwargs())
     try:
         rows = probe_targets(env, policy, tqdm(seeds, desc="layouts", unit="layout"), height_m=args.height,
@@ -226,7 +231,13 @@ def eval_policy(args: argparse.Namespace) -> int:
     if args.theta is not None and not 0.0 <= args.theta <= 1.0:
         print(f"error: --theta must be in [0, 1], got {args.theta}", file=sys.stderr)
         return 2
-    train_steps = json.loads((args.checkpoint / "config.json").read_text())["diffusion"]["train_steps"]
+    from hybridvla_core.model.checkpoint import CheckpointError, load_config as load_model_config
+
+    try:
+        train_steps = load_model_config(args.checkpoint).diffusion.train_steps
+    except (OSError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.ddim_steps is not None and not 1 <= args.ddim_steps <= train_steps:
         print(f"error: --ddim-steps must be in 1..{train_steps} (the checkpoint's diffusion steps), "
               f"got {args.ddim_steps}", file=sys.stderr)
@@ -241,9 +252,13 @@ def eval_policy(args: argparse.Namespace) -> int:
     modes = list(demo.MODES) if args.mode == "all" else [args.mode]
     report = {}
     for mode in modes:
-        results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
-                           time_limit_s=args.time_limit, theta=args.theta, ddim_steps=args.ddim_steps,
-                           ensemble_gripper=args.ensemble_gripper, preset=args.preset)
+        try:
+            results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
+                               time_limit_s=args.time_limit, theta=args.theta, ddim_steps=args.ddim_steps,
+                               ensemble_gripper=args.ensemble_gripper, preset=args.preset)
+        except CheckpointError as exc:  # the weights are checked when the policy loads
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         ok = sum(r.success for r in results)
         report[mode] = as_dicts(results)
         events: dict[str, int] = {}

@@ -1,0 +1,107 @@
+"""A checkpoint directory that cannot be used is refused in one line naming the file and what is wrong (never a
+traceback from safetensors or load_state_dict, never NaN weights that evaluate as 'MAE nan'); each case is a
+directory damaged on purpose, as a half-copied or diverged checkpoint would be."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hybridvla_core.actions import DatasetStatistics
+from hybridvla_core.model import Policy, build_model, save_checkpoint
+from hybridvla_core.model.checkpoint import CheckpointError
+from hybridvla_core.model.presets import tiny_config
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    samples = np.random.default_rng(0).normal(size=(20, 7))
+    return save_checkpoint(build_model(tiny_config()), tmp_path_factory.mktemp("ckpt") / "good",
+                           {"lab": DatasetStatistics.from_samples(samples, samples, 2)})
+
+
+def damaged(good, tmp_path, edit_weights=None, weights_bytes=None, config_text=None):
+    directory = tmp_path / "bad"
+    shutil.copytree(good, directory)
+    weights = directory / "model.safetensors"
+    if edit_weights is not None:
+        state = load_file(str(weights))
+        edit_weights(state)
+        save_file(state, str(weights))
+    if weights_bytes is not None:
+        weights.write_bytes(weights_bytes(weights.read_bytes()))
+    if config_text is not None:
+        (directory / "config.json").write_text(config_text((directory / "config.json").read_text()))
+    return directory
+
+
+def refused(directory) -> str:
+    with pytest.raises(CheckpointError) as info:
+        Policy.from_checkpoint(directory)
+    message = str(info.value)
+    assert "\n" not in message and str(directory) in message
+    return message
+
+
+def test_good_checkpoint_loads(good):
+    assert Policy.from_checkpoint(good).config.action_dim == 7
+
+
+def test_truncated_weights(good, tmp_path):
+    message = refused(damaged(good, tmp_path, weights_bytes=lambda b: b[: len(b) // 2]))
+    assert "not a readable safetensors file" in message and "copy the checkpoint again" in message
+
+
+def test_random_bytes_as_weights(good, tmp_path):
+    message = refused(damaged(good, tmp_path, weights_bytes=lambda b: np.random.default_rng(0).bytes(4096)))
+    assert "not a readable safetensors file" in message
+
+
+def test_missing_key(good, tmp_path):
+    message = refused(damaged(good, tmp_path, edit_weights=lambda s: s.pop("final_layer.mlp.fc2.weight")))
+    assert "1 missing (e.g. final_layer.mlp.fc2.weight)" in message
+
+
+def test_extra_key(good, tmp_path):
+    message = refused(damaged(good, tmp_path, edit_weights=lambda s: s.update(stray=torch.zeros(2))))
+    assert "1 the model does not have (e.g. stray)" in message
+
+
+def test_wrong_shape_names_both(good, tmp_path):
+    message = refused(damaged(good, tmp_path, edit_weights=lambda s: s.update(
+        {"x_embedder.mlp.fc1.weight": torch.zeros(64, 14)})))
+    assert "x_embedder.mlp.fc1.weight is (64, 14) in the file but (64, 7) in the model" in message
+
+
+def test_nan_weights(good, tmp_path):
+    def poison(state):
+        state["proprio_embedder.mlp.fc2.bias"][3] = float("nan")
+    message = refused(damaged(good, tmp_path, edit_weights=poison))
+    assert "non-finite weights (NaN or Inf) in proprio_embedder.mlp.fc2.bias" in message
+
+
+def test_half_written_config(good, tmp_path):
+    message = refused(damaged(good, tmp_path, config_text=lambda text: text[: len(text) // 2]))
+    assert "config.json: not valid JSON" in message
+
+
+def test_config_with_a_bad_value(good, tmp_path):
+    def edit(text):
+        data = json.loads(text)
+        data["token_layout"] = "sideways"
+        return json.dumps(data)
+    message = refused(damaged(good, tmp_path, config_text=edit))
+    assert "token_layout must be one of ('reference', 'compact'), got 'sideways'" in message
+
+
+@pytest.mark.parametrize("command", ["eval-policy", "probe-targets"])
+def test_sim_commands_say_it_in_one_line(good, tmp_path, capsys, command):
+    from hybridvla_core.cli import main
+
+    bad = damaged(good, tmp_path, weights_bytes=lambda b: b[: len(b) // 3])
+    assert main(["sim", command, str(bad), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "not a readable safetensors file" in err[-1]
+    assert not any("Traceback" in line for line in err)
