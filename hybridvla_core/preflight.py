@@ -227,3 +227,37 @@ class RateMeter:
     @property
     def last(self) -> float | None:
         return self._times[-1] if self._times else None
+
+
+class SequenceRate:
+    """The rate of a stream that is sampled, not received message by message (a subscription read on demand:
+    only the newest sample is taken): from the publishers' sequence numbers and source time stamps of the samples
+    taken in the last `window` seconds, summed over publishers. Without sequence numbers (an RMW that does not
+    report them) it counts the samples taken, a lower bound."""
+
+    def __init__(self, window: float = 2.0):
+        self.window = window
+        self._samples: collections.deque[tuple[float, object, int | None, float]] = collections.deque()
+
+    def add(self, now: float, publisher: object, sequence: int | None, source_time: float) -> None:
+        """now: when taken (any monotonic clock, s); publisher: any id; sequence: its publication sequence number;
+        source_time: the publisher's time stamp of the sample (s)."""
+        self._samples.append((now, publisher, sequence, source_time))
+        while self._samples and self._samples[0][0] < now - self.window:
+            self._samples.popleft()
+
+    def rate(self, now: float) -> float:
+        samples = [s for s in self._samples if s[0] >= now - self.window]
+        if len(samples) < 2:
+            return 0.0
+        total = 0.0
+        for publisher in {s[1] for s in samples}:
+            mine = [s for s in samples if s[1] == publisher]
+            if len(mine) < 2:
+                continue
+            first, last = mine[0], mine[-1]
+            if first[2] is None or last[2] is None:
+                total += (len(mine) - 1) / max(last[0] - first[0], 1e-9)
+            elif last[3] > first[3]:
+                total += (last[2] - first[2]) / (last[3] - first[3])
+        return total

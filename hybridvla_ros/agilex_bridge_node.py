@@ -29,7 +29,7 @@ from hybridvla_core.arm_bridge import guard_config, guard_parameter_spec
 from hybridvla_core.guards import Command, GuardPipeline, GuardResult
 from hybridvla_core.kinematics import ARMS
 from hybridvla_core.piper_can import GRIPPER_MAX_M, PiperSdkArm, SimulatedPiper, check_arm_order
-from hybridvla_ros.bridge_common import ControlServices, arm_state_msg, event_msg, now_s, target_from_msg
+from hybridvla_ros.bridge_common import ControlServices, LatestSample, arm_state_msg, event_msg, now_s, target_from_msg
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, declare_parameters, run_node
 
 BACKENDS = ("piper_ros", "piper_sdk")
@@ -73,14 +73,16 @@ class PiperRosBackend:
                      for a in arms}
         self.enable_pubs = {a: node.create_publisher(Bool, v["piper_ros.enable_topic"].format(arm=a), COMMAND_QOS)
                             for a in arms}
-        for a in arms:
-            node.create_subscription(JointState, v["piper_ros.joint_states_topic"].format(arm=a),
-                                     lambda m, a=a: self.on_joint_states(a, m), SENSOR_QOS)
+        # joint_states_single (200 Hz per arm) read on demand each cycle from a node no executor spins: no
+        # callback per message (bridge_common.LatestSample).
+        self.reader = Node(f"{node.get_name()}_state_reader", namespace=node.get_namespace(), context=node.context)
+        self.state_in = {a: LatestSample(self.reader, JointState, v["piper_ros.joint_states_topic"].format(arm=a),
+                                         SENSOR_QOS) for a in arms}
 
-    def on_joint_states(self, arm: str, msg: JointState) -> None:
+    def on_joint_states(self, arm: str, msg: JointState, age: float = 0.0) -> None:
         if len(msg.position) < 7:
             return
-        self.node.measured(arm, np.asarray(msg.position[:6], dtype=float), float(msg.position[6]))
+        self.node.measured(arm, np.asarray(msg.position[:6], dtype=float), float(msg.position[6]), age)
 
     def enable(self, arm: str) -> tuple[bool, str]:
         # piper_ros (humble) enables on enable_flag without confirming the drivers, and publishes no enable bits:
@@ -94,13 +96,17 @@ class PiperRosBackend:
         self.ctrl[arm].publish(msg)
 
     def poll(self) -> None:
-        """piper_ros pushes its state: nothing to read here."""
+        """The newest joint_states_single of each arm, if one arrived since the last cycle."""
+        for arm, sample in self.state_in.items():
+            got = sample.take()
+            if got is not None:
+                self.on_joint_states(arm, *got)
 
     def emergency_stop(self) -> None:
         """piper_ros has no e-stop topic: the guards hold the arms."""
 
     def close(self) -> None:
-        """Publishers go with the node."""
+        self.reader.destroy_node()
 
 
 class PiperSdkBackend:
@@ -180,18 +186,23 @@ class AgilexBridge(Node):
         self.get_logger().info(f"agilex_bridge: arms {self.arms} ({v['model']}), backend {v['backend']}, "
                                f"{v['rate_hz']} Hz; DISABLED until ~/enable true")
 
-    def measured(self, arm: str, joints: np.ndarray, gripper_m: float) -> None:
-        """A backend's reading: joints [rad], gripper opening [m]."""
+    def measured(self, arm: str, joints: np.ndarray, gripper_m: float, age: float = 0.0) -> None:
+        """A backend's reading: joints [rad], gripper opening [m], received `age` seconds ago."""
         if math.isfinite(gripper_m):
             self.gripper_width[arm] = gripper_m
-        if not self.pipelines[arm].set_measured(joints, now_s(self), gripper=gripper_m / self.v["gripper_max_width"]):
+        if not self.pipelines[arm].set_measured(joints, now_s(self) - age,
+                                                gripper=gripper_m / self.v["gripper_max_width"]):
             self.get_logger().warn(f"{arm}: non-finite or malformed joint state ignored", throttle_duration_sec=5.0)
 
     def on_target(self, arm: str, msg: ArmTarget) -> None:
         if msg.arm not in ("", arm):
             self.get_logger().warn(f"target for arm {msg.arm!r} on {arm}'s topic ignored", throttle_duration_sec=5.0)
             return
-        self.publish_events(arm, self.pipelines[arm].submit(target_from_msg(msg), now_s(self)))
+        self.backend.poll()
+        result = self.pipelines[arm].submit(target_from_msg(msg), now_s(self))
+        self.publish_events(arm, result)
+        if result.command is not None:  # now, not at the next cycle: target-to-command latency
+            self.send(arm, result.command, self.pipelines[arm].estopped)
 
     def on_timer(self) -> None:
         self.backend.poll()

@@ -1,6 +1,7 @@
 """ROS pieces both arm bridges share: message conversions around hybridvla_core.guards and the control services."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -10,7 +11,39 @@ from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
 from hybridvla_core.guards import GuardEventRecord, GuardPipeline, GuardResult, Target
+from hybridvla_core.preflight import SequenceRate
 from hybridvla_ros.common import arrays_to_pose, pose_to_arrays, stamp_s
+
+
+class LatestSample:
+    """A state topic read when the bridge needs it, not message by message: at 1 kHz (crisp / franka_ros2 at the
+    controller rate) even a callback that only stores the message costs the Python bridge most of a core in
+    rclpy's executor. The subscription lives on a node that no executor spins (`reader`), the middleware keeps
+    the newest sample (KEEP_LAST, depth 1) and take() removes it: per call, the newest message since the last
+    call or None. Its age comes from the middleware's receipt time, its rate from the publishers' sequence
+    numbers (rate())."""
+
+    def __init__(self, reader: Node, msg_type, topic: str, qos, window: float = 2.0):
+        self.topic = topic
+        self.subscription = reader.create_subscription(msg_type, topic, lambda _msg: None, qos)
+        self._rate = SequenceRate(window)
+
+    def take(self):
+        """(message, age [s] since the middleware received it) or None when nothing new arrived."""
+        got = self.subscription.handle.take_message(self.subscription.msg_type, False)
+        if got is None:
+            return None
+        msg, info = got
+        now = time.monotonic()
+        publisher = bytes((info.get("publisher_gid") or {}).get("data", b""))
+        self._rate.add(now, publisher, info.get("publication_sequence_number"), info.get("source_timestamp", 0) * 1e-9)
+        received = info.get("received_timestamp") or 0
+        age = max(0.0, time.time() - received * 1e-9) if received else 0.0
+        return msg, age
+
+    def rate(self) -> float:
+        """Messages per second published on the topic (sampled since the last window), 0 without samples."""
+        return self._rate.rate(time.monotonic())
 
 
 def now_s(node: Node) -> float:
@@ -83,7 +116,8 @@ class ControlServices:
                 self.on_result(arm, g.disable(now, "disabled by ~/enable false"))
             response.success, response.message = True, "disabled: holding"
             return response
-        refusal = self.precheck() if self.precheck is not None else None
+        estopped = any(g.estopped for g in self.pipelines.values())  # the guards say so first
+        refusal = self.precheck() if self.precheck is not None and not estopped else None
         if refusal:
             for arm, g in self.pipelines.items():
                 if g.enabled:

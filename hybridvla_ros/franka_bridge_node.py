@@ -6,8 +6,8 @@
                              (matches crisp's reliable and franka_ros2's best-effort publishers). A pose in
                              another frame is not used, and ~/enable is refused naming both frames.
        <joint_states_topic>  sensor_msgs/JointState: fr3_joint1..7 [rad] (IK seed) + fr3_finger_joint1/2 [m]
-       Both state topics may arrive at 1 kHz: their callbacks only keep the newest message; the guards read it
-       when a target arrives and at rate_hz.
+       Both state topics may arrive at 1 kHz: no callback runs per message; the middleware keeps the newest
+       sample (depth 1), which the guards take when a target arrives and at rate_hz (bridge_common.LatestSample).
   out  <output_topic>        output_type pose_stamped: geometry_msgs/PoseStamped in frame_id (crisp_controllers
                              CartesianController `target_pose`; FZI cartesian_controllers `<ctrl>/target_frame`;
                              MoveIt Servo `pose_command_in_topic`) or joint_state: sensor_msgs/JointState of the
@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -35,9 +34,9 @@ from sensor_msgs.msg import JointState
 from hybridvla_core.arm_bridge import FrankaGripperCommander, GripperGoal, guard_config, guard_parameter_spec
 from hybridvla_core.guards import Command, GuardPipeline, GuardResult
 from hybridvla_core.kinematics import ARMS
-from hybridvla_core.preflight import Check, RateMeter, frame_refusal, judge_action_server, judge_output, judge_rate, summary
+from hybridvla_core.preflight import Check, frame_refusal, judge_action_server, judge_output, judge_rate, summary
 from hybridvla_ros import graph
-from hybridvla_ros.bridge_common import ControlServices, arm_state_msg, event_msg, now_s, target_from_msg
+from hybridvla_ros.bridge_common import ControlServices, LatestSample, arm_state_msg, event_msg, now_s, target_from_msg
 from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, arrays_to_pose,
                                   declare_parameters, pose_to_arrays, run_node)
 
@@ -100,21 +99,19 @@ class FrankaBridge(Node):
         self.pipeline = GuardPipeline(config)
         self.gripper_width = 0.0          # m, measured
         self._pose = None                 # (position, quaternion, receipt time s) from current_pose
-        # Newest message of each state topic and its receipt time (time.monotonic()), absorbed by the guards
-        # on the next target or tick; rates for the bring-up checks.
-        self._pose_msg = self._joint_msg = None
-        self._pose_at = self._joint_at = 0.0
         self._pose_frame: str | None = None  # frame_id of the newest current_pose
-        self._pose_rate, self._joint_rate = RateMeter(STATE_WINDOW_S), RateMeter(STATE_WINDOW_S)
 
         self.events_pub = self.create_publisher(GuardEvent, values["guard_events_topic"], EVENT_QOS)
         self.state_pub = self.create_publisher(ArmState, values["arm_state_topic"], COMMAND_QOS)
         out_type = PoseStamped if values["output_type"] == "pose_stamped" else JointState
         self.output_pub = self.create_publisher(out_type, values["output_topic"], COMMAND_QOS)
         self.create_subscription(ArmTarget, values["target_topic"], self.on_target, COMMAND_QOS)
-        self.create_subscription(JointState, values["joint_states_topic"], self.on_joint_states, SENSOR_QOS)
+        # The state topics are read on demand from a node no executor spins (see LatestSample).
+        self.reader = Node(f"{self.get_name()}_state_reader", namespace=self.get_namespace(), context=self.context)
+        self.joints_in = LatestSample(self.reader, JointState, values["joint_states_topic"], SENSOR_QOS, STATE_WINDOW_S)
+        self.pose_in = None
         if values["measured_pose"] == "current_pose":
-            self.create_subscription(PoseStamped, values["current_pose_topic"], self.on_current_pose, SENSOR_QOS)
+            self.pose_in = LatestSample(self.reader, PoseStamped, values["current_pose_topic"], SENSOR_QOS, STATE_WINDOW_S)
 
         self.gripper = None
         if values["gripper.enabled"]:
@@ -136,19 +133,6 @@ class FrankaBridge(Node):
             f"~/enable true; workspace {list(config.workspace_min)}..{list(config.workspace_max)} m in {self.frame_id}")
 
     # --- measured state -----------------------------------------------------------------------------------
-    # At 1 kHz per topic (crisp / franka_ros2 at the controller rate) a callback must stay tiny: keep the newest
-    # message only; absorb() turns it into a measurement when a target arrives and at rate_hz.
-    def on_current_pose(self, msg: PoseStamped) -> None:
-        self._pose_msg, self._pose_at = msg, time.monotonic()
-        self._pose_rate.tick(self._pose_at)
-
-    def on_joint_states(self, msg: JointState) -> None:
-        if len(msg.name) < len(self.v["joint_names"]):  # a gripper-only message (franka_gripper/joint_states)
-            self._absorb_fingers(msg)
-            return
-        self._joint_msg, self._joint_at = msg, time.monotonic()
-        self._joint_rate.tick(self._joint_at)
-
     def _absorb_fingers(self, msg: JointState) -> None:
         index = {name: i for i, name in enumerate(msg.name)}
         fingers = self.v["finger_joint_names"]
@@ -156,11 +140,12 @@ class FrankaBridge(Node):
             self.gripper_width = float(sum(msg.position[index[f]] for f in fingers))
 
     def absorb(self) -> None:
-        """The newest current_pose and joint_states (if new) -> the guards' measured state, stamped with their
-        receipt time on the node's clock."""
-        mono, now = time.monotonic(), now_s(self)
-        msg, self._pose_msg = self._pose_msg, None
-        if msg is not None:
+        """The newest current_pose and joint_states (if new since the last call) -> the guards' measured state,
+        stamped with their receipt time on the node's clock."""
+        now = now_s(self)
+        got = self.pose_in.take() if self.pose_in is not None else None
+        if got is not None:
+            msg, age = got
             frame = msg.header.frame_id
             self._pose_frame = frame
             if frame not in ("", self.frame_id):
@@ -168,17 +153,18 @@ class FrankaBridge(Node):
                                        throttle_duration_sec=5.0)
             else:
                 position, quaternion = pose_to_arrays(msg.pose)
-                self._pose = (position, quaternion, now - (mono - self._pose_at))
-        msg, self._joint_msg = self._joint_msg, None
-        if msg is None:
+                self._pose = (position, quaternion, now - age)
+        got = self.joints_in.take()
+        if got is None:
             return
+        msg, age = got
         self._absorb_fingers(msg)
         index = {name: i for i, name in enumerate(msg.name)}
         names = self.v["joint_names"]
         if not all(n in index for n in names) or len(msg.position) != len(msg.name):
-            return  # a malformed message
+            return  # a gripper-only message (franka_gripper/joint_states), or a malformed one
         joints = np.array([msg.position[index[n]] for n in names])
-        stamp = now - (mono - self._joint_at)
+        stamp = now - age
         position = quaternion = None
         if self._pose is not None and stamp - self._pose[2] <= self.pipeline.config.watchdog_period:
             position, quaternion = self._pose[0], self._pose[1]
@@ -190,7 +176,7 @@ class FrankaBridge(Node):
 
     # --- bring-up checks (hybridvla_core.preflight; `hybridvla preflight --robot fr3` runs the same) -------------
     def checks(self) -> list[Check]:
-        v, mono = self.v, time.monotonic()
+        v = self.v
         self.absorb()
         min_hz = v["preflight.min_state_rate_hz"]
         checks = []
@@ -199,9 +185,9 @@ class FrankaBridge(Node):
             frame = self._pose_frame
             if frame is not None and frame not in ("", self.frame_id):
                 checks.append(Check(f"frame {topic}", False, frame_refusal(topic, self.frame_id, frame, "frame_id")))
-            checks.append(judge_rate(topic, self._pose_rate.rate(mono), min_hz,
+            checks.append(judge_rate(topic, self.pose_in.rate(), min_hz,
                                      "parameter preflight.min_state_rate_hz: the guards need a fresh TCP pose"))
-        checks.append(judge_rate(v["joint_states_topic"], self._joint_rate.rate(mono), min_hz,
+        checks.append(judge_rate(v["joint_states_topic"], self.joints_in.rate(), min_hz,
                                  "parameter preflight.min_state_rate_hz: the IK seeds at the measured joints"))
         ours = graph.endpoint(self.get_fully_qualified_name(), OUTPUT_TYPE_NAMES[v["output_type"]], COMMAND_QOS)
         checks += judge_output(v["output_topic"], ours.type, graph.subscribers(self, v["output_topic"]), ours,
@@ -290,6 +276,9 @@ class FrankaBridge(Node):
             self.get_logger().warn(f"gripper {goal.action} to {goal.width:.3f} m rejected")
             return
         handle.get_result_async().add_done_callback(lambda f, goal=goal: self._on_result(goal, f))
+
+    def close(self) -> None:
+        self.reader.destroy_node()
 
     def _on_result(self, goal: GripperGoal, future) -> None:
         result = future.result().result
