@@ -40,6 +40,8 @@ DEFAULT_DISTRO = "kilted"  # definitions of the types the suite records are iden
 INTERFACE_PACKAGES = ("hybridvla_msgs",)
 COMPRESSIONS = ("zstd", "none")  # zstd: rosbag2 message-mode zstd; none: raw CDR
 DEFAULT_COMPRESSION = "zstd"
+INCOMPLETE_MARKER = "RECORDING_INCOMPLETE"  # the recorder's file in an episode it has not closed yet
+CRASHED_SUFFIX = ".crashed"  # `hybridvla dataset recover NAME` keeps the crashed original as NAME.crashed
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # first bytes of every zstd frame; CDR starts with 0x00 (encapsulation id)
 
 
@@ -292,6 +294,31 @@ def topic_summary(path: str | Path) -> dict[str, tuple[str, int]]:
             _, count = out.get(c.topic, (c.msgtype, 0))
             out[c.topic] = (c.msgtype, count + c.msgcount)
         return out
+
+
+def bag_problem(path: str | Path) -> str | None:
+    """None for a bag directory that opens; else one line saying what is wrong and what to do (a crashed or cut
+    short recording points at `hybridvla dataset recover`, which keeps its intact part)."""
+    path = Path(path)
+    recover = f"`hybridvla dataset recover {path}` keeps its intact part"
+    if not path.is_dir():
+        return f"{path}: no such bag directory"
+    if path.name.endswith(CRASHED_SUFFIX):
+        return (f"{path}: the original of a crashed recording, kept by `hybridvla dataset recover`; its recovered "
+                f"bag is {path.name[:-len(CRASHED_SUFFIX)]} beside it")
+    if not any(path.glob("*.mcap")) and not any(path.glob("*.db3")):
+        return f"{path}: not a bag (no .mcap or .db3 file in it)"
+    if (path / INCOMPLETE_MARKER).exists():
+        return f"{path}: recording never closed (the recorder crashed or was killed): {recover}"
+    if not (path / "metadata.yaml").is_file():
+        return f"{path}: no metadata.yaml (an interrupted recording or copy): {recover} and rebuilds it"
+    try:
+        with AnyReader([path], default_typestore=typestore()):
+            pass
+    except Exception as exc:  # noqa: BLE001 - rosbags raises several types for damaged bags
+        reason = " ".join(str(exc).split())[:160]
+        return f"{path}: cannot open bag ({type(exc).__name__}: {reason}); if it was cut short, {recover}"
+    return None
 
 
 def _bag_info(path: str | Path) -> dict:

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 from hybridvla_core import bags
 
 EPISODE_EVENT = "hybridvla_msgs/msg/EpisodeEvent"
-INCOMPLETE_MARKER = "RECORDING_INCOMPLETE"
+INCOMPLETE_MARKER = bags.INCOMPLETE_MARKER
 EPISODE_PREFIX = "episode_"
 OUTCOMES = ("success", "failure", "interrupted")
 # Messages of a stream whose header stamps jump by more than this many expected periods count as drops.
@@ -114,7 +114,8 @@ class _Episode:
 
 
 def episode_dirs(directory: Path) -> list[Path]:
-    return sorted(p for p in Path(directory).glob(f"{EPISODE_PREFIX}[0-9]*") if p.is_dir())
+    return sorted(p for p in Path(directory).glob(f"{EPISODE_PREFIX}[0-9]*")
+                  if p.is_dir() and not p.name.endswith(bags.CRASHED_SUFFIX))
 
 
 def is_incomplete(path: str | Path) -> bool:
@@ -494,22 +495,32 @@ def read_truncated_mcap(path: str | Path, *, stored: bool = False) -> Iterator[t
     yield from walk(_mcap_records(data, 8))
 
 
-def recover_episode(path: str | Path, compression: str | None = None) -> tuple[Path, int]:
-    """Turn an episode left marked incomplete into a proper bag: the crashed directory moves to
-    <path>.crashed (kept, nothing is deleted) and its recoverable messages are written to <path> with
-    metadata outcome "incomplete". compression: that of the new bag (bags.COMPRESSIONS); None = the
-    crashed bag's own (zstd when its first message is a zstd frame). Returns (new bag path, messages recovered)."""
+def recover_episode(path: str | Path, compression: str | None = None) -> tuple[Path, int | None]:
+    """Turn a bag that does not open (left marked incomplete by a crashed recorder, cut short by a kill or an
+    interrupted copy, or without its metadata.yaml) into a proper bag: the original moves to <path>.crashed (kept,
+    nothing is deleted; its marker removed, and find_bags leaves it out) and its intact messages are written to
+    <path> with metadata outcome "incomplete". compression: that of the new bag (bags.COMPRESSIONS); None = the
+    crashed bag's own (zstd when its first message is a zstd frame). Returns (new bag path, messages recovered);
+    a bag recovered before comes back as (path, None): recovering twice changes nothing."""
     path = Path(path)
-    if not is_incomplete(path):
-        raise ValueError(f"{path}: not an incomplete recording (no {INCOMPLETE_MARKER})")
+    problem = bags.bag_problem(path)
+    if problem is None:
+        if "recovered_from" in bags.bag_metadata(path):
+            return path, None
+        raise ValueError(f"{path}: nothing to recover (it opens, and its recording was closed)")
+    if path.name.endswith(bags.CRASHED_SUFFIX) or not path.is_dir():
+        raise ValueError(problem)
     mcaps = sorted(path.glob("*.mcap"))
     if not mcaps:
         raise ValueError(f"{path}: no .mcap file to recover")
+    crashed = path.with_name(path.name + bags.CRASHED_SUFFIX)
+    if crashed.exists():
+        raise ValueError(f"{crashed} already exists (an earlier recovery of {path.name} that did not finish?): "
+                         f"move it away, then recover {path} again")
     if compression is not None:
         bags.check_compression(compression)
     messages = read_truncated_mcap(mcaps[0], stored=True)
     first = next(messages, None)  # reads the whole file: a bad one is refused before anything moves
-    crashed = path.with_name(path.name + ".crashed")
     path.rename(crashed)
     if compression is None:
         compression = ("zstd" if first is not None and bags.is_zstd_frame(first[3])
@@ -528,4 +539,5 @@ def recover_episode(path: str | Path, compression: str | None = None) -> tuple[P
                 writer.set_metadata("episode_index", event.episode_index)
             writer.write_cdr(topic, msgtype, t_ns, data)
             count += 1
+    (crashed / INCOMPLETE_MARKER).unlink(missing_ok=True)  # recovered: nothing asks for it again
     return path, count

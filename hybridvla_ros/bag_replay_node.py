@@ -19,7 +19,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from hybridvla_core import bags
-from hybridvla_ros.common import declare_parameters, run_node
+from hybridvla_ros.common import ParameterError, declare_parameters, run_node
 from hybridvla_ros.recorder_node import message_class
 
 PARAMETERS = {
@@ -42,6 +42,9 @@ class BagReplay(Node):
     def __init__(self):
         super().__init__("bag_replay")
         self.p = declare_parameters(self, PARAMETERS)
+        problem = bags.bag_problem(self.p["bag"])
+        if problem is not None:  # a crashed, cut short or half-copied bag: one line, and what to do
+            raise ParameterError(f"parameter 'bag': {problem}")
         summary = bags.topic_summary(self.p["bag"])
         excluded = set(self.p["exclude_topics"] or [])
         wanted = self.p["topics"] or list(summary)

@@ -161,7 +161,9 @@ def _recover(paths: list[Path]) -> int:
     for path in paths:
         try:
             bag, count = recover_episode(path)
-            print(f"{bag}: {count} messages recovered (metadata outcome: incomplete)")
+            print(f"{bag}: recovered before, nothing to do" if count is None
+                  else f"{bag}: {count} messages recovered (metadata outcome: incomplete; the original is kept as "
+                       f"{bag.name}.crashed)")
         except (ValueError, OSError) as exc:
             print(f"hybridvla dataset recover: {exc}", file=sys.stderr)
             status = 1

@@ -120,8 +120,9 @@ def extract_episode(path: str | Path, *, rate_hz: float = 10.0, layout: TopicLay
                     instruction: str | None = None) -> Episode:
     """Read and resample one bag. Raises BagError with one line when the bag cannot be used."""
     path = Path(path)
-    if (path / "RECORDING_INCOMPLETE").exists():
-        raise BagError(f"{path}: recording never closed (recorder crashed); run `hybridvla dataset recover {path}`")
+    problem = bags.bag_problem(path)
+    if problem is not None:
+        raise BagError(problem)
     try:
         reader = AnyReader([path], default_typestore=bags.typestore())
         reader.open()
@@ -237,13 +238,15 @@ def _metadata(path: Path) -> dict[str, str]:
 
 def find_bags(paths) -> list[Path]:
     """Bag directories among `paths`: a path holding metadata.yaml or a .mcap/.db3 file is a bag; any
-    other directory is searched one level down (e.g. the recorder's output directory)."""
+    other directory is searched one level down (e.g. the recorder's output directory), where the originals that
+    `hybridvla dataset recover` kept (NAME.crashed) are left out: their recovered bag NAME is the episode."""
     found: list[Path] = []
     for p in map(Path, paths):
         if _is_bag(p):
             found.append(p)
         elif p.is_dir():
-            found.extend(sorted(c for c in p.iterdir() if c.is_dir() and _is_bag(c)))
+            found.extend(sorted(c for c in p.iterdir() if c.is_dir() and _is_bag(c)
+                                and not c.name.endswith(bags.CRASHED_SUFFIX)))
         else:
             found.append(p)  # let the reader report it
     return found

@@ -137,8 +137,8 @@ def test_recover_truncated_episode(tmp_path, compression, recorded_as):
     assert stamps == list(range(len(stamps)))  # the first messages, in order, intact
     assert [r[3] for r in bags.read_raw(recovered, ["/cam"])] == sent[:len(stamps)]  # byte for byte
     assert bags.bag_compression(recovered) == recorded_as  # recovered as recorded
-    with pytest.raises(ValueError, match="not an incomplete recording"):
-        recording.recover_episode(recovered)
+    assert recording.recover_episode(recovered) == (recovered, None)  # recovered before: nothing changes
+    assert not (tmp_path / "episode_0000.crashed" / recording.INCOMPLETE_MARKER).exists()
 
 
 def test_keys_disabled_without_a_terminal(monkeypatch):
