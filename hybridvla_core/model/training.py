@@ -82,6 +82,12 @@ class TrainConfig:
             raise ValueError("train.max_steps and train.batch_size must be >= 1")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip", "diffusion_loss_weight"):
+            value = getattr(self, name)  # NaN compares false everywhere: name it before the range checks do
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"train.{name} must be a finite number, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.min_learning_rate <= self.learning_rate:
             raise ValueError(f"train.min_learning_rate must be in [0, learning_rate], got {self.min_learning_rate}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.max_steps:

@@ -257,3 +257,12 @@ def test_init_from_refuses_a_new_input_size_for_a_patch_tower(tmp_path):
     first = train(_spec(tmp_path / "set", tmp_path / "run1", model=_tiny_model_spec()))["checkpoint"]
     with pytest.raises(ValueError, match="image_size beside init_from needs a keypoints tower.*'small'"):
         train(_spec(tmp_path / "set", tmp_path / "run2", init_from=str(first), model={"vision": {"image_size": 64}}))
+
+
+@pytest.mark.parametrize("field,value", [("learning_rate", float("nan")), ("learning_rate", float("inf")),
+                                         ("min_learning_rate", float("nan")), ("grad_clip", float("nan")),
+                                         ("learning_rate", 0.0)])
+def test_a_nan_or_zero_rate_is_named_itself(field, value):
+    """(a NaN learning rate used to be reported as 'min_learning_rate ... got 0.0')"""
+    with pytest.raises(ValueError, match=rf"train\.{field} must be"):
+        TrainConfig(max_steps=4, **{field: value})
