@@ -61,14 +61,16 @@ class Spinner:
     def enable(self, node, service, timeout=20.0):
         """Call a bridge's enable service the way an operator would: a refusal for a stale measured state (the
         arm's state has not reached the bridge in its watchdog period, or not in the bring-up check's rate
-        window; on a loaded 2-core machine a process can stall that long, and a starting simulated lab does)
+        window, or too few of it to count as the configured rate: on a loaded 2-core machine a process can stall
+        that long, and a starting simulated lab does)
         is retried; any other answer is returned."""
         from std_srvs.srv import SetBool
 
         deadline = time.monotonic() + timeout
         while True:
             response = self.call(node, SetBool, service, SetBool.Request(data=True), timeout=timeout)
-            transient = any(why in response.message for why in ("no fresh measured state", "no message in the measuring window"))
+            transient = any(why in response.message for why in (
+                "no fresh measured state", "no message in the measuring window", "Hz, needs >="))  # rate check
             if response.success or not transient or time.monotonic() > deadline:
                 return response
             time.sleep(0.2)

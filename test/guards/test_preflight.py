@@ -2,6 +2,7 @@
 and `hybridvla preflight` as a user runs it, over DDS, against the simulated lab (every check passes) and against a
 graph misconfigured the ways a first bring-up goes wrong, each named on its own line with its fix. Expected vendor
 names come from test/vendor_interfaces.py (read in the vendors' code), never from our simulator."""
+import os
 import subprocess
 import sys
 import time
@@ -124,10 +125,13 @@ def test_every_check_passes_against_the_simulated_lab(robot, params, tmp_path):
 
 
 @pytest.mark.ros
-def test_each_misconfiguration_is_named_with_its_fix():
+def test_each_misconfiguration_is_named_with_its_fix(monkeypatch):
     """A graph like a first FR3 bring-up gone wrong: current_pose in franka_ros2's fr3_link0 (the bridge expects
     crisp's base), a teleop script publishing targets BEST_EFFORT to the bridge's RELIABLE subscription, no gripper
     action server, the front camera at 2 Hz; the controller and the wrist camera are right."""
+    # A DDS domain of its own: a node of an earlier test still leaving the graph (its gripper servers) must not
+    # be part of this one.
+    monkeypatch.setenv("ROS_DOMAIN_ID", str((int(os.environ.get("ROS_DOMAIN_ID", "0")) + 37) % 100 + 1))
     rclpy = pytest.importorskip("rclpy")
     pytest.importorskip("hybridvla_msgs.msg")
     from geometry_msgs.msg import PoseStamped
