@@ -55,6 +55,9 @@ def load_config(directory: str | Path) -> ModelConfig:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path}: not valid JSON ({error}): a half-copied checkpoint? copy it again") from None
+    if isinstance(data, dict):
+        # Checkpoints written before token_layout existed were all trained on the compact layout.
+        data.setdefault("token_layout", "compact")
     try:
         return ModelConfig.from_dict(data)
     except (TypeError, ValueError) as error:

@@ -105,3 +105,14 @@ def test_sim_commands_say_it_in_one_line(good, tmp_path, capsys, command):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "not a readable safetensors file" in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+def test_a_checkpoint_from_before_token_layout_keeps_its_layout(good, tmp_path):
+    """config.json files written before `token_layout` existed describe models trained without separators."""
+    def drop(text):
+        data = json.loads(text)
+        data.pop("token_layout")
+        return json.dumps(data)
+    old = damaged(good, tmp_path, config_text=drop)
+    assert json.loads((good / "config.json").read_text())["token_layout"] == "reference"
+    assert Policy.from_checkpoint(old).config.token_layout == "compact"
