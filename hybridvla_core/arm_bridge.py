@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from hybridvla_core.guards import GuardConfig
+from hybridvla_core.guards import UPPER_LIMITS, GuardConfig
 
 
 def _finite_number(v) -> bool:
@@ -24,13 +24,17 @@ def _box(v) -> bool:
 GUARD_PARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "workspace_min": ([0.25, -0.45, 0.02], _box, "3 finite numbers [m], TCP box corner in the base frame"),
     "workspace_max": ([0.75, 0.45, 0.75], _box, "3 finite numbers [m], TCP box corner in the base frame"),
-    "max_translation_step": (0.03, lambda v: _finite_number(v) and v > 0, "a number > 0 [m per command]"),
-    "max_rotation_step": (0.15, lambda v: _finite_number(v) and v > 0, "a number > 0 [rad per command]"),
+    "max_translation_step": (0.03, lambda v: _finite_number(v) and 0 < v <= UPPER_LIMITS["max_translation_step"][0],
+                             f"0 < step <= {UPPER_LIMITS['max_translation_step'][0]} [m per command]"),
+    "max_rotation_step": (0.15, lambda v: _finite_number(v) and 0 < v <= UPPER_LIMITS["max_rotation_step"][0],
+                          f"0 < step <= {UPPER_LIMITS['max_rotation_step'][0]} [rad per command]"),
     "joint_margin": (0.05, lambda v: _finite_number(v) and 0 <= v < 0.5, "0 <= margin < 0.5 [rad]"),
-    "max_joint_step": (0.5, lambda v: _finite_number(v) and v > 0, "a number > 0 [rad per command]"),
+    "max_joint_step": (0.5, lambda v: _finite_number(v) and 0 < v <= UPPER_LIMITS["max_joint_step"][0],
+                       f"0 < step <= {UPPER_LIMITS['max_joint_step'][0]} [rad per command]"),
     "gripper_min": (0.0, lambda v: _finite_number(v) and 0 <= v <= 1, "0..1"),
     "gripper_max": (1.0, lambda v: _finite_number(v) and 0 <= v <= 1, "0..1"),
-    "watchdog_period": (0.5, lambda v: _finite_number(v) and v > 0, "a number > 0 [s]"),
+    "watchdog_period": (0.5, lambda v: _finite_number(v) and 0 < v <= UPPER_LIMITS["watchdog_period"][0],
+                        f"0 < period <= {UPPER_LIMITS['watchdog_period'][0]} [s]"),
     "min_confidence": (0.0, lambda v: _finite_number(v) and 0 <= v <= 1,
                        "0..1 (0 = off): targets whose policy confidence is lower are refused, the arm holds"),
     "ik_iterations": (20, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),

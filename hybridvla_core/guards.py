@@ -47,6 +47,16 @@ class EventKind(IntEnum):
     LOW_CONFIDENCE = 8
 
 
+# The largest value a safety limit may be set to (value, unit): beyond these a "limit" is a typo or no limit at all
+# (a 10 Hz policy stepping 0.1 m per command already asks for 1 m/s of TCP speed).
+UPPER_LIMITS = {
+    "max_translation_step": (0.10, "m per command"),
+    "max_rotation_step": (0.5, "rad per command"),
+    "max_joint_step": (1.0, "rad per command"),
+    "watchdog_period": (2.0, "s"),
+}
+
+
 @dataclass(frozen=True)
 class GuardConfig:
     arm: str                                      # arm name as configured: "fr3", "left", "right"
@@ -81,6 +91,9 @@ class GuardConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 bad(name, "expected a finite number > 0")
+            if name in UPPER_LIMITS and v > UPPER_LIMITS[name][0]:
+                bad(name, f"expected at most {UPPER_LIMITS[name][0]} {UPPER_LIMITS[name][1]}: a larger limit no longer "
+                          f"guards anything")
         if not (math.isfinite(self.joint_margin) and 0 <= self.joint_margin < 0.5):
             bad("joint_margin", "expected 0 <= margin < 0.5 rad")
         if not (0.0 <= self.gripper_min < self.gripper_max <= 1.0):

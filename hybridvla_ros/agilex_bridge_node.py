@@ -156,7 +156,7 @@ class PiperSdkBackend:
 class AgilexBridge(Node):
     def __init__(self):
         super().__init__("agilex_bridge")
-        v = declare_parameters(self, PARAMETERS)
+        v = declare_parameters(self, PARAMETERS, last=False)  # the per-arm guard parameters follow
         try:
             self.arms = list(check_arm_order(v["arm_order"]))
         except ValueError as exc:

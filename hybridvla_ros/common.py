@@ -1,9 +1,14 @@
 """What every hybridvla node shares: QoS profiles, validated parameters, pose conversions, the main wrapper."""
 from __future__ import annotations
 
+import difflib
+import re
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Callable
+
+import yaml
 
 import numpy as np
 import rclpy
@@ -25,11 +30,13 @@ class ParameterError(ValueError):
     """A node parameter is missing or invalid: the node stops at start with this one line."""
 
 
-def declare_parameters(node: Node, spec: dict[str, tuple[Any, Callable[[Any], bool] | None, str]]) -> dict[str, Any]:
+def declare_parameters(node: Node, spec: dict[str, tuple[Any, Callable[[Any], bool] | None, str]],
+                       last: bool = True) -> dict[str, Any]:
     """Declare every parameter with its default and return their values, validated.
 
     spec: name -> (default, check or None, what a valid value is). A failed check raises ParameterError
-    naming the parameter, the value and what was expected."""
+    naming the parameter, the value and what was expected. last: this call declares the node's last parameters,
+    so what was given for the node and is still undeclared is a mistake (check_parameter_sources)."""
     values = {}
     for name, (default, check, expected) in spec.items():
         try:
@@ -39,7 +46,51 @@ def declare_parameters(node: Node, spec: dict[str, tuple[Any, Callable[[Any], bo
         if check is not None and not check(value):
             raise ParameterError(f"parameter '{name}' = {value!r} is invalid: expected {expected}")
         values[name] = value
+    if last:
+        check_parameter_sources(node, sys.argv)
     return values
+
+
+def _params_files(argv: list[str]) -> list[str]:
+    """The --params-file paths among ROS arguments."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--params-file"]
+
+
+def _section_applies(key: str, node: Node) -> bool:
+    """Whether a parameter file's top-level key addresses `node` (its name, /namespace/name, or a wildcard)."""
+    pattern = re.escape(key.strip("/")).replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+    name = node.get_fully_qualified_name().strip("/")
+    return re.fullmatch(pattern, name) is not None or re.fullmatch(pattern, node.get_name()) is not None
+
+
+def check_parameter_sources(node: Node, argv: list[str]) -> None:
+    """Refuse what would otherwise be silently ignored: a parameter set for this node that it does not have (a
+    typo: the default would run instead), and parameter files none of which has a section for this node (a
+    misspelt node key: every default would run). One ParameterError line naming the near names."""
+    # rclpy keeps the values given for this node (files and -p) as overrides; it has no public getter for them.
+    given = [name for name in getattr(node, "_parameter_overrides", {}) if not node.has_parameter(name)]
+    if given:
+        known = [name for name in node._parameters]  # noqa: SLF001 - the declared ones, for the near names
+        near = {name: difflib.get_close_matches(name, known, n=1, cutoff=0.6) for name in given}
+        hints = [f"{name} (did you mean {near[name][0]}?)" if near[name] else name for name in sorted(given)]
+        raise ParameterError(f"unknown parameter(s) for node '{node.get_name()}': {'; '.join(hints)} (a misspelt "
+                             f"name would leave its default in force)")
+    files = _params_files(argv)
+    sections: dict[str, list[str]] = {}
+    for path in files:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # rcl has read (or refused) the file already
+        sections[path] = [str(k) for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v] \
+            if isinstance(data, dict) else []
+    if sections and not any(_section_applies(key, node) for keys in sections.values() for key in keys):
+        keys = [key for found in sections.values() for key in found]
+        near = difflib.get_close_matches(node.get_name(), [k.strip("/").split("/")[-1] for k in keys], n=3, cutoff=0.6)
+        raise ParameterError(f"no section for node '{node.get_name()}' in the parameter file(s) {', '.join(files)} "
+                             f"(sections: {', '.join(keys) or 'none'}"
+                             + (f"; did you mean {', '.join(near)}?" if near else "") + "): every parameter would "
+                             f"keep its default; name the section '{node.get_name()}'")
 
 
 def pose_to_arrays(pose: Pose) -> tuple[np.ndarray, np.ndarray]:

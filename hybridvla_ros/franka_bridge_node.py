@@ -97,6 +97,10 @@ class FrankaBridge(Node):
         self.v = values
         self.arm, self.frame_id = values["arm"], values["frame_id"]
         self.pipeline = GuardPipeline(config)
+        if len(values["joint_names"]) != self.pipeline.chain.dof:  # e.g. model:=piper with the FR3's 7 joints
+            raise ParameterError(f"parameter 'model' = {values['model']!r} has {self.pipeline.chain.dof} joints but "
+                                 f"'joint_names' lists {len(values['joint_names'])}: the arm model and the joint "
+                                 f"names must describe the same arm")
         self.gripper_width = 0.0          # m, measured
         self._pose = None                 # (position, quaternion, receipt time s) from current_pose
         self._pose_frame: str | None = None  # frame_id of the newest current_pose

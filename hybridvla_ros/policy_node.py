@@ -32,6 +32,7 @@ from hybridvla_ros.images import image_to_rgb
 MODES = ("hybrid", "diffusion", "autoregressive")
 GRIPPER_RULES = ("average", "autoregressive")  # ensemble.GRIPPER_RULES (importing hybridvla_core.model loads torch)
 PRESETS = ("reference", "single-prefill")  # policy.PRESETS, likewise
+MAX_INPUT_AGE_S = 2.0
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -60,8 +61,9 @@ class PolicyNode(Node):
             "ensemble_gripper": ("", lambda v: v in ("", *GRIPPER_RULES),
                                  f"one of {', '.join(GRIPPER_RULES)}, or empty for the checkpoint's"),
             "control_rate_hz": (10.0, lambda v: 0.0 < v <= 1000.0, "Hz in (0, 1000]"),
-            "max_image_age_s": (0.2, lambda v: v > 0.0, "seconds > 0"),
-            "max_state_age_s": (0.2, lambda v: v > 0.0, "seconds > 0"),
+            # A frame or state older than a few seconds is no observation of now; .inf would disable the check.
+            "max_image_age_s": (0.2, lambda v: 0.0 < v <= MAX_INPUT_AGE_S, f"0 < seconds <= {MAX_INPUT_AGE_S}"),
+            "max_state_age_s": (0.2, lambda v: 0.0 < v <= MAX_INPUT_AGE_S, f"0 < seconds <= {MAX_INPUT_AGE_S}"),
             "device": ("auto", lambda v: v in ("auto", "cpu") or v.startswith("cuda"), "auto, cpu, cuda or cuda:N"),
             "dtype": ("auto", lambda v: v in DTYPES, f"one of {', '.join(DTYPES)} (auto: float32 on CPU, bfloat16 on CUDA)"),
             "unnorm_key": ("", None, "the dataset_statistics.json entry; empty = the checkpoint's"),

@@ -235,6 +235,9 @@ def test_estop_latches_until_cleared(lab):
     ("output_type:=twist", "output_type"),
     ("guards.workspace_min:=[0.9, 0.0, 0.0]", "guards.workspace_max"),
     ("guards.min_confidence:=1.5", "guards.min_confidence"),
+    ("guards.max_translation_step:=100.0", "guards.max_translation_step"),  # above its upper bound (0.1 m)
+    ("guards.max_joint_step:=100.0", "guards.max_joint_step"),
+    ("model:=piper", "model"),  # a 6-joint arm model with the FR3's 7 joint names
 ])
 def test_a_bad_parameter_stops_the_node_with_one_line(tmp_path, override, name):
     bridge = Process("hybridvla_ros.franka_bridge_node", ROOT / "config/franka.yaml", override, log=tmp_path / "bad.log")
@@ -244,3 +247,24 @@ def test_a_bad_parameter_stops_the_node_with_one_line(tmp_path, override, name):
         bridge.stop()
     lines = [line for line in bridge.output().splitlines() if line.strip()]
     assert rc == 2 and len(lines) == 1 and f"'{name}'" in lines[0], lines
+
+
+def test_a_misspelt_parameter_or_node_section_stops_the_bridge(tmp_path):
+    """A typo would leave the default in force (guards.max_translaton_step: the 3 cm step), a misspelt node key every
+    default (another workspace, a relative output topic): both are refused in one line naming the near name."""
+    typo = Process("hybridvla_ros.franka_bridge_node", ROOT / "config/franka.yaml", "guards.max_translaton_step:=0.05",
+                   log=tmp_path / "typo.log")
+    misspelt = tmp_path / "franka.yaml"
+    misspelt.write_text((ROOT / "config/franka.yaml").read_text().replace("franka_bridge:", "franka_brige:", 1))
+    section = Process("hybridvla_ros.franka_bridge_node", misspelt, log=tmp_path / "section.log")
+    try:
+        codes = [typo.proc.wait(timeout=60), section.proc.wait(timeout=60)]
+    finally:
+        typo.stop()
+        section.stop()
+    typo_lines = [line for line in typo.output().splitlines() if line.strip()]
+    assert codes[0] == 2 and len(typo_lines) == 1, typo_lines
+    assert "guards.max_translaton_step (did you mean guards.max_translation_step?)" in typo_lines[0]
+    section_lines = [line for line in section.output().splitlines() if line.strip()]
+    assert codes[1] == 2 and len(section_lines) == 1, section_lines
+    assert "no section for node 'franka_bridge'" in section_lines[0] and "did you mean franka_brige?" in section_lines[0]

@@ -208,6 +208,10 @@ def test_a_stopped_camera_stops_the_targets_within_two_periods(franka):
      "[PolicyNode] error: parameter 'checkpoint' = '/nonexistent' is invalid: expected a checkpoint directory"),
     ("policy_node", "policy_agilex.yaml", {"checkpoint": "FRANKA"},
      "do not match the checkpoint's views ['front', 'wrist']"),
+    ("policy_node", "policy_franka.yaml", {"max_image_age_s": ".inf"},  # would disable the stale-frame check
+     "[PolicyNode] error: parameter 'max_image_age_s' = inf is invalid: expected 0 < seconds <= 2.0"),
+    ("policy_node", "policy_franka.yaml", {"thetaa": "0.5"},  # a typo: theta would keep its default
+     "[PolicyNode] error: unknown parameter(s) for node 'policy': thetaa (did you mean theta?)"),
     ("camera_node", "cameras_franka.yaml", {"color_profile": "640x480"},
      "[CameraNode] error: parameter 'color_profile' = '640x480' is invalid: expected WIDTHxHEIGHTxFPS"),
     ("camera_node", "cameras_franka.yaml", {"backend": "video", "path": "/nonexistent"},
