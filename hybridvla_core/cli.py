@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from hybridvla_core.errors import UserError
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("hybridvla_core.doctor", "check the installation: Python packages, ROS 2, messages, rendering"),
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybridvla",
         description="HybridVLA for ROS 2: train, evaluate and simulate the diffusion + autoregressive policy.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a user's mistake (a bad file, parameter or option) instead of "
+                             "its one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in SUBCOMMANDS.items():
@@ -41,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """`hybridvla [--debug] COMMAND ...`: a user's mistake (errors.UserError, a missing file) ends in one line and
+    exit status 2; --debug shows its traceback instead. Any other exception is a bug and keeps its traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     parser = build_parser()
     # Import only the chosen subcommand's module, then parse again with its arguments.
     if argv and argv[0] in SUBCOMMANDS:
@@ -49,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         sub = argparse.ArgumentParser(prog=f"hybridvla {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
-        return int(module.run(args) or 0)
+        try:
+            return int(module.run(args) or 0)
+        except (UserError, FileNotFoundError) as error:
+            if debug:
+                raise
+            print(f"hybridvla {argv[0]}: {error} (--debug shows where)", file=sys.stderr)
+            return 2
     parser.parse_args(argv)  # prints help / an error naming the unknown command
     return 2
 

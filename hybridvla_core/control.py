@@ -51,6 +51,7 @@ class Sample:
     stamp: float  # measurement time [s]
     arrival: float  # when it reached the node [s]
     used: bool = False
+    size: tuple[int, int] | None = None  # an image's (width, height) [px], when known
 
 
 class LatestInputs:
@@ -62,12 +63,12 @@ class LatestInputs:
         self._lock = threading.Lock()
         self.superseded = 0
 
-    def put(self, source: str, value, stamp: float, arrival: float) -> None:
+    def put(self, source: str, value, stamp: float, arrival: float, size: tuple[int, int] | None = None) -> None:
         with self._lock:
             previous = self._samples[source]
             if previous is not None and not previous.used:
                 self.superseded += 1
-            self._samples[source] = Sample(value, stamp, arrival)
+            self._samples[source] = Sample(value, stamp, arrival, size=size)
 
     def clear(self, source: str) -> None:
         with self._lock:
@@ -94,6 +95,25 @@ def input_problems(samples: Mapping[str, Sample | None], now: float, max_age: Ma
             problems.append(f"{name} is {age:.3f} s old (limit {max_age[name]:g} s)")
         elif age < -max_age[name]:  # stamped on another clock (device time not mapped, sim time vs wall)
             problems.append(f"{name} is stamped {-age:.3f} s in the future (clocks differ?)")
+    return problems
+
+
+MIN_FRAME_SIDE = 16  # px: a smaller frame (1x1, 1000x1) is no camera image, whatever the camera declared
+
+
+def frame_problems(samples: Mapping[str, Sample | None], declared: Mapping[str, tuple[int, int]]) -> list[str]:
+    """Why frames must not be acted on although fresh: smaller than MIN_FRAME_SIDE, or another size than their
+    camera declares (its camera_info). declared: source -> (width, height) [px]."""
+    problems = []
+    for name, sample in samples.items():
+        if sample is None or sample.size is None:
+            continue
+        width, height = sample.size
+        if min(width, height) < MIN_FRAME_SIDE:
+            problems.append(f"{name} frame is {width}x{height} px: no camera image (under {MIN_FRAME_SIDE} px a side)")
+        elif name in declared and (width, height) != declared[name]:
+            problems.append(f"{name} frame is {width}x{height} px but its camera declares "
+                            f"{declared[name][0]}x{declared[name][1]} (camera_info)")
     return problems
 
 
@@ -244,6 +264,7 @@ class Controller:
         self.max_age = {**{f"view {v}": max_image_age_s for v in self.view_names},
                         **{f"arm {a} state": max_state_age_s for a in self.arm_names}}
         self._lock = threading.Lock()
+        self._declared: dict[str, tuple[int, int]] = {}
         self._instruction = ""
         self.set_instruction(instruction)
         self.enabled = enabled
@@ -251,8 +272,13 @@ class Controller:
         self.stage_times = StageTimes()
 
     # ------------------------------------------------------------------------------------ inputs
-    def put_image(self, view: str, image, stamp: float, arrival: float) -> None:
-        self.inputs.put(f"view {view}", image, stamp, arrival)
+    def put_image(self, view: str, image, stamp: float, arrival: float, size: tuple[int, int] | None = None) -> None:
+        """size: the frame's (width, height) [px], checked against the camera's declared size (declare_image_size)."""
+        self.inputs.put(f"view {view}", image, stamp, arrival, size)
+
+    def declare_image_size(self, view: str, width: int, height: int) -> None:
+        """The size the view's camera says it sends (its camera_info): frames of another size are refused."""
+        self._declared[f"view {view}"] = (int(width), int(height))
 
     def put_state(self, arm: str, reading: ArmReading, stamp: float, arrival: float) -> None:
         self.inputs.put(f"arm {arm} state", reading, stamp, arrival)
@@ -276,7 +302,7 @@ class Controller:
         """Act on the newest inputs if all are fresh at `now` [s]."""
         self.counters.steps += 1
         samples = self.inputs.take()
-        problems = input_problems(samples, now, self.max_age)
+        problems = input_problems(samples, now, self.max_age) + frame_problems(samples, self._declared)
         instruction = self.instruction
         if not instruction:
             problems.append("no instruction set (call ~/set_instruction)")

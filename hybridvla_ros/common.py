@@ -18,6 +18,8 @@ from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedE
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from hybridvla_core.errors import UserError
+
 # Sensor streams (cameras, measured state): newest sample only, never block the publisher.
 SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 # Commands (targets, gripper): reliable, but only the newest matters.
@@ -26,7 +28,7 @@ COMMAND_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=R
 EVENT_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
 
-class ParameterError(ValueError):
+class ParameterError(UserError):
     """A node parameter is missing or invalid: the node stops at start with this one line."""
 
 
@@ -130,7 +132,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.2)
         return 0
-    except ParameterError as exc:
+    except UserError as exc:  # a bad parameter, checkpoint, bag or camera setting: one line (errors.py)
         print(f"[{getattr(factory, '__name__', 'node')}] error: {exc}", file=sys.stderr, flush=True)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C / SIGTERM: a normal stop

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridvla_core import demo as core
+from hybridvla_core.errors import UserError
 from hybridvla_core.guards import EventKind
 from hybridvla_core.resources import resource_path
 
@@ -373,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=25.0, help="simulated seconds per episode (25)")
     parser.add_argument("--output", type=Path, help="report directory (default outputs/demo-<time>)")
     parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID or a random one)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user's mistake (a bad checkpoint) "
+                                                             "instead of its one-line message")
     args = parser.parse_args(argv)
 
     if args.robot == "agilex":
@@ -386,6 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (checkpoint / "config.json").is_file():
         print(f"hybridvla_demo: no checkpoint at {checkpoint} (train one with scripts/train_demo_policy.sh)",
               file=sys.stderr)
+        return 2
+    try:  # a damaged checkpoint is said here in one line, not by a policy node exiting later
+        from hybridvla_core.model.checkpoint import load_checkpoint
+
+        load_checkpoint(checkpoint)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"hybridvla_demo: {exc}", file=sys.stderr)
         return 2
     modes = list(core.MODES) if args.mode == "all" else [args.mode]
     training = checkpoint / "training_seeds.json"

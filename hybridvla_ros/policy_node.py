@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.time import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import SetBool
 
 from hybridvla_core.actions import ArmPose
@@ -32,6 +32,11 @@ from hybridvla_ros.images import image_to_rgb
 MODES = ("hybrid", "diffusion", "autoregressive")
 GRIPPER_RULES = ("average", "autoregressive")  # ensemble.GRIPPER_RULES (importing hybridvla_core.model loads torch)
 PRESETS = ("reference", "single-prefill")  # policy.PRESETS, likewise
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """/camera/front/color/image_raw -> /camera/front/color/camera_info (the image_transport convention)."""
+    return image_topic.rsplit("/", 1)[0] + "/camera_info"
 MAX_INPUT_AGE_S = 2.0
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -90,6 +95,9 @@ class PolicyNode(Node):
 
         for view, topic in zip(p["view_names"], p["image_topics"]):
             self.create_subscription(Image, topic, lambda msg, v=view: self._on_image(v, msg), SENSOR_QOS)
+            # The camera's declared size, beside its image as every ROS camera driver publishes it.
+            self.create_subscription(CameraInfo, camera_info_topic(topic),
+                                     lambda msg, v=view: self._on_camera_info(v, msg), SENSOR_QOS)
         for arm, topic in zip(p["arm_names"], p["state_topics"]):
             self.create_subscription(ArmState, topic, lambda msg, a=arm: self._on_state(a, msg), SENSOR_QOS)
         self.target_pubs = [self.create_publisher(ArmTarget, t, COMMAND_QOS) for t in p["target_topics"]]
@@ -144,7 +152,11 @@ class PolicyNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, view: str, msg: Image) -> None:
-        self.controller.put_image(view, msg, stamp_s(msg.header.stamp), self._now())
+        self.controller.put_image(view, msg, stamp_s(msg.header.stamp), self._now(), (msg.width, msg.height))
+
+    def _on_camera_info(self, view: str, msg: CameraInfo) -> None:
+        if msg.width > 0 and msg.height > 0:
+            self.controller.declare_image_size(view, msg.width, msg.height)
 
     def _on_state(self, arm: str, msg: ArmState) -> None:
         position, quaternion = pose_to_arrays(msg.pose)

@@ -12,12 +12,14 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from hybridvla_core.errors import UserError
+
 
 class CameraError(RuntimeError):
     """The camera failed or disappeared (unplugged, timed out). CameraStream reconnects after it."""
 
 
-class CameraConfigError(ValueError):
+class CameraConfigError(UserError):
     """A camera setting can never work (bad profile, unsupported device, missing SDK): no retry helps."""
 
 

@@ -25,6 +25,7 @@ from rosbags.highlevel import AnyReader
 
 from hybridvla_core import bags
 from hybridvla_core.actions import ActionConvention, ArmPose, from_absolute_targets, state_from_poses
+from hybridvla_core.errors import UserError
 
 ARM_STATE = "hybridvla_msgs/msg/ArmState"
 ARM_TARGET = "hybridvla_msgs/msg/ArmTarget"
@@ -33,7 +34,7 @@ EPISODE_EVENT = "hybridvla_msgs/msg/EpisodeEvent"
 GOOD_OUTCOMES = ("success", "unknown")
 
 
-class BagError(ValueError):
+class BagError(UserError):
     """A bag that cannot be used; the message is the one line to print."""
 
 

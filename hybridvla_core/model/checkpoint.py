@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from hybridvla_core.actions import DatasetStatistics, load_dataset_statistics, save_dataset_statistics
+from hybridvla_core.errors import UserError
 from hybridvla_core.model.config import LLMConfig, ModelConfig
 from hybridvla_core.model.hybridvla import HybridVLA
 from hybridvla_core.model.text_tokenizer import load_tokenizer
@@ -43,7 +44,7 @@ def save_checkpoint(model: HybridVLA, directory: str | Path, statistics: dict[st
     return directory
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint directory that cannot be used as it is: one line naming the file and what is wrong."""
 
 

@@ -242,3 +242,20 @@ def test_ticker_on_simulation_time_follows_that_clock_at_any_speed():
     assert wall.t - 500.0 == pytest.approx(0.6, abs=0.01)  # 0.3 s of simulation took 0.6 s of wall time
     start.update(sim=10.0, wall=wall.t)  # the simulation restarted: the grid restarts, nothing missed
     assert ticker.wait() == pytest.approx(10.0) and ticker.missed == 0
+
+
+@pytest.mark.parametrize("size, declared, problem", [
+    ((1, 1), None, "view front frame is 1x1 px: no camera image (under 16 px a side)"),
+    ((1000, 1), (640, 480), "view front frame is 1000x1 px: no camera image (under 16 px a side)"),
+    ((320, 240), (640, 480), "view front frame is 320x240 px but its camera declares 640x480 (camera_info)"),
+])
+def test_a_frame_unlike_its_camera_is_refused_like_a_stale_one(size, declared, problem):
+    controller, policy = fresh_controller()
+    if declared is not None:
+        controller.declare_image_size("front", *declared)
+    controller.put_image("front", np.zeros((size[1], size[0], 3), np.uint8), 9.98, 9.99, size)
+    skip = controller.step(10.0)
+    assert isinstance(skip, Skip) and skip.kind == "stale" and skip.problems == [problem]
+    assert policy.observations == []  # the policy never saw it
+    controller.put_image("front", np.zeros((480, 640, 3), np.uint8), 9.99, 10.0, (640, 480))
+    assert isinstance(controller.step(10.0), Step)  # the declared size (or any plausible one) is acted on

@@ -227,3 +227,4 @@ def test_a_bad_parameter_stops_the_node_with_one_clear_line(checkpoints, executa
     assert code == 2, process.output
     assert len(errors) == 1 and expected in errors[0], process.output
     assert "Traceback" not in process.output
+
