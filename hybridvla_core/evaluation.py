@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     bag_names = [str(e.path) for e in episodes]
     args.output.mkdir(parents=True, exist_ok=True)
-    summaries, steps, checkpoints = {}, {}, {}
+    summaries, steps, checkpoints, unusable = {}, {}, {}, []
     for directory in [args.checkpoint] + ([args.compare] if args.compare else []):
         label = _label(directory, set(summaries))
         try:
@@ -260,11 +260,13 @@ def run(args: argparse.Namespace) -> int:
                                             preset=args.preset, seed=args.seed)
         except (OSError, ValueError, KeyError) as exc:
             log(f"skipped checkpoint {directory}: {exc}")
+            unusable.append({"path": str(directory), "reason": str(exc)})
             continue
         mismatches = []
         arrays = evaluate_checkpoint(policy, episodes, args.max_steps, log=lambda line: (log(line), mismatches.append(line)))
         if arrays is None:
             log(f"skipped checkpoint {directory}: no bag fits it")
+            unusable.append({"path": str(directory), "reason": "no bag fits it"})
             continue
         summaries[label] = summarize(arrays, policy.theta, bag_names)
         summaries[label]["mode"] = args.mode
@@ -278,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     text = table(summaries)
     summary = {"checkpoints": checkpoints, "results": summaries, "bags": bag_names, "left_out": left_out,
+               "checkpoints_not_evaluated": unusable,
                "settings": {"rate_hz": args.rate, "mode": args.mode, "seed": args.seed, "max_steps": args.max_steps,
                             "layout": layout.__dict__}}
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))

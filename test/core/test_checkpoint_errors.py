@@ -116,3 +116,26 @@ def test_a_checkpoint_from_before_token_layout_keeps_its_layout(good, tmp_path):
     old = damaged(good, tmp_path, config_text=drop)
     assert json.loads((good / "config.json").read_text())["token_layout"] == "reference"
     assert Policy.from_checkpoint(old).config.token_layout == "compact"
+
+
+def test_eval_bags_reports_the_good_checkpoint_and_names_the_damaged_one(good, tmp_path, capsys):
+    """--checkpoint GOOD --compare BAD: GOOD's results are written, BAD is named with its reason (it used to end in a
+    traceback after GOOD was evaluated, and nothing was written)."""
+    import sys
+    from pathlib import Path
+
+    from hybridvla_core.cli import main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))
+    from test_build_streaming import write_bag
+
+    bag = write_bag(tmp_path / "bag", 0, size=(32, 32))
+    bad = damaged(good, tmp_path, weights_bytes=lambda b: b[: len(b) // 2])
+    out = tmp_path / "eval"
+    assert main(["eval-bags", str(bag), "--checkpoint", str(good), "--compare", str(bad), "--max-steps", "3",
+                 "--no-plots", "-o", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["results"]) == [good.name] and summary["results"][good.name]["steps"] == 3
+    assert [c["path"] for c in summary["checkpoints_not_evaluated"]] == [str(bad)]
+    assert "not a readable safetensors file" in summary["checkpoints_not_evaluated"][0]["reason"]
+    assert f"skipped checkpoint {bad}" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 scripts, the same config/ parameter files, node names from those files): camera_node (video backend on
 generated frames) -> policy_node (tiny checkpoint) -> ArmTarget, with this process standing in for the
 arm bridges (it publishes ArmState and receives the targets)."""
+import shutil
 import threading
 import time
 
@@ -212,14 +213,23 @@ def test_a_stopped_camera_stops_the_targets_within_two_periods(franka):
      "[PolicyNode] error: parameter 'max_image_age_s' = inf is invalid: expected 0 < seconds <= 2.0"),
     ("policy_node", "policy_franka.yaml", {"thetaa": "0.5"},  # a typo: theta would keep its default
      "[PolicyNode] error: unknown parameter(s) for node 'policy': thetaa (did you mean theta?)"),
+    ("policy_node", "policy_franka.yaml", {"checkpoint": "DAMAGED"},  # a half-copied model.safetensors
+     "model.safetensors: not a readable safetensors file"),
     ("camera_node", "cameras_franka.yaml", {"color_profile": "640x480"},
      "[CameraNode] error: parameter 'color_profile' = '640x480' is invalid: expected WIDTHxHEIGHTxFPS"),
     ("camera_node", "cameras_franka.yaml", {"backend": "video", "path": "/nonexistent"},
      "[CameraNode] error: camera: /nonexistent: no such video file or image folder"),
 ])
-def test_a_bad_parameter_stops_the_node_with_one_clear_line(checkpoints, executable, params, overrides, expected):
+def test_a_bad_parameter_stops_the_node_with_one_clear_line(checkpoints, executable, params, overrides, expected,
+                                                            tmp_path):
     base = {"checkpoint": "FRANKA"} if executable == "policy_node" else {}  # as the launch files pass it
-    overrides = {k: (str(checkpoints["franka"]) if v == "FRANKA" else v) for k, v in {**base, **overrides}.items()}
+    damaged = tmp_path / "damaged"
+    if "DAMAGED" in overrides.values():
+        shutil.copytree(checkpoints["franka"], damaged)
+        weights = damaged / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:4096])
+    named = {"FRANKA": str(checkpoints["franka"]), "DAMAGED": str(damaged)}
+    overrides = {k: named.get(v, v) for k, v in {**base, **overrides}.items()}
     node_name = camera_names("franka")[0] if executable == "camera_node" else None
     process = NodeProcess(executable, CONFIG / params, node_name, overrides)
     code = process.wait(timeout=90)
