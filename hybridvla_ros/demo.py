@@ -270,7 +270,7 @@ def run_episode(graph: Graph, procs: Processes, seed: int, time_limit: float, fi
     time.sleep(0.5)  # the reset's first frames and a fresh success flag reach the nodes
     graph.capture = [] if film else None
     graph.active = True
-    graph.call("bridge", graph.request("SetBool", data=True))
+    _enable_bridge(graph)
     graph.call("policy", graph.request("SetBool", data=True))
     # The time limit is simulation time, as in eval-policy: a machine too busy for real time slows the
     # simulation and every node on /clock alike, and the episode gets the same simulated seconds.
@@ -361,6 +361,21 @@ def write_plots(summary: dict, latencies: dict[str, list[float]], out: Path) -> 
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
+
+
+def _enable_bridge(graph, timeout_s: float = 10.0) -> None:
+    """Enable franka_bridge as an operator would: its bring-up checks (fresh state at the configured rate) can refuse
+    while the lab is still starting or the machine is busy, so ask again for a while; say it when it stays refused
+    (the episode then runs with the arm held, and its guard events show 'disabled')."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reply = graph.call("bridge", graph.request("SetBool", data=True))
+        if reply.success:
+            return
+        if time.monotonic() > deadline:
+            print(f"  franka_bridge refused to enable: {reply.message}", flush=True)
+            return
+        time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
