@@ -5,7 +5,6 @@ for the first time would. Each refusal is one line that names what is wrong and 
   - no controller subscribed to /target_pose; a second publisher on it (crisp then drops every target);
   - the gripper at /fr3_gripper (franka_ros2 < 2.0) while the bridge looks at /franka_gripper (>= 2.0).
 Expected names come from the vendors' code (test/vendor_interfaces.py)."""
-import threading
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ from std_srvs.srv import SetBool  # noqa: E402
 
 from hybridvla_msgs.msg import ArmState, ArmTarget, PolicyAction  # noqa: E402
 from hybridvla_msgs.srv import SetInstruction  # noqa: E402
-from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, arrays_to_pose  # noqa: E402
+from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, arrays_to_pose  # noqa: E402
 
 from conftest import CONFIG, NodeProcess  # noqa: E402
 

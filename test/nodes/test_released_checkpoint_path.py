@@ -5,7 +5,6 @@ franka_bridge with the shipped parameter files, the policy file with the README'
 checkpoint). The policy runs the reference preset by default and its targets pass the bridge's guards."""
 import math
 import subprocess
-import sys
 import threading
 import time
 
