@@ -5,14 +5,20 @@
 - `EpisodeWriter`: one episode = one rosbag2 directory with MCAP storage, full message definitions per
   connection (ros2msg text, as `ros2 bag record` writes them) and string metadata in metadata.yaml's
   custom_data (instruction, seed, ...). Accepts rosbags message objects (`write`) or serialized CDR bytes
-  (`write_cdr`, e.g. what an rclpy raw subscription delivers). Compression (`COMPRESSIONS`): "zstd" (the
-  default) is rosbag2's message mode, each message its own zstd frame, exactly what
+  (`write_cdr`, e.g. what an rclpy raw subscription delivers). Compression (`COMPRESSIONS`):
+  "chunk-zstd" (the default) is MCAP's own chunk compression, what
+  `ros2 bag record -s mcap --storage-preset-profile zstd_fast` (or zstd_small) writes: the storage compresses
+  its ~1 MiB chunks, metadata.yaml says compression_format '' and compression_mode '' (rosbag2 records only
+  its own compression layer there), and every MCAP reader (Foxglove, the `mcap` package, `ros2 bag`) decodes
+  the messages without knowing about rosbag2. "message-zstd" (older name "zstd", the default before) is
+  rosbag2's message mode, each message its own zstd frame, what
   `ros2 bag record -s mcap --compression-mode message --compression-format zstd` writes (metadata.yaml:
-  compression_format zstd, compression_mode message), so `ros2 bag info/play` read these bags with the stock
-  rosbag2_compression_zstd plugin; "none" stores the CDR bytes as they are.
+  compression_format zstd, compression_mode message): `ros2 bag` reads it through rosbag2_compression_zstd,
+  but plain MCAP readers hand out zstd frames instead of CDR. "none" stores the CDR bytes as they are.
 - `msg`: builders of the message objects the suite records, every unit stated.
 - Readers: `read_messages`, `read_raw` (undecoded CDR), `topic_summary`, `bag_metadata`,
-  `bag_compression`; `stored_to_cdr` undoes message-mode compression for readers of raw storage records.
+  `bag_compression`; `stored_to_cdr` undoes message-mode compression for readers of raw storage records;
+  `mcap_chunk_compression` says how an MCAP file's chunks are compressed. Every reader accepts all three kinds.
 
 Timestamps are integer nanoseconds (the bag's receive time and every header stamp); the caller decides the
 clock (simulation time or wall time) and uses it consistently within a bag.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +45,11 @@ from hybridvla_core.resources import SOURCE_ROOT
 DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
 DEFAULT_DISTRO = "kilted"  # definitions of the types the suite records are identical in humble..kilted
 INTERFACE_PACKAGES = ("hybridvla_msgs",)
-COMPRESSIONS = ("zstd", "none")  # zstd: rosbag2 message-mode zstd; none: raw CDR
-DEFAULT_COMPRESSION = "zstd"
+# chunk-zstd: MCAP chunk compression (zstd); message-zstd: rosbag2 message-mode zstd; none: raw CDR
+COMPRESSIONS = ("chunk-zstd", "message-zstd", "none")
+COMPRESSION_ALIASES = {"zstd": "message-zstd"}  # "zstd" named message mode while it was the default
+DEFAULT_COMPRESSION = "chunk-zstd"
+MCAP_MAGIC = b"\x89MCAP0\r\n"
 INCOMPLETE_MARKER = "RECORDING_INCOMPLETE"  # the recorder's file in an episode it has not closed yet
 CRASHED_SUFFIX = ".crashed"  # `hybridvla dataset recover NAME` keeps the crashed original as NAME.crashed
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # first bytes of every zstd frame; CDR starts with 0x00 (encapsulation id)
@@ -55,10 +65,13 @@ def zstd_module():
 
 
 def check_compression(compression: str) -> str:
-    """`compression` if it is one of COMPRESSIONS, else a one-line ValueError naming it."""
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
-    return compression
+    """The name in COMPRESSIONS that `compression` means (an old name, COMPRESSION_ALIASES, gives its new one),
+    else a one-line ValueError naming it."""
+    name = COMPRESSION_ALIASES.get(compression, compression) if isinstance(compression, str) else compression
+    if name not in COMPRESSIONS:
+        aliases = ", ".join(f"{old} = {new}" for old, new in COMPRESSION_ALIASES.items())
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)} ({aliases}), got {compression!r}")
+    return name
 
 
 def is_zstd_frame(data: bytes) -> bool:
@@ -106,8 +119,10 @@ class EpisodeWriter:
 
     Topics are registered on first use with the message's own type. The directory must not exist yet.
     If the body raises, the bag is still closed properly, so what was written stays readable.
-    compression: "zstd" (rosbag2 message-mode zstd, each message compressed on its own, as
-    `ros2 bag record --compression-mode message --compression-format zstd`) or "none" (see COMPRESSIONS).
+    compression (see COMPRESSIONS): "chunk-zstd" (MCAP chunks zstd compressed, as
+    `ros2 bag record -s mcap --storage-preset-profile zstd_fast`; what MCAP tools such as Foxglove read),
+    "message-zstd" or its old name "zstd" (rosbag2 message mode, each message compressed on its own, as
+    `ros2 bag record --compression-mode message --compression-format zstd`) or "none".
     """
 
     def __init__(self, path: str | Path, *, metadata: dict[str, str] | None = None,
@@ -116,7 +131,9 @@ class EpisodeWriter:
         self.path = Path(path)
         self.store = store or typestore()
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
-        if compression == "zstd":
+        if self.compression == "chunk-zstd":  # rosbags' MCAP storage compresses each chunk; metadata '' and ''
+            self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+        elif self.compression == "message-zstd":
             self._writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
         self._writer.open()
         self._connections: dict[str, Any] = {}
@@ -330,9 +347,42 @@ def bag_metadata(path: str | Path) -> dict[str, str]:
     return dict(_bag_info(path).get("custom_data") or {})
 
 
+def mcap_chunk_compression(path: str | Path) -> str:
+    """How the chunks of an MCAP file are compressed: the compression its first compressed chunk names ("zstd",
+    "lz4"), "" when no chunk is compressed (or the file has no chunks). Reads record headers only (seeking past
+    their bodies), up to the data section's end; a file cut short (a crashed recording) is read as far as it goes."""
+    with Path(path).open("rb") as f:
+        if f.read(8) != MCAP_MAGIC:
+            raise ValueError(f"{path}: not an MCAP file")
+        while True:
+            head = f.read(9)
+            if len(head) < 9 or head[0] in (0x0F, 0x02):  # end of file, data end, footer
+                return ""
+            op, length = head[0], struct.unpack_from("<Q", head, 1)[0]
+            start = f.tell()
+            if op == 0x06:  # chunk: start time, end time, uncompressed size, crc, compression, ...
+                body = f.read(min(length, 32))
+                if len(body) == 32:
+                    (n,) = struct.unpack_from("<I", body, 28)
+                    compression = f.read(n).decode(errors="replace") if 0 < n <= 64 else ""
+                    if compression:
+                        return compression
+            f.seek(start + length)
+
+
 def bag_compression(path: str | Path) -> tuple[str, str]:
-    """(compression_format, compression_mode) of a rosbag2 directory as metadata.yaml records them, lower
-    case, "none" where unset: ("zstd", "message") for our default, ("zstd", "file") for file mode."""
+    """(format, mode) of a rosbag2 directory's compression, lower case, "none" where there is none:
+    ("zstd", "chunk") for chunk-zstd (MCAP chunk compression, found in the .mcap file: rosbag2 records it
+    nowhere, metadata.yaml's compression fields stay empty), otherwise what metadata.yaml records:
+    ("zstd", "message") for message-zstd, ("zstd", "file") for file mode, ("none", "none") for none."""
+    path = Path(path)
     info = _bag_info(path)
     fmt, mode = str(info.get("compression_format") or "").lower(), str(info.get("compression_mode") or "").lower()
+    if not fmt and not mode:
+        for name in info.get("relative_file_paths") or []:
+            file = path / Path(str(name)).name
+            if file.suffix == ".mcap" and file.is_file():
+                chunk = mcap_chunk_compression(file)
+                if chunk:
+                    return chunk.lower(), "chunk"
     return fmt or "none", mode or "none"

@@ -6,7 +6,8 @@
 - Crash safety: every open episode directory holds INCOMPLETE_MARKER until its bag is closed. A SIGKILL or a
   power cut leaves finished episodes untouched and the open one clearly marked; `recover_episode` turns the
   marked bag's completed MCAP chunks (all but at most the last ~1 MiB of stored data) into a proper bag,
-  with message-mode zstd compressed messages as well as uncompressed ones.
+  from zstd compressed chunks (chunk-zstd, the default) as well as from message-mode zstd compressed messages
+  and uncompressed ones, and writes it with the crashed bag's own compression.
   Ctrl-C (SIGINT) is not a crash: `close()` finishes the open episode with outcome "interrupted".
 - `KeyReader`: single-key commands from the terminal in cbreak mode (works over SSH, no GUI); disabled when
   stdin is not a tty or CI is set, leaving the recorder's service as the only control.
@@ -459,8 +460,9 @@ def _mcap_string(body: bytes, pos: int) -> tuple[str, int]:
 
 def read_truncated_mcap(path: str | Path, *, stored: bool = False) -> Iterator[tuple[str, str, int, bytes]]:
     """(topic, msgtype, log time ns, CDR bytes) of every message in the complete chunks of an MCAP file
-    whose writer never finished (no footer, no summary), in file order. Message-mode compressed messages
-    (one zstd frame each) come back as CDR; stored=True gives the bytes as stored instead."""
+    whose writer never finished (no footer, no summary), in file order. zstd compressed chunks are
+    decompressed; message-mode compressed messages (one zstd frame each) come back as CDR, and stored=True
+    gives the message bytes as stored in the chunk instead (still a zstd frame each in a message-mode bag)."""
     data = Path(path).read_bytes()
     if not data.startswith(b"\x89MCAP0\r\n"):
         raise ValueError(f"{path}: not an MCAP file")
@@ -500,7 +502,8 @@ def recover_episode(path: str | Path, compression: str | None = None) -> tuple[P
     interrupted copy, or without its metadata.yaml) into a proper bag: the original moves to <path>.crashed (kept,
     nothing is deleted; its marker removed, and find_bags leaves it out) and its intact messages are written to
     <path> with metadata outcome "incomplete". compression: that of the new bag (bags.COMPRESSIONS); None = the
-    crashed bag's own (zstd when its first message is a zstd frame). Returns (new bag path, messages recovered);
+    crashed bag's own: message-zstd when its first message is a zstd frame, else chunk-zstd when its chunks
+    are compressed, else none. Returns (new bag path, messages recovered);
     a bag recovered before comes back as (path, None): recovering twice changes nothing."""
     path = Path(path)
     problem = bags.bag_problem(path)
@@ -518,12 +521,13 @@ def recover_episode(path: str | Path, compression: str | None = None) -> tuple[P
         raise ValueError(f"{crashed} already exists (an earlier recovery of {path.name} that did not finish?): "
                          f"move it away, then recover {path} again")
     if compression is not None:
-        bags.check_compression(compression)
+        compression = bags.check_compression(compression)
     messages = read_truncated_mcap(mcaps[0], stored=True)
     first = next(messages, None)  # reads the whole file: a bad one is refused before anything moves
     path.rename(crashed)
     if compression is None:
-        compression = ("zstd" if first is not None and bags.is_zstd_frame(first[3])
+        compression = ("message-zstd" if first is not None and bags.is_zstd_frame(first[3])
+                       else "chunk-zstd" if first is not None and bags.mcap_chunk_compression(crashed / mcaps[0].name)
                        else "none" if first is not None else bags.DEFAULT_COMPRESSION)
     messages = itertools.chain([first] if first is not None else [], messages)
     count, instruction = 0, None

@@ -48,9 +48,11 @@ PARAMETERS = {
     "max_episode_s": (0.0, lambda v: isinstance(v, float) and v >= 0, "seconds, 0 = no limit"),
     "keys": ("auto", lambda v: v in ("auto", "off"), "auto (terminal keys when stdin is a tty) or off"),
     "status_period_s": (1.0, lambda v: isinstance(v, float) and v > 0, "seconds > 0"),
-    "compression": (bags.DEFAULT_COMPRESSION, lambda v: v in bags.COMPRESSIONS,
-                    "zstd (rosbag2 message-mode zstd, as ros2 bag record --compression-mode message "
-                    "--compression-format zstd) or none"),
+    "compression": (bags.DEFAULT_COMPRESSION,
+                    lambda v: isinstance(v, str) and (v in bags.COMPRESSIONS or v in bags.COMPRESSION_ALIASES),
+                    "chunk-zstd (MCAP chunk compression, as ros2 bag record -s mcap --storage-preset-profile "
+                    "zstd_fast; Foxglove and mcap tools read it), message-zstd (rosbag2 message mode, as ros2 bag "
+                    "record --compression-mode message --compression-format zstd; zstd is its old name) or none"),
 }
 
 

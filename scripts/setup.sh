@@ -68,7 +68,7 @@ pip_install --no-deps --no-build-isolation -e .
 
 python - <<'PY'
 import importlib
-for mod in ("rclpy", "hybridvla_msgs.msg", "torch", "transformers", "mujoco", "rosbags", "hybridvla_core"):
+for mod in ("rclpy", "hybridvla_msgs.msg", "torch", "transformers", "mujoco", "rosbags", "mcap", "mcap_ros2", "hybridvla_core"):
     importlib.import_module(mod)
 PY
 echo "$fingerprint" >"$stamp"

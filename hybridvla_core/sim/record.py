@@ -37,7 +37,7 @@ def joint_state_message(env: SimEnv, arm: str, t_ns: int):
 
 class BagRecorder:
     """An EpisodeSink (hybridvla_core.sim.runner) writing one bag per episode into `directory`
-    (compression: bags.COMPRESSIONS, default rosbag2 message-mode zstd)."""
+    (compression: bags.COMPRESSIONS, default chunk-zstd: MCAP chunk compression)."""
 
     def __init__(self, directory: str | Path, config: SimConfig, epoch_ns: int,
                  compression: str = bags.DEFAULT_COMPRESSION):

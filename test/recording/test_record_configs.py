@@ -78,7 +78,7 @@ def test_recorder_refuses_an_unknown_compression_with_one_line(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[Recorder] error: parameter 'compression' = 'lz4' is invalid: "
-                                                   "expected zstd"), proc.stderr
+                                                   "expected chunk-zstd"), proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr and not list(tmp_path.iterdir())
 
 

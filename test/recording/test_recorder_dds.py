@@ -1,6 +1,7 @@
 """The recorder as its own process records episodes from another process over Fast DDS with zero loss, its
 bags open with rosbags and carry their message definitions, and a SIGKILL mid-episode leaves the earlier
-episodes intact and the open one marked and recoverable (bags in the default message-mode zstd)."""
+episodes intact and the open one marked and recoverable (bags in the default MCAP chunk zstd, which an
+independent MCAP reader decodes completely)."""
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -16,6 +18,8 @@ rclpy = pytest.importorskip("rclpy")
 from hybridvla_msgs.msg import EpisodeEvent  # noqa: E402
 from hybridvla_msgs.srv import EpisodeControl  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from mcap.reader import make_reader  # noqa: E402
+from mcap_ros2.decoder import DecoderFactory  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -106,6 +110,21 @@ def bag_counts(path):
         return {c.topic: c.msgcount for c in reader.connections}, {c.topic: c.msgdef for c in reader.connections}
 
 
+def decode_with_mcap(mcap_path):
+    """topic -> decoded messages in log time order, through the PyPI mcap + mcap_ros2 packages alone (what
+    Foxglove-style tools read), never the project's or rosbags' readers."""
+    decoded = {}
+    with open(mcap_path, "rb") as f:
+        for _, channel, _, ros_msg in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages(
+                log_time_order=True):
+            decoded.setdefault(channel.topic, []).append(ros_msg)
+    return decoded
+
+
+def stamp_ns(header):
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
 def test_episodes_recorded_without_loss(ros, tmp_path):
     lab = Lab(tmp_path, "hvtest_rec_client")
     try:
@@ -145,6 +164,23 @@ def test_episodes_recorded_without_loss(ros, tmp_path):
         assert meta["instruction"] == instruction and meta["robot"] == "fr3"
         stats = json.loads(meta["topic_stats"])
         assert all(stats[t]["drops"] == 0 and stats[t]["refused"] == 0 for t in counts)
+        # Every message of the episode decodes in an independent MCAP reader, with what lab_publisher sent.
+        decoded = decode_with_mcap(path / f"{path.name}.mcap")
+        assert {t: len(v) for t, v in decoded.items()} == in_bag
+        pixels = np.random.default_rng(0).integers(0, 255, 240 * 320 * 3, dtype=np.uint8).tobytes()
+        for cam in CAMERAS:
+            frames = decoded[cam]
+            assert all((m.height, m.width, m.encoding, bytes(m.data)) == (240, 320, "rgb8", pixels) for m in frames)
+            assert [stamp_ns(m.header) - stamp_ns(frames[0].header) for m in frames] == [
+                int(round(k * 1e9 / 15.0)) for k in range(len(frames))]
+        for k, m in enumerate(decoded[STATES[0]]):
+            assert list(m.name) == [f"fr3_joint{i}" for i in range(1, 8)]
+            np.testing.assert_allclose(m.position, [0.01 * k] * 7)
+        assert all((m.arm, m.header.frame_id, m.pose.position.x) == ("fr3", "fr3_link0", 0.3)
+                   for m in decoded[STATES[1]])
+        assert all((m.source, m.confidence, m.pose.orientation.w) == (3, 1.0, 1.0) for m in decoded[TARGET])
+        assert [(m.kind, m.instruction) for m in decoded[EVENTS]] == [
+            (0, instruction), (1 if instruction != instructions[1] else 2, instruction)]
     assert [bags.bag_metadata(p)["outcome"] for p in paths] == ["success", "failure", "success"]
     events = [m.message for m in bags.read_messages(paths[1], [EVENTS])]
     assert [(e.kind, e.instruction) for e in events] == [(0, instructions[1]), (2, instructions[1])]
@@ -168,14 +204,14 @@ def test_sigkill_mid_episode_keeps_earlier_episodes(ros, tmp_path):
     assert not recording.is_incomplete(done) and recording.is_incomplete(open_one)
     in_bag, _ = bag_counts(done)
     assert {t: n for t, n in in_bag.items() if t != EVENTS} == first
-    assert bags.bag_compression(done) == ("zstd", "message")
+    assert bags.bag_compression(done) == ("zstd", "chunk")
     # The open episode: its completed chunks come back as a proper bag marked incomplete.
     recovered, count = recording.recover_episode(open_one)
     assert recovered == open_one and (lab.out / "episode_0001.crashed").is_dir()
     in_bag, _ = bag_counts(recovered)
     meta = bags.bag_metadata(recovered)
     assert meta["outcome"] == "incomplete" and meta["instruction"] == "second"
-    assert bags.bag_compression(recovered) == ("zstd", "message")
+    assert bags.bag_compression(recovered) == ("zstd", "chunk")
     assert all(m.message.height == 240 for m in bags.read_messages(recovered, [CAMERAS[0]]))
     assert 0 < count == sum(in_bag.values()) <= sum(second.values()) + 1
     assert in_bag[CAMERAS[0]] > 0

@@ -67,7 +67,7 @@ def test_state_machine_and_metadata(tmp_path):
         assert meta["outcome"] == "failure" and meta["instruction"] == "pick" and meta["duration_s"] == "2.000"
         assert json.loads(meta["topic_stats"])["/cam"]["count"] == 4
         assert bags.topic_summary(path) == {"/hybridvla/episode_events": (recording.EPISODE_EVENT, 2), "/cam": (IMAGE, 4)}
-        assert bags.bag_compression(path) == ("zstd", "message")  # the default
+        assert bags.bag_compression(path) == ("zstd", "chunk")  # the default: MCAP chunk compression
         rec.start("pick", 3)
         assert rec.discard(4)[0].success and not (tmp_path / "episode_0001").exists()
         assert rec.start("pick", 5)[0].episode_index == 1  # the discarded index is used again
@@ -107,11 +107,13 @@ def test_write_queue_limit_refuses_and_counts(tmp_path):
 
 
 def test_unknown_compression_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="compression must be one of zstd, none, got 'gzip'"):
+    with pytest.raises(ValueError, match=r"compression must be one of chunk-zstd, message-zstd, none "
+                                         r"\(zstd = message-zstd\), got 'gzip'"):
         recording.EpisodeRecorder(tmp_path, compression="gzip")
 
 
-@pytest.mark.parametrize("compression, recorded_as", [("zstd", ("zstd", "message")), ("none", ("none", "none"))])
+@pytest.mark.parametrize("compression, recorded_as", [("chunk-zstd", ("zstd", "chunk")), ("zstd", ("zstd", "message")),
+                                                      ("message-zstd", ("zstd", "message")), ("none", ("none", "none"))])
 def test_recover_truncated_episode(tmp_path, compression, recorded_as):
     rec = recording.EpisodeRecorder(tmp_path, min_free_bytes=0, compression=compression)
     rec.start("stack the cups", 0)

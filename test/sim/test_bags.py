@@ -1,6 +1,6 @@
 """hybridvla_core.bags and `hybridvla sim run-experts --record`: bags that rosbags' AnyReader opens, with
 full message definitions, the topics of a real teleoperated recording, and the episode's instruction;
-rosbag2 message-mode zstd compression (the default) against uncompressed bags."""
+MCAP chunk zstd compression (the default), rosbag2 message-mode zstd and uncompressed bags."""
 import numpy as np
 import pytest
 import yaml
@@ -52,11 +52,14 @@ def _episode_messages():
     return out
 
 
-@pytest.mark.parametrize("compression, recorded_as", [("zstd", ("zstd", "message")), ("none", ("none", "none"))])
+@pytest.mark.parametrize("compression, recorded_as", [("chunk-zstd", ("zstd", "chunk")), ("zstd", ("zstd", "message")),
+                                                      ("message-zstd", ("zstd", "message")), ("none", ("none", "none"))])
 def test_compressed_and_uncompressed_episodes_round_trip_byte_exactly(tmp_path, compression, recorded_as):
     """Every message comes back byte for byte through the reader the suite uses, metadata.yaml records the
-    compression as rosbag2 expects (format zstd, mode message), and in a message-mode bag every stored message
-    is one zstd frame that states its decompressed size (rosbag2's zstd plugin refuses frames without it)."""
+    compression as rosbag2 expects (message mode: format zstd, mode message; MCAP chunk compression and none:
+    both empty, as rosbag2 writes them), in a message-mode bag every stored message is one zstd frame that
+    states its decompressed size (rosbag2's zstd plugin refuses frames without it), and in a chunk-compressed
+    bag the chunks are zstd and the messages in them plain CDR."""
     messages = _episode_messages()
     path = tmp_path / "ep"
     with EpisodeWriter(path, metadata={"instruction": "pick"}, compression=compression) as bag:
@@ -64,8 +67,10 @@ def test_compressed_and_uncompressed_episodes_round_trip_byte_exactly(tmp_path, 
             bag.write_cdr(topic, msgtype, t, data)
     assert bags.bag_compression(path) == recorded_as
     info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert (info["compression_format"], info["compression_mode"]) == (("zstd", "message") if compression == "zstd"
+    message_mode = compression in ("zstd", "message-zstd")
+    assert (info["compression_format"], info["compression_mode"]) == (("zstd", "message") if message_mode
                                                                       else ("", ""))
+    assert bags.mcap_chunk_compression(path / "ep.mcap") == ("zstd" if compression == "chunk-zstd" else "")
     assert info["relative_file_paths"] == ["ep.mcap"] and info["message_count"] == len(messages)
     back = list(bags.read_raw(path))
     assert sorted(back) == sorted(messages)  # same topics, types, times and bytes
@@ -75,7 +80,7 @@ def test_compressed_and_uncompressed_episodes_round_trip_byte_exactly(tmp_path, 
     stored = list(recording.read_truncated_mcap(path / "ep.mcap", stored=True))  # the storage's own bytes
     assert [s[:3] for s in stored] == [m[:3] for m in messages]
     for (_, _, _, raw), (_, _, _, cdr) in zip(stored, messages):
-        if compression == "zstd":
+        if message_mode:
             assert raw[:4] == bags.ZSTD_MAGIC and zstd.get_frame_info(raw).decompressed_size == len(cdr)
             assert zstd.decompress(raw) == cdr
         else:
@@ -83,7 +88,8 @@ def test_compressed_and_uncompressed_episodes_round_trip_byte_exactly(tmp_path, 
 
 
 def test_unknown_compression_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="compression must be one of zstd, none, got 'lz4'"):
+    with pytest.raises(ValueError, match=r"compression must be one of chunk-zstd, message-zstd, none "
+                                         r"\(zstd = message-zstd\), got 'lz4'"):
         EpisodeWriter(tmp_path / "ep", compression="lz4")
     assert not (tmp_path / "ep").exists()
 
@@ -178,22 +184,28 @@ def _bag_bytes(path):
 
 
 def test_recorded_sim_episodes_are_compressed_and_build_the_same_dataset_as_uncompressed(recorded, tmp_path):
-    """run-experts --record writes message-mode zstd by default: the rendered camera frames shrink several
-    times, and `hybridvla dataset build` makes the same samples from it as from an uncompressed copy."""
+    """run-experts --record writes MCAP chunk zstd by default: the rendered camera frames shrink several
+    times, and `hybridvla dataset build` makes the same samples from it as from an uncompressed copy and from
+    a message-mode zstd copy (the older default)."""
     zstd_bag = recorded[0]
-    assert bags.bag_compression(zstd_bag) == ("zstd", "message")
+    assert bags.bag_compression(zstd_bag) == ("zstd", "chunk")
     plain = _rewrite(zstd_bag, tmp_path / "bags" / "plain", "none")
     assert bags.bag_compression(plain) == ("none", "none")
     assert list(bags.read_raw(plain)) == list(bags.read_raw(zstd_bag))
     assert _bag_bytes(zstd_bag) * 4 < _bag_bytes(plain), (_bag_bytes(zstd_bag), _bag_bytes(plain))
+    per_message = _rewrite(zstd_bag, tmp_path / "bags" / "per_message", "message-zstd")
+    assert bags.bag_compression(per_message) == ("zstd", "message")
+    assert list(bags.read_raw(per_message)) == list(bags.read_raw(zstd_bag))
+    assert _bag_bytes(per_message) * 4 < _bag_bytes(plain), (_bag_bytes(per_message), _bag_bytes(plain))
 
     out = tmp_path / "set"
-    assert main(["dataset", "build", str(zstd_bag), str(plain), "-o", str(out), "--val-fraction", "0",
-                 "--include-failed"]) == 0
+    assert main(["dataset", "build", str(zstd_bag), str(plain), str(per_message), "-o", str(out),
+                 "--val-fraction", "0", "--include-failed"]) == 0
     shard = out / "train" / "shard-00000"
     episode = np.load(shard / "episode.npy")
-    assert sorted(set(episode.tolist())) == [0, 1]
+    assert sorted(set(episode.tolist())) == [0, 1, 2]
     for name in ("image_front", "image_wrist", "state", "action"):
         values = np.load(shard / f"{name}.npy")
         assert len(values[episode == 0]) > 10
         np.testing.assert_array_equal(values[episode == 0], values[episode == 1])
+        np.testing.assert_array_equal(values[episode == 0], values[episode == 2])
