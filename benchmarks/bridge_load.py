@@ -23,6 +23,8 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -105,13 +107,14 @@ def main() -> int:
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from hybridvla_msgs.msg import ArmTarget
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
     from std_srvs.srv import SetBool
 
     from hybridvla_core.kinematics import load_arm
-    from hybridvla_ros.common import COMMAND_QOS, arrays_to_pose
+    from hybridvla_ros.common import COMMAND_QOS, arrays_to_pose, stamp_s
 
     if args.robot == "fr3":
         module, params, overrides = "hybridvla_ros.franka_bridge_node", "franka.yaml", ["gripper.enabled:=false"]
@@ -133,41 +136,26 @@ def main() -> int:
     rclpy.init()
     node = Node("bench_policy_and_controller")
     lock = threading.Lock()
-    sent: dict[tuple, float] = {}            # (arm, key) -> publish time (monotonic)
-    latencies: list[tuple[float, float]] = []  # (publish time, latency s)
-    last_joints: dict[str, tuple] = {}
-    pending: dict[str, list] = {a: [] for a in arms}   # agilex: targets awaiting their command, in order
+    # Every target sent and every command seen, analysed per window (after the fact: no matching under the lock).
+    targets: list[tuple[str, float, np.ndarray]] = []        # (arm, publish time [s, wall], position [m])
+    commands: list[tuple[str, float, float, np.ndarray]] = []  # (arm, bridge stamp [s, wall], receipt [s, wall], values)
+    # Commands are read with a deep queue so that this Python process never drops one it was late to take.
+    deep = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
-    def key(p) -> tuple:
-        return tuple(round(float(v), 7) for v in p)
-
-    def on_pose(msg):
-        now = time.monotonic()
-        k = ("fr3", key((msg.pose.position.x, msg.pose.position.y, msg.pose.position.z)))
+    def on_command(arm, msg, values):
         with lock:
-            t = sent.pop(k, None)
-            if t is not None:
-                latencies.append((t, now - t))
-
-    def on_joints(arm, msg):
-        now = time.monotonic()
-        joints = key(msg.position)
-        with lock:
-            changed = last_joints.get(arm) != joints
-            last_joints[arm] = joints
-            if changed and pending[arm]:
-                t = pending[arm].pop(0)
-                pending[arm].clear()  # superseded targets (none at 10 Hz unless the bridge lags)
-                latencies.append((t, now - t))
+            commands.append((arm, stamp_s(msg.header.stamp), time.time(), np.asarray(values, dtype=float)))
 
     if args.robot == "fr3":
-        node.create_subscription(PoseStamped, "/target_pose", on_pose, COMMAND_QOS)
+        node.create_subscription(PoseStamped, "/target_pose", lambda m: on_command(
+            "fr3", m, (m.pose.position.x, m.pose.position.y, m.pose.position.z)), deep)
     else:
         for arm in arms:
-            node.create_subscription(JointState, f"/{arm}/joint_ctrl_single", lambda m, a=arm: on_joints(a, m), COMMAND_QOS)
+            node.create_subscription(JointState, f"/{arm}/joint_ctrl_single",
+                                     lambda m, a=arm: on_command(a, m, m.position), deep)
     target_pubs = {a: node.create_publisher(ArmTarget, f"/hybridvla/{a}/target", COMMAND_QOS) for a in arms}
     enable = node.create_client(SetBool, f"/{'franka' if args.robot == 'fr3' else 'agilex'}_bridge/enable")
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     threading.Thread(target=executor.spin, daemon=True).start()
 
@@ -181,50 +169,49 @@ def main() -> int:
             assert time.monotonic() < deadline, f"enable refused: {response.message}"
             time.sleep(0.5)
         print(f"{args.robot}: bridge enabled ({response.message}); state {hz:g} Hz per topic, targets "
-              f"{args.target_hz:g} Hz per arm, {args.seconds:g} s in {args.window:g} s windows")
-        print(f"{'window':>8s} {'bridge CPU %':>13s} {'p50 ms':>8s} {'p99 ms':>8s} {'targets':>8s}")
-        start = time.monotonic()
-        window_start, cpu_start = start, cpu_seconds(bridge.pid)
-        cpu_first = cpu_start
+              f"{args.target_hz:g} Hz per arm, {args.seconds:g} s in {args.window:g} s windows; the bridge runs "
+              f"{bridge_executor_name()} (rclpy {version('rclpy')})")
+        print(HEADER)
+        start, wall_start = time.monotonic(), time.time()
+        window_start, cpu_start, steal_start = wall_start, cpu_seconds(bridge.pid), cpu_times()
+        cpu_first, steal_first = cpu_start, steal_start
         rows, k = [], 0
         next_at = start
         while time.monotonic() - start < args.seconds:
             for arm in arms:
                 position, quaternion = base[arm]
-                # Within every guard (1 mm steps around the measured pose), unique per target.
-                p = position + np.array([0.002 * (k % 5), 1e-5 * (k % 1000), 0.0])
+                # Within every guard (up to 8 mm along x, 1 cm along y around the measured pose), unique per target
+                # (the FR3's command carries the guarded position: that is how a command is matched to its target).
+                p = position + np.array([0.002 * (k % 5), 1e-6 * (k % 10000), 0.0])
                 msg = ArmTarget(arm=arm, pose=arrays_to_pose(p, quaternion), gripper=1.0, confidence=1.0)
                 msg.header.stamp = node.get_clock().now().to_msg()
                 msg.header.frame_id = "base" if arm == "fr3" else f"{arm}_base_link"
                 with lock:
-                    now = time.monotonic()
-                    if args.robot == "fr3":
-                        sent[("fr3", key(p))] = now
-                    else:
-                        pending[arm].append(now)
+                    targets.append((arm, stamp_s(msg.header.stamp), p))
                 target_pubs[arm].publish(msg)
             k += 1
             next_at += 1.0 / args.target_hz
             time.sleep(max(0.0, next_at - time.monotonic()))
-            if time.monotonic() - window_start >= args.window:
-                now, cpu = time.monotonic(), cpu_seconds(bridge.pid)
-                with lock:
-                    lat = [l for t, l in latencies if window_start <= t < now]
-                rows.append(report(f"{now - start:6.0f} s", 100 * (cpu - cpu_start) / (now - window_start), lat))
-                window_start, cpu_start = now, cpu
-        time.sleep(0.3)
-        end, cpu_end = time.monotonic(), cpu_seconds(bridge.pid)
-        with lock:
-            lat = [l for t, l in latencies if t >= start]
-        print("-" * 42)
-        whole = report("all", 100 * (cpu_end - cpu_first) / (end - start), lat)
-        targets = k * len(arms)
-        print(f"commands seen for {len(lat)}/{targets} targets")
+            if time.time() - window_start >= args.window:
+                now, cpu, steal = time.time(), cpu_seconds(bridge.pid), cpu_times()
+                rows.append(report(f"{now - wall_start:6.0f} s", 100 * (cpu - cpu_start) / (now - window_start),
+                                   steal_share(steal_start, steal), analyse(args.robot, arms, targets, commands,
+                                                                            lock, window_start, now)))
+                window_start, cpu_start, steal_start = now, cpu, steal
+        time.sleep(0.5)
+        end, cpu_end, steal_end = time.time(), cpu_seconds(bridge.pid), cpu_times()
+        print("-" * len(HEADER))
+        result = analyse(args.robot, arms, targets, commands, lock, wall_start, end - 0.5)
+        whole = report("all", 100 * (cpu_end - cpu_first) / (end - wall_start), steal_share(steal_first, steal_end),
+                       result)
+        print(f"targets: {result.commanded} commanded, {result.superseded} superseded (a newer target reached the "
+              f"bridge first; it passes on the newest), {result.lost} without a command; the bridge's longest gap "
+              f"between two commands {result.longest_gap * 1000:.0f} ms (its {args.robot} output runs at 50 Hz)")
         if len(rows) >= 2:
-            print(f"median latency growth, first -> last window: {rows[-1][1] - rows[0][1]:+.2f} ms; "
+            print(f"median latency growth, first -> last window: {rows[-1][2] - rows[0][2]:+.2f} ms; "
                   f"CPU {rows[0][0]:.1f} -> {rows[-1][0]:.1f} %")
         print(f"goal (issue 27): CPU < 30 % of a core, p99 < 5 ms, no growth -> CPU {whole[0]:.1f} %, "
-              f"p99 {whole[2]:.2f} ms")
+              f"p99 {whole[3]:.2f} ms (in the bridge), {whole[1]:.0f} % of the machine's CPU time stolen by its host")
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -241,13 +228,97 @@ def main() -> int:
     return 0
 
 
-def report(label: str, cpu: float, latencies: list[float]) -> tuple[float, float, float]:
-    if latencies:
-        p50, p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 99))
-    else:
-        p50 = p99 = float("nan")
-    print(f"{label:>8s} {cpu:13.1f} {p50:8.2f} {p99:8.2f} {len(latencies):8d}")
-    return cpu, p50, p99
+HEADER = (f"{'window':>8s} {'bridge CPU %':>13s} {'steal %':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
+          f"{'delivered p99':>14s} {'targets':>8s}")
+
+
+@dataclass
+class Window:
+    latencies: list       # s: target publish -> the bridge's command publish (both stamps on this machine's clock)
+    delivered: list       # s: target publish -> the command's receipt in this process (adds DDS + this process)
+    commanded: int
+    superseded: int
+    lost: int
+    longest_gap: float    # s between two consecutive commands of an arm (a stall of the bridge)
+
+
+def analyse(robot: str, arms: list, targets: list, commands: list, lock, t0: float, t1: float) -> Window:
+    """Match each target published in [t0, t1) to the first command that carries it.
+
+    fr3: the first command whose position equals the target's (1 um: within the limits the guards pass it on
+    unchanged). agilex: a joint command that differs from the one before carries the newest target published
+    before it went out (the bridge passes on the newest; consecutive targets differ by 2 mm, so do their joints)."""
+    with lock:
+        targets, commands = list(targets), list(commands)
+    result = Window([], [], 0, 0, 0, 0.0)
+    for arm in arms:
+        sent_t = np.array([t for a, t, _ in targets if a == arm])
+        sent_p = np.array([p for a, _, p in targets if a == arm]).reshape(-1, 3)
+        mine = sorted((s, r, v) for a, s, r, v in commands if a == arm)
+        if not mine or not len(sent_t):
+            continue
+        stamps = np.array([s for s, _, _ in mine])
+        receipts = np.array([r for _, r, _ in mine])
+        values = np.array([v for _, _, v in mine])
+        inside = (stamps[1:] >= t0) & (stamps[1:] < t1)
+        if inside.any():
+            result.longest_gap = max(result.longest_gap, float(np.diff(stamps)[inside].max()))
+        carried = np.full(len(sent_t), -1)  # index of the command that carries each target
+        if robot == "fr3":
+            for i, (t, p) in enumerate(zip(sent_t, sent_p)):
+                lo, hi = np.searchsorted(stamps, [t, t + 5.0])
+                hits = np.nonzero(np.abs(values[lo:hi] - p).max(axis=1) < 1e-6)[0]
+                if len(hits):
+                    carried[i] = lo + hits[0]
+        else:
+            changed = [0] + [j for j in range(1, len(mine)) if not np.allclose(values[j], values[j - 1])]
+            for j in changed:
+                i = int(np.searchsorted(sent_t, stamps[j], side="right")) - 1
+                if i >= 0 and carried[i] < 0:
+                    carried[i] = j
+        matched = np.nonzero(carried >= 0)[0]
+        last_matched = matched.max() if len(matched) else -1
+        for i in np.nonzero((sent_t >= t0) & (sent_t < t1))[0]:
+            if carried[i] >= 0:
+                result.commanded += 1
+                result.latencies.append(stamps[carried[i]] - sent_t[i])
+                result.delivered.append(receipts[carried[i]] - sent_t[i])
+            elif i < last_matched:
+                result.superseded += 1
+            else:
+                result.lost += 1
+    return result
+
+
+def bridge_executor_name() -> str:
+    """What hybridvla_ros.common.bridge_executor picks on this ROS 2."""
+    from importlib import import_module
+
+    try:
+        import_module("rclpy.experimental").EventsExecutor
+    except (ImportError, AttributeError):
+        return "SingleThreadedExecutor"
+    return "EventsExecutor"
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat: user nice system idle iowait irq softirq steal)."""
+    return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """% of the machine's CPU time its host took for others (a virtual machine's 'steal')."""
+    d = [b - a for a, b in zip(before, after)]
+    return 100.0 * d[7] / max(1, sum(d))
+
+
+def report(label: str, cpu: float, steal: float, w: Window) -> tuple[float, float, float, float]:
+    def pct(values, q):
+        return float(np.percentile(values, q)) * 1000 if values else float("nan")
+    p50, p99 = pct(w.latencies, 50), pct(w.latencies, 99)
+    print(f"{label:>8s} {cpu:13.1f} {steal:8.1f} {p50:8.2f} {p99:8.2f} {pct(w.delivered, 99):14.2f} "
+          f"{w.commanded:8d}")
+    return cpu, steal, p50, p99
 
 
 if __name__ == "__main__":

@@ -201,8 +201,7 @@ class GuardPipeline:
         if joints.shape != (self.chain.dof,) or not _finite(joints, stamp):
             return False
         if position is None or quaternion is None:
-            T = self.chain.fk_jacobian(joints)[0]
-            position, quaternion = T[:3, 3].copy(), Rotation.from_matrix(T[:3, :3]).as_quat()
+            position, quaternion = self.chain.fk(joints)
         position, quaternion = np.asarray(position, dtype=float), np.asarray(quaternion, dtype=float)
         if position.shape != (3,) or quaternion.shape != (4,) or not _finite(position, quaternion):
             return False

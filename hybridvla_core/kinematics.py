@@ -27,6 +27,36 @@ def _floats(text: str | None, default: str) -> np.ndarray:
     return np.array([float(v) for v in (text or default).split()])
 
 
+def quaternion_from_matrix(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) of a rotation matrix: scipy's Rotation.from_matrix(R).as_quat(), sign
+    included (the same method: the largest of the diagonal and the trace first), at a tenth of its cost."""
+    m = R
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    k = int(np.argmax((m[0, 0], m[1, 1], m[2, 2], trace)))
+    if k == 3:
+        q = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1], 1.0 + trace])
+    else:
+        i, j, n = k, (k + 1) % 3, (k + 2) % 3
+        q = np.empty(4)
+        q[i] = 1.0 - trace + 2.0 * m[i, i]
+        q[j] = m[j, i] + m[i, j]
+        q[n] = m[n, i] + m[i, n]
+        q[3] = m[n, j] - m[j, n]
+    return q / np.sqrt(q @ q)
+
+
+def rotvec_from_matrix(R: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle [rad], angle <= pi) of a rotation matrix: scipy's
+    Rotation.from_matrix(R).as_rotvec() (the same series below 1e-3 rad), without its per-call overhead
+    (the IK evaluates it once per iteration on every target)."""
+    q = quaternion_from_matrix(R)
+    if q[3] < 0:
+        q = -q
+    angle = 2.0 * np.arctan2(np.sqrt(q[:3] @ q[:3]), q[3])
+    scale = 2.0 + angle**2 / 12.0 + 7.0 * angle**4 / 2880.0 if angle <= 1e-3 else angle / np.sin(angle / 2.0)
+    return scale * q[:3]
+
+
 @dataclass(frozen=True)
 class Joint:
     name: str
@@ -59,6 +89,12 @@ class KinematicChain:
         self.lower = np.array([j.lower for j in self.active])
         self.upper = np.array([j.upper for j in self.active])
         self.max_velocity = np.array([j.velocity for j in self.active])
+        # Rodrigues' terms of each joint's axis, K and K @ K (constant: the axis is in the joint's own frame).
+        self._skew = {}
+        for j in self.active:
+            x, y, z = j.axis
+            K = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+            self._skew[j.name] = (K, K @ K)
 
     @property
     def dof(self) -> int:
@@ -127,9 +163,10 @@ class KinematicChain:
         return self._frames(self._check_q(q))[1]
 
     def fk(self, q) -> tuple[np.ndarray, np.ndarray]:
-        """(position [m], quaternion xyzw) of tip_link in base_link."""
-        T = self.fk_matrix(q)
-        return T[:3, 3].copy(), Rotation.from_matrix(T[:3, :3]).as_quat()
+        """(position [m], quaternion xyzw) of tip_link in base_link. The bridges call it on every state sample
+        (the Piper publishes joints only): one Rodrigues pass without the Jacobian, ~0.1 ms."""
+        T = self._rodrigues(self._check_q(q), jacobian=False)[0]
+        return T[:3, 3].copy(), quaternion_from_matrix(T[:3, :3])
 
     def jacobian(self, q) -> np.ndarray:
         """6 x n geometric Jacobian (linear; angular) of the tip in the base frame."""
@@ -147,7 +184,9 @@ class KinematicChain:
     def fk_jacobian(self, q) -> tuple[np.ndarray, np.ndarray]:
         """(4x4 tip pose, 6 x n Jacobian) in one pass with Rodrigues' formula: the same values as
         fk_matrix and jacobian, several times faster (the guards call it inside IK on every target)."""
-        q = self._check_q(q)
+        return self._rodrigues(self._check_q(q), jacobian=True)
+
+    def _rodrigues(self, q: np.ndarray, jacobian: bool) -> tuple[np.ndarray, np.ndarray | None]:
         T = np.eye(4)
         origins, axes, i = [], [], 0
         for joint in self.joints:
@@ -161,11 +200,12 @@ class KinematicChain:
             if joint.kind == "prismatic":
                 motion[:3, 3] = joint.axis * q[i]
             else:
-                x, y, z = joint.axis
-                K = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-                motion[:3, :3] = np.eye(3) + np.sin(q[i]) * K + (1.0 - np.cos(q[i])) * (K @ K)
+                K, K2 = self._skew[joint.name]
+                motion[:3, :3] += np.sin(q[i]) * K + (1.0 - np.cos(q[i])) * K2
             T = T @ motion
             i += 1
+        if not jacobian:
+            return T, None
         J = np.zeros((6, self.dof))
         for i, (joint, origin, axis) in enumerate(zip(self.active, origins, axes)):
             if joint.kind == "prismatic":
@@ -206,7 +246,7 @@ class KinematicChain:
         for it in range(1, max_iterations + 1):
             T, J = self.fk_jacobian(q)
             e_p = target_p - T[:3, 3]
-            e_r = Rotation.from_matrix(target_R @ T[:3, :3].T).as_rotvec()
+            e_r = rotvec_from_matrix(target_R @ T[:3, :3].T)
             if np.linalg.norm(e_p) < position_tolerance and np.linalg.norm(e_r) < rotation_tolerance:
                 return IKResult(q, True, float(np.linalg.norm(e_p)), float(np.linalg.norm(e_r)), it)
             J = W @ J
@@ -217,7 +257,7 @@ class KinematicChain:
             q = np.clip(q + scale * dq, lo, hi)
         T = self.fk_matrix(q)
         e_p = float(np.linalg.norm(target_p - T[:3, 3]))
-        e_r = float(np.linalg.norm(Rotation.from_matrix(target_R @ T[:3, :3].T).as_rotvec()))
+        e_r = float(np.linalg.norm(rotvec_from_matrix(target_R @ T[:3, :3].T)))
         return IKResult(q, e_p < position_tolerance and e_r < rotation_tolerance, e_p, e_r, max_iterations)
 
 

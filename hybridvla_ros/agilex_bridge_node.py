@@ -30,7 +30,8 @@ from hybridvla_core.guards import Command, GuardPipeline, GuardResult
 from hybridvla_core.kinematics import ARMS
 from hybridvla_core.piper_can import GRIPPER_MAX_M, PiperSdkArm, SimulatedPiper, check_arm_order
 from hybridvla_ros.bridge_common import ControlServices, LatestSample, arm_state_msg, event_msg, now_s, target_from_msg
-from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, declare_parameters, run_node
+from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, bridge_executor,
+                                  declare_parameters, run_node)
 
 BACKENDS = ("piper_ros", "piper_sdk")
 JOINT_NAMES = [f"joint{i}" for i in range(1, 7)]
@@ -230,7 +231,7 @@ class AgilexBridge(Node):
 
 
 def main(args=None) -> int:
-    return run_node(AgilexBridge, args)
+    return run_node(AgilexBridge, args, executor_factory=bridge_executor)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from hybridvla_core.preflight import Check, frame_refusal, judge_action_server, 
 from hybridvla_ros import graph
 from hybridvla_ros.bridge_common import ControlServices, LatestSample, arm_state_msg, event_msg, now_s, target_from_msg
 from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, arrays_to_pose,
-                                  declare_parameters, pose_to_arrays, run_node)
+                                  bridge_executor, declare_parameters, pose_to_arrays, run_node)
 
 OUTPUT_TYPES = ("pose_stamped", "joint_state")
 OUTPUT_TYPE_NAMES = {"pose_stamped": "geometry_msgs/msg/PoseStamped", "joint_state": "sensor_msgs/msg/JointState"}
@@ -291,7 +291,7 @@ class FrankaBridge(Node):
 
 
 def main(args=None) -> int:
-    return run_node(FrankaBridge, args)
+    return run_node(FrankaBridge, args, executor_factory=bridge_executor)
 
 
 if __name__ == "__main__":

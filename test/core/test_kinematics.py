@@ -51,3 +51,32 @@ def test_ik_reaches_reachable_poses_and_refuses_unreachable_ones(fr3):
 def test_bad_joint_vector_is_a_clear_error(fr3):
     with pytest.raises(ValueError, match="expected \\(7,\\)"):
         fr3.fk(np.zeros(6))
+
+
+def test_quaternion_and_rotation_vector_from_matrix_are_scipys():
+    from scipy.spatial.transform import Rotation
+
+    from hybridvla_core.kinematics import quaternion_from_matrix, rotvec_from_matrix
+
+    # Random rotations, the half turns (the quaternion's sign follows its largest component) and tiny angles
+    # (the rotation vector's series).
+    half_turns = Rotation.from_rotvec(np.pi * np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0]]))
+    tiny = Rotation.from_rotvec(np.array([[1e-4, 0, 0], [0, 3e-7, 1e-7], [0, 0, 9e-4], [0, 0, 0]]))
+    for R in np.concatenate([Rotation.random(500, random_state=3).as_matrix(), half_turns.as_matrix(),
+                             tiny.as_matrix()]):
+        np.testing.assert_allclose(quaternion_from_matrix(R), Rotation.from_matrix(R).as_quat(), atol=1e-12)
+        np.testing.assert_allclose(rotvec_from_matrix(R), Rotation.from_matrix(R).as_rotvec(), atol=1e-12)
+
+
+@pytest.mark.parametrize("arm", ["fr3", "piper"])
+def test_fast_fk_equals_the_urdf_frame_chain(arm):
+    from scipy.spatial.transform import Rotation
+
+    chain = load_arm(arm)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        q = rng.uniform(chain.lower, chain.upper)
+        T = chain.fk_matrix(q)  # the frame-by-frame chain with scipy's rotations
+        position, quaternion = chain.fk(q)
+        np.testing.assert_allclose(position, T[:3, 3], atol=1e-12)
+        np.testing.assert_allclose(quaternion, Rotation.from_matrix(T[:3, :3]).as_quat(), atol=1e-12)
