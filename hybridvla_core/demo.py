@@ -14,7 +14,6 @@ resizes a training set's frames in place to the model's input size (training the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
@@ -158,8 +157,6 @@ def _record(args: argparse.Namespace) -> int:
     if index == 0:
         (args.out / "seeds.json").write_text(json.dumps({"variants": VARIANTS, "seeds": seeds}))
     cfg = load_config(args.config, robot="fr3")
-    if args.grasp_axis is not None:
-        cfg = dataclasses.replace(cfg, expert_grasp_axis=args.grasp_axis)
     env = SimEnv(**{**cfg.env_kwargs(), "task": "pick_place"})
     recorder = BagRecorder(args.out / f"part{index}", cfg, epoch_ns=time.time_ns())
     recorder.episode_index = len(done)  # bag names keep counting
@@ -211,7 +208,6 @@ def shrink_images(directory: Path, image_size) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from hybridvla_core.datasets.cli import parse_image_size
-    from hybridvla_core.sim.experts import GRASP_AXES
 
     parser = argparse.ArgumentParser(prog="python -m hybridvla_core.demo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -222,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--part", default="0/1", help="I/N: record every N-th seed from the I-th (parallel runs); "
                    "seeds already recorded in OUT/partI are skipped, so an interrupted run continues")
     r.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
-    r.add_argument("--grasp-axis", choices=tuple(GRASP_AXES), help="base axis the expert's fingers close along "
-                   "(default: the sim file's expert.grasp_axis)")
     s = sub.add_parser("shrink", help="resize a training set's images in place to the model's input size")
     s.add_argument("directory", type=Path, nargs="+")
     s.add_argument("--image-size", type=parse_image_size, required=True, metavar="S|HxW",

@@ -72,10 +72,6 @@ class TrainConfig:
     # and has to take it from the images; inference never adds noise. state_noise > 0 needs dims.
     state_noise: float = 0.0
     state_noise_dims: list = None
-    # Per view, the share of training samples whose image of that view is blanked (black; inference never
-    # blanks), so that the policy cannot lean on one view alone: {front: 0.3} makes the wrist view carry
-    # what it alone shows plainly (the block beside the fingers). {} = none.
-    view_dropout: dict = None
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1:
@@ -100,10 +96,6 @@ class TrainConfig:
         if self.state_noise > 0 and not self.state_noise_dims:  # else the noise would silently never be added
             raise ValueError(f"train.state_noise {self.state_noise} needs train.state_noise_dims, the robot-state "
                              "dims that get it (e.g. [0, 1, 5]: x, y, yaw)")
-        self.view_dropout = dict(self.view_dropout or {})
-        for view, share in self.view_dropout.items():
-            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-                raise ValueError(f"train.view_dropout.{view} must be a share 0..1 of the samples, got {share!r}")
 
 
 def learning_rate_at(settings: TrainConfig, step: int) -> float:
@@ -220,10 +212,6 @@ def train(spec: dict) -> dict:
     bad_dims = [d for d in settings.state_noise_dims if not 0 <= d < config.action_dim]
     if bad_dims:
         raise ValueError(f"train.state_noise_dims {bad_dims} outside the state's {config.action_dim} dims")
-    unknown = sorted(set(settings.view_dropout) - set(config.view_names))
-    if unknown:
-        raise ValueError(f"train.view_dropout names view(s) {unknown} the model does not have ({config.view_names})")
-    dropped_views = [(list(config.view_names).index(v), share) for v, share in settings.view_dropout.items() if share]
     model.vision_backbone.requires_grad_(not settings.freeze_vision)
     if config.action_dim != index["action_dim"] or ActionConvention.from_dict(index["convention"]) != config.convention:
         raise ValueError("the training set's action_dim/convention differ from the model's")
@@ -268,13 +256,8 @@ def train(spec: dict) -> dict:
                 states = states.clone()
                 dims = settings.state_noise_dims
                 states[:, dims] += settings.state_noise * torch.randn(len(states), len(dims))
-            pixels = batch["pixels"]
-            if dropped_views:
-                pixels = pixels.clone()
-                for index, share in dropped_views:
-                    pixels[torch.rand(len(pixels)) < share, index] = 0.0
             with autocast:
-                out = wrapped(pixels.to(device), batch["prompts"], states.to(device),
+                out = wrapped(batch["pixels"].to(device), batch["prompts"], states.to(device),
                               batch["actions"][:, :config.chunk].to(device))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(settings, step)

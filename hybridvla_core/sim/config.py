@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 from hybridvla_core.resources import resource_path
-from hybridvla_core.sim.experts import GRASP_AXES
 
 ROBOT_TASKS = {"fr3": ("pick_place",), "agilex": ("lift_ball",)}
 DEFAULT_CONFIG = {"fr3": "sim_franka.yaml", "agilex": "sim_agilex.yaml"}
@@ -61,7 +60,6 @@ SCHEMA: dict[str, tuple[Any, str]] = {
     "start_jitter.y_m": (_non_negative, "m >= 0"),
     "start_jitter.z_m": (_non_negative, "m >= 0"),
     "start_jitter.yaw_rad": (_non_negative, "rad >= 0"),
-    "expert.grasp_axis": (lambda v: v in GRASP_AXES, f"one of {', '.join(GRASP_AXES)}"),
     "base_frame": (lambda v: isinstance(v, str) and v != "" and " " not in v, "a frame name"),
     "topics.target_pose": (_topic, "an absolute topic name"),
     "topics.current_pose": (_topic, "an absolute topic name"),
@@ -113,7 +111,6 @@ class SimConfig:
     start_jitter_y_m: float
     start_jitter_z_m: float
     start_jitter_yaw_rad: float
-    expert_grasp_axis: str
     base_frame: str
     topics_target_pose: str
     topics_current_pose: str
@@ -135,7 +132,7 @@ class SimConfig:
                     image_height=self.camera_height, max_linear_speed=self.max_linear_speed,
                     max_angular_speed=self.max_angular_speed, gripper_speed=self.gripper_speed,
                     start_jitter=(self.start_jitter_x_m, self.start_jitter_y_m, self.start_jitter_z_m,
-                                  self.start_jitter_yaw_rad), grasp_axis=self.expert_grasp_axis)
+                                  self.start_jitter_yaw_rad))
 
     def arm_topic(self, pattern: str, arm: str) -> str:
         return pattern.format(arm=arm)

@@ -15,7 +15,6 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from hybridvla_core.kinematics import load_arm
-from hybridvla_core.sim.experts import GRASP_AXES
 from hybridvla_core.sim.scene import FR3, ArmSpec, CameraSpec, build_mjcf, piper_arm
 from hybridvla_core.sim.tasks import make_task
 
@@ -188,18 +187,13 @@ class SimEnv:
     def __init__(self, robot: str = "fr3", task: str = "pick_place", *, physics_rate_hz: float = 500.0,
                  controller_rate_hz: float = 50.0, image_width: int = 320, image_height: int = 240,
                  max_linear_speed: float = 0.5, max_angular_speed: float = 1.5, gripper_speed: float = 0.1,
-                 start_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0), grasp_axis: str = "base_y"):
+                 start_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)):
         """start_jitter: half-ranges of the seeded random start pose around each arm's home TCP: x, y, z [m] in
         the arm's base frame and a turn about the base z axis [rad]; zeros = always home. A policy trained
-        from one start pose can read the goal off the line from there to its TCP (start_pose).
-        grasp_axis: the base axis along which the scripted FR3 expert's fingers close on a block (GRASP_AXES);
-        the DAgger labeller and probe-targets use the same grasp."""
+        from one start pose can read the goal off the line from there to its TCP (start_pose)."""
         if robot not in ROBOTS:
             raise ValueError(f"unknown robot {robot!r}; known: {', '.join(ROBOTS)}")
-        if grasp_axis not in GRASP_AXES:
-            raise ValueError(f"grasp_axis must be one of {', '.join(GRASP_AXES)}, got {grasp_axis!r}")
         self.robot = robot
-        self.grasp_axis = grasp_axis
         self.start_jitter = tuple(float(v) for v in start_jitter)
         if len(self.start_jitter) != 4 or any(not np.isfinite(v) or v < 0 for v in self.start_jitter):
             raise ValueError(f"start_jitter must be 4 half-ranges >= 0 (x, y, z m, yaw rad), got {start_jitter}")

@@ -19,7 +19,7 @@ from hybridvla_core.sim.tasks import BALL_RADIUS, BLOCK_HALF, BOWL_WALL, BOX_WAL
 # TCP pointing at the table (180 deg about x), fingers closing along the base's y axis: the FR3 "ready" pose.
 TOP_DOWN = Rotation.from_euler("x", np.pi)
 
-# PickPlaceExpert's plan (TCP heights m above the table, waits s); sim/dagger.py labels states with the same plan.
+# PickPlaceExpert's plan (TCP heights m above the table, waits s).
 CARRY_Z = 0.2
 GRASP_Z = BLOCK_HALF + 0.004     # TCP a little above the block centre: fingertips below it
 DROP_Z = BOWL_WALL + 0.06        # block bottom clear of the bowl wall
@@ -27,7 +27,7 @@ RETREAT_Z = CARRY_Z + 0.05
 GRASP_WAIT_S = 0.6               # closed on the block before lifting
 RELEASE_WAIT_S = 0.5             # opened over the bowl before retreating
 
-if TYPE_CHECKING:  # env.py imports GRASP_AXES from here
+if TYPE_CHECKING:  # annotations only: the experts are given a built SimEnv
     from hybridvla_core.sim.env import SimEnv
 
 
@@ -106,18 +106,12 @@ class WaypointExpert:
         return {arm: Command(self.p[arm].copy(), self.R[arm].as_quat(), self.gripper) for arm in self.arms}
 
 
-# The base axis the fingers close along at a block of yaw 0 -> the TCP's turn about the base z axis from the
-# ready pose (rad). "base_y" is the ready pose's, "base_x" a quarter turn; either reaches the workspace's
-# corners at every block yaw (joint 7 within 0.4 / 0.3 rad of its limit at the worst corner). Not bare y / x:
-# YAML 1.1, and so a ROS parameter file, reads a bare y as true.
-GRASP_AXES = {"base_y": 0.0, "base_x": np.pi / 2}
-
-
-def grasp_rotation(yaw: float, axis: str = "base_y") -> Rotation:
-    """Top-down TCP orientation whose fingers close across a block of this yaw (rad), roughly along the base
-    `axis` (GRASP_AXES); a cube has 90 deg symmetry, so the equivalent yaw within 45 deg of that axis is used."""
-    turn = GRASP_AXES[axis]
-    yaw = (yaw - turn + np.pi / 4) % (np.pi / 2) - np.pi / 4 + turn
+def grasp_rotation(yaw: float) -> Rotation:
+    """Top-down TCP orientation whose fingers close across a block of this yaw (rad), roughly along the base's
+    y axis (as in the ready pose; it reaches the workspace's corners at every block yaw, joint 7 within 0.4 rad
+    of its limit at the worst corner); a cube has 90 deg symmetry, so the equivalent yaw within 45 deg of y is
+    used."""
+    yaw = (yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
     return Rotation.from_euler("z", yaw) * TOP_DOWN
 
 
@@ -133,7 +127,7 @@ class PickPlaceExpert:
         env = self.env
         layout = env.layout
         block = env.task.block_position(env.model, env.data, layout.block)
-        R = grasp_rotation(env.task.block_yaw(env.model, env.data, layout.block), env.grasp_axis)
+        R = grasp_rotation(env.task.block_yaw(env.model, env.data, layout.block))
         bowl = np.array([*layout.bowls[layout.bowl], 0.0])
 
         def at(p, z, gripper, wait=0.0):  # fr3_link0 is the world frame

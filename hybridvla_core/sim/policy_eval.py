@@ -77,7 +77,7 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
 
     step_hook(observation, pose, action) -> action, when given, sees every step's observation, measured
     ArmPose and the policy's action (robot units, the checkpoint's convention) and returns the action to
-    execute instead (through the same guards): how sim/dagger.py labels and steers the policy's own states."""
+    execute instead (through the same guards): how a test or a throw-away experiment steers the arm."""
     instruction = env.reset(seed)
     v = guard_parameters
     values = {f"guards.{name}": v.get(f"guards.{name}", default) for name, (default, _, _) in GUARD_PARAMETERS.items()}
@@ -206,7 +206,7 @@ def probe_targets(env: SimEnv, policy, seeds, *, height_m: float = 0.10, offset_
         instruction = env.reset(int(seed))
         colour = env.layout.block
         block = env.task.block_position(env.model, env.data, colour)
-        rotation = grasp_rotation(env.task.block_yaw(env.model, env.data, colour), env.grasp_axis).as_quat()
+        rotation = grasp_rotation(env.task.block_yaw(env.model, env.data, colour)).as_quat()
         for name, (ux, uy) in PROBE_DIRECTIONS.items():
             env.set_target(ARM, block + np.array([ux * offset_m, uy * offset_m, height_m]), rotation)
             env.advance(settle_s)

@@ -1,7 +1,7 @@
 """Fine-tuning (train.init_from) onto a training set with another action convention: the weights carry over,
 the action convention and unnorm_key become the new set's; a given model.diffusion or model.theta replaces
 the checkpoint's, and so does model.vision.image_size for a keypoint tower.
-train.state_noise: only the named state dims get it; train.view_dropout: only the named view is blanked.
+train.state_noise: only the named state dims get it.
 train.lr_schedule: the rate each step really used."""
 import numpy as np
 import pytest
@@ -138,35 +138,6 @@ def test_state_noise_reaches_only_the_named_dims(tmp_path, monkeypatch):
     spec["train"].pop("state_noise_dims")  # noise asked for, on no dim: refused, not silently dropped
     with pytest.raises(ValueError, match=r"state_noise 1.0 needs train.state_noise_dims"):
         train(spec)
-
-
-def test_view_dropout_blanks_only_the_named_view(tmp_path, monkeypatch):
-    from hybridvla_core.model import hybridvla
-
-    rng = np.random.default_rng(3)
-    with TrainsetWriter(tmp_path / "set", ["front", "wrist"], 7, unnorm_key="lab") as writer:
-        for i in range(4):  # no black pixel anywhere: a blanked view is all zeros, a kept one nowhere
-            writer.add({v: rng.integers(1, 256, (32, 32, 3), dtype=np.uint8) for v in ("front", "wrist")},
-                       rng.normal(size=7), rng.normal(size=7), "push the button", episode=i)
-    seen = []
-    forward = hybridvla.HybridVLA.forward
-
-    def spy(self, pixels, *args, **kwargs):
-        seen.append(pixels.detach().clone())
-        return forward(self, pixels, *args, **kwargs)
-
-    monkeypatch.setattr(hybridvla.HybridVLA, "forward", spy)
-    model = _tiny_model_spec()
-    model["views"] = [{"name": "front"}, {"name": "wrist"}]
-    spec = _spec(tmp_path / "set", tmp_path / "run", model=model)
-    spec["train"].update(batch_size=4, view_dropout={"front": 1.0})
-    train(spec)
-    assert torch.all(seen[0][:, 0] == 0) and torch.all(seen[0][:, 1] > 0)
-    spec["train"].update(view_dropout={"side": 0.5}, output_dir=str(tmp_path / "run2"))
-    with pytest.raises(ValueError, match=r"view_dropout names view\(s\) \['side'\]"):
-        train(spec)
-    with pytest.raises(ValueError, match="train.view_dropout.front must be a share 0..1"):
-        TrainConfig(output_dir=str(tmp_path), view_dropout={"front": 1.5})
 
 
 def test_diffusion_loss_weight_scales_the_denoiser_gradient(tmp_path, monkeypatch):

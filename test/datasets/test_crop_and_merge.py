@@ -129,7 +129,7 @@ def test_crop_arguments_are_checked_in_one_line(builds, capsys):
 
 
 def test_merge_can_keep_a_checkpoints_statistics(builds, capsys):
-    """Fine-tuning a checkpoint on more data (DAgger) must not move its normalisation: --statistics-from copies
+    """Fine-tuning a checkpoint on more data must not move its normalisation: --statistics-from copies
     the given statistics instead of recomputing them, and a file without the sets' key writes nothing."""
     root, _, _ = builds
     kept = root / "a" / "train" / "dataset_statistics.json"
