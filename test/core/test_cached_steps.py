@@ -1,4 +1,4 @@
-"""The lean cached-step path (hybridvla._CachedSteps) computes what the HF model computes, for every family
+"""The lean cached-step path (cached_steps.CachedSteps) computes what the HF model computes, for every family
 and for grouped-query attention; the HF fallback (sliding-window configs) keeps the cache discipline; the reference schedule's
 single prefill of prefix + [t, x, <EOD>] decodes what a cached prefix + [t, x, <EOD>] decodes."""
 import numpy as np
@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from hybridvla_core.actions import DatasetStatistics
 from hybridvla_core.model import Policy, build_model
-from hybridvla_core.model import hybridvla
-from hybridvla_core.model.hybridvla import _CachedSteps, _few_rows_linear, _HFCachedSteps
+from hybridvla_core.model import cached_steps
+from hybridvla_core.model.cached_steps import CachedSteps, HFCachedSteps, _few_rows_linear
 from hybridvla_core.model.presets import tiny_config
 
 CASES = [("llama", 4), ("llama", 2), ("qwen2", 4), ("qwen2", 2), ("phi", 4)]  # (family, key/value heads)
@@ -38,7 +38,7 @@ def prefix_of(model, seed=0):
 @pytest.mark.parametrize("transposed", [False, True])
 def test_few_rows_linear_is_linear(rows, bias, transposed, monkeypatch):
     """Whichever layout this machine measures faster, both give F.linear's result."""
-    monkeypatch.setattr(hybridvla, "_transposed_is_faster", lambda weight, rows: transposed)
+    monkeypatch.setattr(cached_steps, "_transposed_is_faster", lambda weight, rows: transposed)
     torch.manual_seed(rows)
     linear = torch.nn.Linear(96, 160, bias=bias)
     x = torch.randn(1, rows, 96)
@@ -53,8 +53,8 @@ def test_steps_match_the_hf_model_at_every_offset(family, kv_heads, lean):
     model = random_model(family, kv_heads, chunk=2)
     with torch.no_grad():
         prefix = prefix_of(model)
-        steps = model.prefill(prefix, room=6) if lean else _HFCachedSteps(model, prefix)
-        assert isinstance(steps, _CachedSteps if lean else _HFCachedSteps)
+        steps = model.prefill(prefix, room=6) if lean else HFCachedSteps(model, prefix)
+        assert isinstance(steps, CachedSteps if lean else HFCachedSteps)
         torch.manual_seed(1)
         first, second, again = torch.randn(1, 3, 64), torch.randn(1, 2, 64), torch.randn(1, 3, 64)
         steps.run(first, start=0)

@@ -7,7 +7,7 @@ from hybridvla_core.actions import DatasetStatistics
 from hybridvla_core.model import Policy, build_model, load_checkpoint, save_checkpoint
 from hybridvla_core.model.presets import tiny_config
 from hybridvla_core.model import policy as policy_module
-from hybridvla_core.model.hybridvla import _HFCachedSteps
+from hybridvla_core.model.cached_steps import HFCachedSteps
 
 
 def random_model(seed=0, **kwargs):
@@ -50,7 +50,7 @@ def test_the_reference_fixed_crop_would_be_wrong_for_chunks():
     with torch.no_grad():
         prefix = policy.prefix(policy._validate(observation()))
         noise = torch.randn(1, 4, 7)
-        cache = _HFCachedSteps(model, prefix).cache  # the HF model's DynamicCache holding the prefix
+        cache = HFCachedSteps(model, prefix).cache  # the HF model's DynamicCache holding the prefix
         sample = noise
         for t in model.schedule.ddim_timesteps(4):
             hidden = model._run_llm(model.diffusion_embeds(torch.tensor([t]), sample), cache=cache)

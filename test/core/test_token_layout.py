@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from hybridvla_core.actions import DatasetStatistics
 from hybridvla_core.model import Policy, build_model
-from hybridvla_core.model.hybridvla import HybridVLA, _CachedSteps
+from hybridvla_core.model.cached_steps import CachedSteps
+from hybridvla_core.model.hybridvla import HybridVLA
 from hybridvla_core.model.presets import tiny_config
 from hybridvla_core.model.text_tokenizer import reference_shaped_tokenizer
 
@@ -47,11 +48,11 @@ def model_for(family, need_to_sub=0, ar_conditioning="noisy"):
 
 class LLMCalls:
     """Records every pass through the decoder: its input embeddings and its last hidden states. Every path into
-    the decoder goes through HybridVLA._run_llm (the HF model) or _CachedSteps.run (the lean cached steps)."""
+    the decoder goes through HybridVLA._run_llm (the HF model) or CachedSteps.run (the lean cached steps)."""
 
     def __init__(self, model):
         self.calls = []
-        self.originals = {(HybridVLA, "_run_llm"): HybridVLA._run_llm, (_CachedSteps, "run"): _CachedSteps.run}
+        self.originals = {(HybridVLA, "_run_llm"): HybridVLA._run_llm, (CachedSteps, "run"): CachedSteps.run}
         for (owner, name), original in self.originals.items():
             setattr(owner, name, self._recording(original))
 
