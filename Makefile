@@ -11,13 +11,17 @@ setup:
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-# make demo [EPISODES=10] [SEED=100000] [MODE=all|hybrid|diffusion|autoregressive] [ROBOT=fr3|agilex]
+# make demo [EPISODES=10] [SEED=100000] [MODE=all|hybrid|diffusion|autoregressive]: `hybridvla demo`, the FR3
+# simulated lab through the whole ROS graph
 EPISODES ?= 10
 SEED ?= 100000
 MODE ?= all
-ROBOT ?= fr3
 demo: setup
-	@$(VENV)/bin/hybridvla_demo --episodes $(EPISODES) --seed $(SEED) --mode $(MODE) --robot $(ROBOT)
+	@$(VENV)/bin/hybridvla demo --episodes $(EPISODES) --seed $(SEED) --mode $(MODE)
+
+# make bench: `hybridvla bench` with its CPU preset (the 28 M-parameter model; figures printed, nothing asserted)
+bench: setup
+	@$(VENV)/bin/hybridvla bench --preset cpu
 
 clean:
 	rm -rf $(VENV) build install log

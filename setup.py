@@ -6,14 +6,13 @@ from setuptools import find_packages, setup
 PACKAGE = "hybridvla_ros"
 
 # Every node is a console script: `ros2 run hybridvla_ros <name>` on a ROS 2 PC, plain `<name>` in the
-# development venv. Add one line per node as it lands.
+# development venv. Add one line per node as it lands. Everything else is a subcommand of `hybridvla`.
 NODES = {
     "camera_node": "hybridvla_ros.camera_node:main",
     "policy_node": "hybridvla_ros.policy_node:main",
     "sim_lab": "hybridvla_ros.sim_lab_node:main",
     "franka_bridge": "hybridvla_ros.franka_bridge_node:main",
     "agilex_bridge": "hybridvla_ros.agilex_bridge_node:main",
-    "hybridvla_demo": "hybridvla_ros.demo:main",
     "recorder": "hybridvla_ros.recorder_node:main",
     "teleop": "hybridvla_ros.teleop_node:main",
     "bag_replay": "hybridvla_ros.bag_replay_node:main",

@@ -15,13 +15,19 @@ from hybridvla_core.errors import UserError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("hybridvla_core.doctor", "check the installation: Python packages, ROS 2, messages, rendering"),
-    "sim": ("hybridvla_core.sim.cli", "the simulated lab without ROS: run the scripted experts, record bags"),
-    "dataset": ("hybridvla_core.datasets.cli", "training sets from recorded bags; recover crashed recordings"),
+    # hybridvla_ros.demo starts the ROS graph's node processes; it imports rclpy only when it runs.
+    "demo": ("hybridvla_ros.demo", "the simulated lab through the whole ROS graph (FR3): the trained policy, the "
+                                   "bridge and its guards, a bag per episode, a summary per mode (make demo)"),
+    "sim": ("hybridvla_core.sim.cli", "the simulated lab without ROS: run the scripted experts, record the demo's "
+                                      "demonstrations, probe a checkpoint's targets"),
+    "dataset": ("hybridvla_core.datasets.cli", "training sets from recorded bags; recover crashed recordings; resize "
+                                               "a set's frames"),
     "train": ("hybridvla_core.train", "train or fine-tune a HybridVLA on a training-set directory (YAML config)"),
     "bench": ("hybridvla_core.bench", "latency of one control step per stage and mode; KV-cache and schedule speed-ups"),
     "import-checkpoint": ("hybridvla_core.import_checkpoint", "import a reference HybridVLA .pt (weights_only) into a checkpoint directory"),
     "export-checkpoint": ("hybridvla_core.export_checkpoint", "write a checkpoint directory as a reference HybridVLA .pt (timm towers, bf16)"),
-    "eval-bags": ("hybridvla_core.evaluation", "run checkpoints offline on recorded bags and compare them"),
+    "eval": ("hybridvla_core.evaluation", "evaluate a checkpoint: offline on recorded bags (eval bags) or closed loop "
+                                          "in the simulated lab (eval sim), with the same policy options"),
     # hybridvla_ros.preflight imports rclpy only when it runs.
     "preflight": ("hybridvla_ros.preflight", "check a robot's live ROS graph before enabling an arm: topics, types, "
                                              "QoS, frames, rates, action servers, TF; one line per check with its fix"),
@@ -45,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand_parser(name: str):
+    """(module, parser) of one subcommand: its module imported, its arguments added."""
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"hybridvla {name}", description=SUBCOMMANDS[name][1])
+    module.add_arguments(parser)
+    return module, parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """`hybridvla [--debug] COMMAND ...`: a user's mistake (errors.UserError, a missing file) ends in one line and
     exit status 2; --debug shows its traceback instead. Any other exception is a bug and keeps its traceback."""
@@ -54,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Import only the chosen subcommand's module, then parse again with its arguments.
     if argv and argv[0] in SUBCOMMANDS:
-        module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
-        sub = argparse.ArgumentParser(prog=f"hybridvla {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
-        module.add_arguments(sub)
+        module, sub = subcommand_parser(argv[0])
         args = sub.parse_args(argv[1:])
         try:
             return int(module.run(args) or 0)

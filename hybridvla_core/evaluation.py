@@ -1,19 +1,29 @@
-"""`hybridvla eval-bags`: run checkpoints offline on every recorded observation of some bags and compare.
+"""`hybridvla eval bags|sim CHECKPOINT ...`: a checkpoint offline on recorded bags, or closed loop in the simulated
+lab; both take the same policy options (add_policy_arguments: --mode, --preset, --theta, --ddim-steps,
+--ensemble-gripper, --device, --json), defined once here.
 
-    hybridvla eval-bags --checkpoint C BAGS... [--compare C2] [-o OUT] [--rate 10] [--mode hybrid]
+    hybridvla eval bags CHECKPOINT BAGS... [--compare C2] [-o OUT] [--rate 10] [--mode hybrid|...|all]
 
 Each bag is resampled exactly as `hybridvla dataset build` does (hybridvla_core.datasets.extract), the
 recorded actions are derived in each checkpoint's own action convention, and the policy predicts one action
-per step (seeded, bags in the order given). Per checkpoint it reports:
+per step (seeded, bags in the order given). Per checkpoint (and mode, with --mode all) it reports:
   - per-dimension mean absolute error and RMSE of the final, diffusion and autoregressive actions against
     the recorded ones (robot units: m, rad; gripper dims excluded from these),
   - gripper accuracy: predicted and recorded gripper on the same side of 0.5 (in the convention's sense),
   - the distribution of the mean AR token confidence, and how often the ensemble fused the two branches
     (confidence above theta) vs fell back to diffusion,
   - latency of Policy.predict [ms]: mean, p50, p90, p99, max, and the mean of every stage.
-Writes OUT/summary.json, OUT/summary.txt (the table also printed), OUT/steps_<label>.npz (every step's
-prediction, recorded action, confidence, source and latency), and PNG plots. A bag or checkpoint that cannot
-be used gets one line and is left out; the others are still evaluated.
+Writes OUT/summary.json (and --json FILE, the same), OUT/summary.txt (the table also printed),
+OUT/steps_<label>.npz (every step's prediction, recorded action, confidence, source and latency), and PNG
+plots. A bag or checkpoint that cannot be used gets one line and is left out; the others are still evaluated.
+
+    hybridvla eval sim CHECKPOINT [--episodes 20] [--seed 100000] [--mode hybrid|...|all] [--time-limit 25]
+
+runs an FR3 pick_place checkpoint closed loop through the franka_bridge's guards (hybridvla_core.sim.policy_eval)
+on the demo's held-out seeds (seeds of the trained instruction variants from 100000 on, or from --seed,
+skipping the checkpoint's training_seeds.json), without ROS: the quick check before `hybridvla demo`. Per mode:
+the success rate, how far the failures got, where the first grasps were, the fused share and guard events;
+--json FILE writes every episode.
 """
 from __future__ import annotations
 
@@ -27,27 +37,85 @@ from tqdm import tqdm
 
 from hybridvla_core.actions import gripper_indices
 from hybridvla_core.datasets.extract import BagError, Episode, TopicLayout, extract_episode, find_bags
+from hybridvla_core.modes import GRIPPER_RULES, MODES, PRESETS
 
 SOURCES = ("average", "diffusion", "autoregressive")  # ActionResult.source; "average" = ensemble fused
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 21)
 
 
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The policy options every `hybridvla eval` target honours (one definition for bags and sim)."""
+    g = parser.add_argument_group("policy options (bags and sim alike)")
+    g.add_argument("--mode", choices=(*MODES, "all"), default="hybrid",
+                   help="which action runs: the ensemble of both branches (hybrid), one branch alone, or each mode "
+                        "in turn (all) (default hybrid)")
+    g.add_argument("--preset", choices=PRESETS, default=None,
+                   help="named inference settings (README, 'Presets'; default: the checkpoint's own)")
+    g.add_argument("--theta", type=float, default=None,
+                   help="ensemble threshold 0..1 on the mean AR token confidence (default: the preset's, else the "
+                        "checkpoint's)")
+    g.add_argument("--ddim-steps", type=int, default=None,
+                   help="DDIM denoising steps of the diffusion branch, 1..the checkpoint's diffusion steps "
+                        "(default: the checkpoint's)")
+    g.add_argument("--ensemble-gripper", choices=GRIPPER_RULES, default=None,
+                   help="the gripper of a step that averages both branches: their binarised average (a "
+                        "disagreement closes) or the autoregressive branch's (default: the checkpoint's)")
+    g.add_argument("--device", default="cpu", help="where the policy runs: cpu or cuda[:N] (default cpu)")
+    g.add_argument("--json", type=Path, metavar="FILE",
+                   help="also write the results as JSON (bags: the summary; sim: every episode per mode)")
+
+
+def policy_option_error(args: argparse.Namespace) -> str | None:
+    """The one line that refuses an out-of-range policy option, or None."""
+    if args.theta is not None and not 0.0 <= args.theta <= 1.0:
+        return f"--theta must be in [0, 1], got {args.theta}"
+    if args.ddim_steps is not None and args.ddim_steps < 1:
+        return f"--ddim-steps must be >= 1, got {args.ddim_steps}"
+    return None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bags", nargs="+", type=Path, help="bag directories or directories of bags")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument("--compare", type=Path, help="a second checkpoint, reported side by side")
-    parser.add_argument("-o", "--output", type=Path, default=Path("eval_bags"), help="output directory (eval_bags)")
-    parser.add_argument("--rate", type=float, default=10.0, help="steps per second [Hz] (default 10)")
-    parser.add_argument("--mode", choices=("hybrid", "diffusion", "autoregressive"), default="hybrid")
-    parser.add_argument("--preset", choices=("reference", "single-prefill"),
-                        help="named inference settings (README, 'Presets'; default: the checkpoint's own)")
-    parser.add_argument("--theta", type=float, help="ensemble threshold (default: the preset's, else the checkpoint's)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (0)")
-    parser.add_argument("--max-steps", type=int, default=0, help="at most this many steps per bag (0 = all)")
-    parser.add_argument("--instruction", help="instruction for bags that carry none")
-    TopicLayout.add_arguments(parser)
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    sub = parser.add_subparsers(dest="target", metavar="TARGET")
+    sub.required = True
+    b = sub.add_parser("bags", help="run checkpoints offline on recorded bags and compare them",
+                       description="run checkpoints offline on every recorded observation of some bags and compare "
+                                   "their actions with the recorded ones")
+    b.add_argument("checkpoint", type=Path, metavar="CHECKPOINT",
+                   help="checkpoint directory (config.json, model.safetensors, ...)")
+    b.add_argument("bags", nargs="+", type=Path, metavar="BAGS", help="bag directories or directories of bags")
+    b.add_argument("--compare", type=Path, metavar="CHECKPOINT2", help="a second checkpoint, reported side by side")
+    b.add_argument("-o", "--output", type=Path, default=Path("eval_bags"), help="output directory (eval_bags)")
+    b.add_argument("--rate", type=float, default=10.0, help="steps per second [Hz] (default 10)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (0)")
+    b.add_argument("--max-steps", type=int, default=0, help="at most this many steps per bag (0 = all)")
+    b.add_argument("--instruction", help="instruction for bags that carry none")
+    TopicLayout.add_arguments(b)
+    b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    add_policy_arguments(b)
+
+    s = sub.add_parser("sim", help="run an FR3 checkpoint closed loop (guards included) on held-out seeds in the "
+                                   "simulated lab, without ROS",
+                       description="run an FR3 pick_place checkpoint closed loop through the franka_bridge's guards "
+                                   "on the demo's held-out seeds, without ROS")
+    s.add_argument("checkpoint", type=Path, metavar="CHECKPOINT",
+                   help="checkpoint directory (config.json, model.safetensors, ...)")
+    s.add_argument("--episodes", type=int, default=20, help="episodes per mode (default 20)")
+    s.add_argument("--seed", type=int, default=None,
+                   help="first seed searched for episodes of the trained instruction variants, taken in turn, "
+                        "skipping the checkpoint's training_seeds.json (default 100000: the demo's held-out seeds)")
+    s.add_argument("--time-limit", type=float, default=25.0, help="simulation seconds per episode (default 25)")
+    s.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
+    s.add_argument("--bridge-config", type=Path, help="franka_bridge parameter file with the guards "
+                                                      "(default config/franka.yaml)")
+    add_policy_arguments(s)
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = policy_option_error(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    return run_sim(args) if args.target == "sim" else run_bags(args)
 
 
 def _label(path: Path, taken: set[str]) -> str:
@@ -233,7 +301,8 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def run(args: argparse.Namespace) -> int:
+def run_bags(args: argparse.Namespace) -> int:
+    """`hybridvla eval bags`."""
     from hybridvla_core.model.checkpoint import load_config
     from hybridvla_core.model.policy import Policy
 
@@ -247,46 +316,132 @@ def run(args: argparse.Namespace) -> int:
             log(f"skipped {exc}")
             left_out.append({"bag": str(path), "reason": str(exc)})
     if not episodes:
-        log("hybridvla eval-bags: no usable bag")
+        log("hybridvla eval bags: no usable bag")
         return 1
     bag_names = [str(e.path) for e in episodes]
     args.output.mkdir(parents=True, exist_ok=True)
+    modes = list(MODES) if args.mode == "all" else [args.mode]
     summaries, steps, checkpoints, unusable = {}, {}, {}, []
     for directory in [args.checkpoint] + ([args.compare] if args.compare else []):
-        label = _label(directory, set(summaries))
-        try:
-            load_config(directory)
-            policy = Policy.from_checkpoint(directory, device=args.device, mode=args.mode, theta=args.theta,
-                                            preset=args.preset, seed=args.seed)
-        except (OSError, ValueError, KeyError) as exc:
-            log(f"skipped checkpoint {directory}: {exc}")
-            unusable.append({"path": str(directory), "reason": str(exc)})
-            continue
-        mismatches = []
-        arrays = evaluate_checkpoint(policy, episodes, args.max_steps, log=lambda line: (log(line), mismatches.append(line)))
-        if arrays is None:
-            log(f"skipped checkpoint {directory}: no bag fits it")
-            unusable.append({"path": str(directory), "reason": "no bag fits it"})
-            continue
-        summaries[label] = summarize(arrays, policy.theta, bag_names)
-        summaries[label]["mode"] = args.mode
-        steps[label] = arrays
-        checkpoints[label] = {"path": str(directory), "action_dim": policy.config.action_dim,
-                              "views": policy.config.view_names, "convention": policy.config.convention.to_dict(),
-                              "not_evaluated": mismatches}
-        np.savez(args.output / f"steps_{label}.npz", bag_names=np.asarray(bag_names), **arrays)
+        name = _label(directory, set())
+        for n, mode in enumerate(modes):
+            label = _label(Path(name if len(modes) == 1 else f"{name}_{mode}"), set(summaries))
+            try:
+                load_config(directory)
+                policy = Policy.from_checkpoint(directory, device=args.device, mode=mode, theta=args.theta,
+                                                ddim_steps=args.ddim_steps, ensemble_gripper=args.ensemble_gripper,
+                                                preset=args.preset, seed=args.seed)
+            except (OSError, ValueError, KeyError) as exc:
+                log(f"skipped checkpoint {directory}: {exc}")
+                unusable.append({"path": str(directory), "reason": str(exc)})
+                break  # the same in every mode
+            mismatches = []
+            say = (lambda line: (log(line), mismatches.append(line))) if n == 0 else mismatches.append  # once per bag
+            arrays = evaluate_checkpoint(policy, episodes, args.max_steps, log=say)
+            if arrays is None:
+                log(f"skipped checkpoint {directory}: no bag fits it")
+                unusable.append({"path": str(directory), "reason": "no bag fits it"})
+                break
+            summaries[label] = summarize(arrays, policy.theta, bag_names)
+            summaries[label]["mode"] = mode
+            steps[label] = arrays
+            checkpoints[label] = {"path": str(directory), "mode": mode, "action_dim": policy.config.action_dim,
+                                  "views": policy.config.view_names, "convention": policy.config.convention.to_dict(),
+                                  "not_evaluated": mismatches}
+            np.savez(args.output / f"steps_{label}.npz", bag_names=np.asarray(bag_names), **arrays)
     if not summaries:
-        log("hybridvla eval-bags: no checkpoint could be evaluated")
+        log("hybridvla eval bags: no checkpoint could be evaluated")
         return 1
     text = table(summaries)
     summary = {"checkpoints": checkpoints, "results": summaries, "bags": bag_names, "left_out": left_out,
                "checkpoints_not_evaluated": unusable,
                "settings": {"rate_hz": args.rate, "mode": args.mode, "seed": args.seed, "max_steps": args.max_steps,
+                            "preset": args.preset, "theta": args.theta, "ddim_steps": args.ddim_steps,
+                            "ensemble_gripper": args.ensemble_gripper, "device": args.device,
                             "layout": layout.__dict__}}
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=2))
     (args.output / "summary.txt").write_text(text + "\n")
     if not args.no_plots:
         plots(args.output, summaries, steps)
     print(text)
-    print(f"written: {args.output / 'summary.json'}, summary.txt, steps_*.npz" + ("" if args.no_plots else ", *.png"))
+    print(f"written: {args.output / 'summary.json'}, summary.txt, steps_*.npz" + ("" if args.no_plots else ", *.png")
+          + ("" if args.json is None else f", {args.json}"))
+    return 0
+
+
+def _first_grasp_summary(results) -> str:
+    """Along which axis the first grasps missed: median |block - TCP| per world axis over the episodes whose
+    first grasp command came within 10 cm of the block (the rest went for the wrong place)."""
+    offsets = np.array([r.first_grasp_offset_m for r in results if r.first_grasp_offset_m is not None],
+                       dtype=float).reshape(-1, 3)
+    near = offsets[np.linalg.norm(offsets, axis=1) < 0.10]
+    if not len(near):
+        return "first grasp: none within 10 cm of the block"
+    x, y, z = 100 * np.median(np.abs(near), axis=0)
+    return (f"first grasp, block from TCP (world frame, {len(near)} within 10 cm): median |x| {x:.1f} cm, "
+            f"|y| {y:.1f} cm, |z| {z:.1f} cm; over 2 cm off in x {int((np.abs(near[:, 0]) > 0.02).sum())}, "
+            f"in y {int((np.abs(near[:, 1]) > 0.02).sum())}")
+
+
+def _fused_percent(results) -> float:
+    """Share of steps where the ensemble averaged both branches (hybrid mode)."""
+    steps = sum(sum(r.sources.values()) for r in results)
+    return 100.0 * sum(r.sources.get("average", 0) for r in results) / max(steps, 1)
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    """`hybridvla eval sim`."""
+    from hybridvla_core.model.checkpoint import CheckpointError, load_config as load_model_config
+    from hybridvla_core.sim import episodes
+    from hybridvla_core.sim.config import fr3_pick_place_config
+    from hybridvla_core.sim.policy_eval import as_dicts, evaluate, franka_bridge_parameters
+
+    if args.episodes < 1:
+        print("error: --episodes must be >= 1", file=sys.stderr)
+        return 2
+    if not (args.checkpoint / "config.json").is_file():
+        print(f"error: {args.checkpoint} is not a checkpoint directory (no config.json)", file=sys.stderr)
+        return 2
+    try:
+        cfg = fr3_pick_place_config(args.config, "eval sim")
+        train_steps = load_model_config(args.checkpoint).diffusion.train_steps
+        bridge = franka_bridge_parameters(args.bridge_config)
+    except (OSError, ValueError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.ddim_steps is not None and not 1 <= args.ddim_steps <= train_steps:
+        print(f"error: --ddim-steps must be in 1..{train_steps} (the checkpoint's diffusion steps), "
+              f"got {args.ddim_steps}", file=sys.stderr)
+        return 2
+    start = episodes.HELD_OUT_SEED_START if args.seed is None else args.seed
+    seeds = episodes.untrained_seeds(args.checkpoint, args.episodes, start)
+    modes = list(MODES) if args.mode == "all" else [args.mode]
+    report = {}
+    for mode in modes:
+        try:
+            results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
+                               time_limit_s=args.time_limit, theta=args.theta, ddim_steps=args.ddim_steps,
+                               ensemble_gripper=args.ensemble_gripper, preset=args.preset, device=args.device)
+        except CheckpointError as exc:  # the weights are checked when the policy loads
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        ok = sum(r.success for r in results)
+        report[mode] = as_dicts(results)
+        events: dict[str, int] = {}
+        for r in results:
+            for kind, n in r.guard_events.items():
+                events[kind] = events.get(kind, 0) + n
+        print(f"{mode}: success {ok}/{len(results)} = {100.0 * ok / len(results):.1f}%  "
+              f"predict p50 {np.median([r.predict_ms_median for r in results]):.0f} ms  "
+              f"fused {_fused_percent(results):.0f}%  "
+              f"guard events {dict(sorted(events.items())) or 'none'}")
+        closest = np.array([r.closest_to_block_m for r in results])
+        print(f"{'':{len(mode)}}  got as far as: TCP within 2 cm of the block {int((closest < 0.02).sum())}, "
+              f"block lifted {sum(r.lifted for r in results)}, over its bowl {sum(r.over_bowl for r in results)} "
+              f"(of {len(results)}); closest approach median {100 * np.median(closest):.1f} cm")
+        print(f"{'':{len(mode)}}  {_first_grasp_summary(results)}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1))
     return 0

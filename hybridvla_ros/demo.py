@@ -1,4 +1,4 @@
-"""hybridvla_demo (`make demo`): the trained policy closing the loop through the whole ROS graph.
+"""`hybridvla demo` (`make demo`): the trained policy closing the loop through the whole ROS graph.
 
 Starts the real nodes as processes with the launch files' parameter files plus config/demo_fr3.yaml:
 sim_lab (config/sim_franka.yaml), franka_bridge (config/franka.yaml), policy_node (config/policy_franka.yaml,
@@ -6,8 +6,11 @@ once per mode) and the recorder (one bag per episode). For each mode and held-ou
 the lab, start a bag, set the instruction, enable bridge and policy, wait for success or the time limit,
 disable, close the bag. Then summary.json, PNG plots and one GIF per mode in the report directory.
 
-    hybridvla_demo [--episodes 10] [--seed 100000] [--mode hybrid|diffusion|autoregressive|all] [--robot fr3|agilex]
-                   [--checkpoint DIR] [--time-limit 25] [--output DIR]
+    hybridvla demo [--episodes 10] [--seed 100000] [--mode hybrid|diffusion|autoregressive|all]
+                   [--checkpoint DIR] [--time-limit 25] [--output DIR] [--domain-id N]
+
+The simulated lab is the FR3's (there is no dual-arm demo checkpoint). Registered in hybridvla_core.cli and
+imported only when the subcommand runs.
 """
 from __future__ import annotations
 
@@ -25,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from hybridvla_core import demo as core
-from hybridvla_core.errors import UserError
 from hybridvla_core.guards import EventKind
+from hybridvla_core.modes import MODES
 from hybridvla_core.resources import resource_path
+from hybridvla_core.sim import episodes as demo_episodes
 
 REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 FR3_CHECKPOINT = "sim_fr3_pick_place"
-AGILEX_CHECKPOINT = "sim_agilex_lift_ball"
 SOURCE_NAMES = {0: "fused", 1: "diffusion", 2: "autoregressive"}
 GUARD_KINDS = {kind.value: kind.name.lower() for kind in EventKind}  # GuardEvent.kind -> name in the summary
 LATENCY_STAGES = ("input_wait", "observation", "predict_total", "targets")  # observation in -> target out
@@ -272,7 +275,7 @@ def run_episode(graph: Graph, procs: Processes, seed: int, time_limit: float, fi
     graph.active = True
     _enable_bridge(graph)
     graph.call("policy", graph.request("SetBool", data=True))
-    # The time limit is simulation time, as in eval-policy: a machine too busy for real time slows the
+    # The time limit is simulation time, as in `hybridvla eval sim`: a machine too busy for real time slows the
     # simulation and every node on /clock alike, and the episode gets the same simulated seconds.
     start, sim_start = time.monotonic(), graph.sim_time
     success = False
@@ -307,12 +310,12 @@ def run_episode(graph: Graph, procs: Processes, seed: int, time_limit: float, fi
 
 
 def _settled_success(graph: Graph, procs: Processes) -> bool:
-    """As eval-policy: after the time limit, with the arm held, SETTLE_S simulated seconds more for a block
+    """As `hybridvla eval sim`: after the time limit, with the arm held, SETTLE_S simulated seconds more for a block
     released at the limit to land, then sim_lab's next success flag decides."""
     settle_start, wall_start = graph.sim_time, time.monotonic()
-    while graph.sim_time - settle_start < core.SETTLE_S:
+    while graph.sim_time - settle_start < demo_episodes.SETTLE_S:
         procs.check()
-        if time.monotonic() - wall_start > WALL_LIMIT_FACTOR * core.SETTLE_S + 5.0:
+        if time.monotonic() - wall_start > WALL_LIMIT_FACTOR * demo_episodes.SETTLE_S + 5.0:
             return False  # a stuck simulation: the next episode's loop reports it
         time.sleep(0.02)
     flag_after = time.monotonic()
@@ -378,46 +381,32 @@ def _enable_bridge(graph, timeout_s: float = 10.0) -> None:
         time.sleep(0.5)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hybridvla_demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=10, help="episodes per mode (10)")
-    parser.add_argument("--seed", type=int, default=core.HELD_OUT_SEED_START,
-                        help=f"first seed searched for held-out episodes ({core.HELD_OUT_SEED_START})")
-    parser.add_argument("--mode", default="all", choices=(*core.MODES, "all"))
-    parser.add_argument("--robot", default="fr3", choices=("fr3", "agilex"))
-    parser.add_argument("--checkpoint", type=Path, help=f"default checkpoints/{FR3_CHECKPOINT}")
-    parser.add_argument("--time-limit", type=float, default=25.0, help="simulated seconds per episode (25)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    start = demo_episodes.HELD_OUT_SEED_START
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per mode (default 10)")
+    parser.add_argument("--seed", type=int, default=start,
+                        help=f"first seed searched for held-out episodes of the trained instruction variants, "
+                             f"skipping the checkpoint's training_seeds.json (default {start})")
+    parser.add_argument("--mode", default="all", choices=(*MODES, "all"),
+                        help="the policy's mode, or each mode in turn (all; default)")
+    parser.add_argument("--checkpoint", type=Path, help=f"checkpoint directory (default checkpoints/{FR3_CHECKPOINT})")
+    parser.add_argument("--time-limit", type=float, default=25.0, help="simulated seconds per episode (default 25)")
     parser.add_argument("--output", type=Path, help="report directory (default outputs/demo-<time>)")
     parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID or a random one)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of a user's mistake (a bad checkpoint) "
-                                                             "instead of its one-line message")
-    args = parser.parse_args(argv)
 
-    if args.robot == "agilex":
-        if not (REPO_CHECKPOINTS / AGILEX_CHECKPOINT / "config.json").is_file():
-            print("make demo ROBOT=agilex: no dual-arm (AgileX dual Piper) checkpoint exists yet "
-                  f"(checkpoints/{AGILEX_CHECKPOINT}); nothing was run. The FR3 demo: make demo")
-            return 0
-        print("make demo ROBOT=agilex: the dual-arm demo is not wired yet; nothing was run.")
-        return 0
+
+def run(args: argparse.Namespace) -> int:
+    """A damaged checkpoint raises its UserError before anything starts (hybridvla_core.cli says it in one line)."""
     checkpoint = (args.checkpoint or REPO_CHECKPOINTS / FR3_CHECKPOINT).resolve()
     if not (checkpoint / "config.json").is_file():
-        print(f"hybridvla_demo: no checkpoint at {checkpoint} (train one with scripts/train_demo_policy.sh)",
+        print(f"hybridvla demo: no checkpoint at {checkpoint} (train one with scripts/train_demo_policy.sh)",
               file=sys.stderr)
         return 2
-    try:  # a damaged checkpoint is said here in one line, not by a policy node exiting later
-        from hybridvla_core.model.checkpoint import load_checkpoint
+    from hybridvla_core.model.checkpoint import load_checkpoint
 
-        load_checkpoint(checkpoint)
-    except UserError as exc:
-        if args.debug:
-            raise
-        print(f"hybridvla_demo: {exc}", file=sys.stderr)
-        return 2
-    modes = list(core.MODES) if args.mode == "all" else [args.mode]
-    training = checkpoint / "training_seeds.json"
-    training_seeds = json.loads(training.read_text())["seeds"] if training.is_file() else []
-    seeds = core.held_out_seeds(args.episodes, args.seed, training_seeds)
+    load_checkpoint(checkpoint)  # a damaged checkpoint is said here in one line, not by a policy node exiting later
+    modes = list(MODES) if args.mode == "all" else [args.mode]
+    seeds = demo_episodes.untrained_seeds(checkpoint, args.episodes, args.seed)
     out = (args.output or Path("outputs") / time.strftime("demo-%Y%m%d-%H%M%S")).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     _ros_environment(args.domain_id)
@@ -433,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.start("franka_bridge", "hybridvla_ros.franka_bridge_node", [str(config / "franka.yaml"), overlay], {})
         procs.start("recorder", "hybridvla_ros.recorder_node", [overlay], {"output_dir": str(out / "bags")})
         graph = Graph(viewer=_make_viewer_possible())
-        print(f"hybridvla_demo: {checkpoint.name}, modes {', '.join(modes)}, {len(seeds)} held-out seeds per mode "
+        print(f"hybridvla demo: {checkpoint.name}, modes {', '.join(modes)}, {len(seeds)} held-out seeds per mode "
               f"({', '.join(map(str, seeds))}), {args.time_limit:g} s per episode; report in {out}", flush=True)
         results: dict[str, dict] = {}
         latencies: dict[str, list[float]] = {}
@@ -467,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         interrupted = True
-        print("\nhybridvla_demo: interrupted; stopping the nodes", file=sys.stderr)
+        print("\nhybridvla demo: interrupted; stopping the nodes", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -475,8 +464,4 @@ def main(argv: list[str] | None = None) -> int:
         if graph is not None:
             graph.close()
         if interrupted:
-            print(f"hybridvla_demo: partial report and logs in {out}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+            print(f"hybridvla demo: partial report and logs in {out}", file=sys.stderr)

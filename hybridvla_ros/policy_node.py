@@ -23,15 +23,12 @@ from std_srvs.srv import SetBool
 from hybridvla_core.actions import ArmPose
 from hybridvla_core.control import (SOURCE_CODES, ArmReading, Controller, RateMeter, Skip, Ticker, WarnLimiter,
                                     convention_label)
+from hybridvla_core.modes import GRIPPER_RULES, MODES, PRESETS  # not hybridvla_core.model's: importing it loads torch
 from hybridvla_msgs.msg import ArmState, ArmTarget, PolicyAction
 from hybridvla_msgs.srv import SetInstruction
 from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, arrays_to_pose,
                                   declare_parameters, pose_to_arrays, run_node, stamp_s)
 from hybridvla_ros.images import image_to_rgb
-
-MODES = ("hybrid", "diffusion", "autoregressive")
-GRIPPER_RULES = ("average", "autoregressive")  # ensemble.GRIPPER_RULES (importing hybridvla_core.model loads torch)
-PRESETS = ("reference", "single-prefill")  # policy.PRESETS, likewise
 
 
 def camera_info_topic(image_topic: str) -> str:

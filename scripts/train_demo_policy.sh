@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the demo's checkpoint (checkpoints/sim_fr3_pick_place/) from nothing but the simulated lab:
-#   1. expert demonstrations: PER_VARIANT (default 1000) seeds per instruction variant of hybridvla_core.demo
-#      (red|blue block x green|yellow bowl), seeds 0..~16*PER_VARIANT (the demo's held-out seeds start at
-#      100000; `demo record` refuses a count that would reach them), one zstd MCAP bag each (~4.3 MB), two
-#      recording processes (one per core; ~1.7 s per episode each; an interrupted run continues where it was);
+#   1. expert demonstrations (`hybridvla sim record-demos`): PER_VARIANT (default 1000) seeds per instruction
+#      variant of hybridvla_core.sim.episodes (red|blue block x green|yellow bowl), seeds 0..~16*PER_VARIANT
+#      (the demo's held-out seeds start at 100000; record-demos refuses a count that would reach them), one zstd
+#      MCAP bag each (~4.3 MB), two recording processes (one per core; ~1.7 s per episode each; an interrupted
+#      run continues where it was);
 #   2. `hybridvla dataset build` of each half (10 Hz; per-step delta translation, then keyframes in absolute
 #      translation; absolute Euler, gripper 1=open),
 #      one bag at a time, the front view cut to the table region of the model config (--crop) and every frame
@@ -41,7 +42,7 @@ wait_all() {  # wait for every background job; fail if any failed (a bare `wait`
 mkdir -p "$DATA" "$RUN"
 record() {  # record OUT PER_VARIANT FIRST_SEED: two recording processes, one per core, every other seed each
   for part in 0 1; do
-    "$PY/python" -m hybridvla_core.demo record --out "$1" --per-variant "$2" --start "$3" --part "$part/2" &
+    "$PY/hybridvla" sim record-demos --out "$1" --per-variant "$2" --start "$3" --part "$part/2" &
   done
   wait_all
 }

@@ -4,6 +4,7 @@
                             [--image-size S] [--crop VIEW=T,B,L,R] ...
     hybridvla dataset merge BUILD... -o DIR      (builds or training sets written alike -> one)
     hybridvla dataset recover EPISODE_DIR...    (bags left open by a recorder crash -> proper bags)
+    hybridvla dataset resize TRAINSET... --image-size S|HxW   (a training set's frames resized in place)
 
 BAGS are bag directories (ours, `hybridvla sim run-experts --record`, or plain `ros2 bag record`, MCAP or
 sqlite3) or directories holding them. Each unusable bag gets one line and is left out. Bags are processed one
@@ -70,7 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "checkpoint directory holding dataset_statistics.json with the sets' unnorm key (fine-tuning "
                         "a checkpoint on more data without moving its normalisation)")
     r = sub.add_parser("recover", help="turn episodes left open by a recorder crash into proper bags")
-    r.add_argument("episodes", nargs="+", type=Path)
+    r.add_argument("episodes", nargs="+", type=Path, help="episode bag directories a recorder left open")
+    z = sub.add_parser("resize", help="resize a training set's frames in place to the model's input size "
+                                      "(what build --image-size does at build time)")
+    z.add_argument("trainsets", nargs="+", type=Path, metavar="TRAINSET",
+                   help="training-set directories (holding index.json)")
+    z.add_argument("--image-size", type=parse_image_size, required=True, metavar="S|HxW",
+                   help="pixels, the model's vision.image_size (S: S x S; HxW: height x width)")
 
 
 def parse_image_size(text: str):
@@ -100,6 +107,10 @@ def _crops(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.action == "recover":
         return _recover(args.episodes)
+    if args.action == "resize":
+        for directory in args.trainsets:
+            print(f"{directory}: {resize_images(directory, args.image_size)} samples at {args.image_size} px")
+        return 0
     if args.action == "merge":
         return _merge(args.inputs, args.output, link=not args.copy, statistics_from=args.statistics_from)
     from tqdm import tqdm
@@ -127,6 +138,31 @@ def run(args: argparse.Namespace) -> int:
           f"{len(report['left_out'])} bags left out), views {report['views']}, arms {report['arms']}")
     print(f"train with data.path: {args.output / 'train'}")
     return 0
+
+
+def resize_images(directory: Path, image_size) -> int:
+    """Resize a training set's images in place to image_size (S or [h, w]) with the model's own resize
+    (hybridvla_core.model.vision.resize_frames, that of images_to_pixels rounded to uint8), so that training
+    reads small frames instead of resizing full frames every step; the policy resizes live frames the same way.
+    `hybridvla dataset build --image-size` does the same at build time. Returns the number of samples."""
+    import numpy as np
+
+    from hybridvla_core.model.config import image_hw
+    from hybridvla_core.model.trainset import read_index
+    from hybridvla_core.model.vision import resize_frames
+
+    index, count = read_index(directory), 0
+    for shard in index["shards"]:
+        for view in index["views"]:
+            path = Path(directory) / shard["dir"] / f"image_{view}.npy"
+            frames = np.load(path, mmap_mode="r")
+            if frames.shape[1:3] == image_hw(image_size):
+                continue
+            resized = resize_frames(frames, image_size, batch=256)
+            del frames
+            np.save(path, resized)
+        count += shard["samples"]
+    return count
 
 
 def _merge(inputs: list[Path], out: Path, link: bool, statistics_from: Path | None = None) -> int:

@@ -5,11 +5,12 @@
 runs the task's scripted expert on seeds S, S+1, ..., prints the success rate (with a progress bar), and
 with --record writes one rosbag2 (MCAP) per episode, with the topics of a real teleoperated recording.
 
-    hybridvla sim eval-policy CHECKPOINT --episodes 20 [--mode hybrid|diffusion|autoregressive|all]
+    hybridvla sim record-demos --out DIR [--per-variant 100] [--start 0] [--part I/N]
 
-runs an FR3 pick_place checkpoint closed loop through the franka_bridge's guards on the demo's held-out seeds
-(seeds of the trained instruction variants from 100000 on, or from --seed, skipping the checkpoint's
-training_seeds.json), without ROS: the quick check before `make demo`.
+records the expert demonstrations of the demo's instruction variants (hybridvla_core.sim.episodes: the first
+PER_VARIANT seeds of each variant from --start on, one MCAP bag per episode, the topics of run-experts
+--record) into DIR/partI and writes DIR/seeds.json with the seeds it used; an interrupted run continues.
+`hybridvla eval sim CHECKPOINT` runs a checkpoint closed loop (hybridvla_core.evaluation).
 
     hybridvla sim probe-targets CHECKPOINT [--episodes 20] [--height 0.10] [--offset 0.03]
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,8 @@ import numpy as np
 
 from tqdm import tqdm
 
-from hybridvla_core.sim.config import ROBOT_TASKS, load_config
+from hybridvla_core.sim import episodes
+from hybridvla_core.sim.config import ROBOT_TASKS, fr3_pick_place_config, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     p = sub.add_parser("run-experts", help="run the scripted experts, print the success rate, optionally record bags")
     tasks = [t for ts in ROBOT_TASKS.values() for t in ts]
-    p.add_argument("--task", required=True, choices=tasks)
+    p.add_argument("--task", required=True, choices=tasks,
+                   help="the task, which also picks the robot: "
+                        + ", ".join(f"{t} ({robot})" for robot, ts in ROBOT_TASKS.items() for t in ts))
     p.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode; the others follow (default 0)")
     p.add_argument("--record", type=Path, metavar="DIR", help="write one rosbag2 MCAP bag per episode into DIR")
@@ -45,28 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                "config/sim_agilex.yaml, by the task's robot)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write per-episode results as JSON")
 
-    e = sub.add_parser("eval-policy", help="run an FR3 checkpoint closed loop (guards included) on held-out seeds")
-    e.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json, model.safetensors, ...)")
-    e.add_argument("--episodes", type=int, default=20, help="episodes per mode (default 20)")
-    e.add_argument("--seed", type=int, default=None,
-                   help="first seed searched for episodes of the trained instruction variants, taken in turn, "
-                        "skipping the checkpoint's training_seeds.json (default 100000: the demo's held-out seeds)")
-    e.add_argument("--mode", default="hybrid", choices=["hybrid", "diffusion", "autoregressive", "all"])
-    e.add_argument("--time-limit", type=float, default=25.0, help="simulation seconds per episode (default 25)")
-    e.add_argument("--preset", choices=["reference", "single-prefill"], default=None,
-                   help="named inference settings (README, 'Presets'; default: the checkpoint's own)")
-    e.add_argument("--theta", type=float, default=None,
-                   help="ensemble threshold 0..1 on the mean AR token confidence (default: the preset's, else "
-                        "the checkpoint's)")
-    e.add_argument("--ddim-steps", type=int, default=None,
-                   help="DDIM denoising steps of the diffusion branch (default: the checkpoint's)")
-    e.add_argument("--ensemble-gripper", choices=["average", "autoregressive"], default=None,
-                   help="the gripper of a step that averages both branches: their binarised average "
-                        "(a disagreement closes) or the autoregressive branch's (default: the checkpoint's)")
-    e.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
-    e.add_argument("--bridge-config", type=Path, help="franka_bridge parameter file with the guards "
-                                                      "(default config/franka.yaml)")
-    e.add_argument("--json", type=Path, metavar="FILE", help="also write per-episode results as JSON")
+    r = sub.add_parser("record-demos", help="record the expert demonstrations of the demo's instruction variants "
+                                            "(the training data of scripts/train_demo_policy.sh)")
+    r.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="output directory: bags in DIR/partI, the seeds used in DIR/seeds.json")
+    r.add_argument("--per-variant", type=int, default=100, help="episodes per instruction variant (default 100)")
+    r.add_argument("--start", type=int, default=episodes.TRAIN_SEED_START,
+                   help=f"first seed considered (default {episodes.TRAIN_SEED_START}); the seeds must stay below the "
+                        f"demo's held-out seeds ({episodes.HELD_OUT_SEED_START})")
+    r.add_argument("--part", default="0/1", metavar="I/N",
+                   help="record every N-th seed from the I-th (parallel runs); seeds already recorded in OUT/partI "
+                        "are skipped, so an interrupted run continues (default 0/1)")
+    r.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
 
     q = sub.add_parser("probe-targets", help="does an FR3 checkpoint aim at the block or copy where its arm is? "
                                              "(the arm held beside the block, one prediction each)")
@@ -82,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "eval-policy":
-        return eval_policy(args)
+    if args.action == "record-demos":
+        return record_demos(args)
     if args.action == "probe-targets":
         return probe_policy_targets(args)
     # Imported here so that `hybridvla --help` does not load MuJoCo.
@@ -132,46 +127,67 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_grasp_summary(results) -> str:
-    """Along which axis the first grasps missed: median |block - TCP| per world axis over the episodes whose
-    first grasp command came within 10 cm of the block (the rest went for the wrong place)."""
-    offsets = np.array([r.first_grasp_offset_m for r in results if r.first_grasp_offset_m is not None],
-                       dtype=float).reshape(-1, 3)
-    near = offsets[np.linalg.norm(offsets, axis=1) < 0.10]
-    if not len(near):
-        return "first grasp: none within 10 cm of the block"
-    x, y, z = 100 * np.median(np.abs(near), axis=0)
-    return (f"first grasp, block from TCP (world frame, {len(near)} within 10 cm): median |x| {x:.1f} cm, "
-            f"|y| {y:.1f} cm, |z| {z:.1f} cm; over 2 cm off in x {int((np.abs(near[:, 0]) > 0.02).sum())}, "
-            f"in y {int((np.abs(near[:, 1]) > 0.02).sum())}")
-
-
-def _fr3_pick_place_config(args: argparse.Namespace, command: str):
+def _checkpoint_and_config(args: argparse.Namespace, command: str):
     """The sim config for a command that runs an FR3 pick_place checkpoint, or None after printing one line
     naming what is wrong (no checkpoint at args.checkpoint, an unreadable file, another scene)."""
     if not (args.checkpoint / "config.json").is_file():
         print(f"error: {args.checkpoint} is not a checkpoint directory (no config.json)", file=sys.stderr)
         return None
     try:
-        cfg = load_config(args.config, robot="fr3")
+        return fr3_pick_place_config(args.config, command)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
-    if cfg.robot != "fr3" or cfg.task != "pick_place":
-        print(f"error: {command} runs the FR3 pick_place scene; the sim config says {cfg.robot}/{cfg.task}",
-              file=sys.stderr)
-        return None
-    return cfg
 
 
-def _untrained_seeds(checkpoint: Path, episodes: int, start: int) -> list[int]:
-    """Seeds of the instruction variants the checkpoint was trained on (consecutive seeds would include colours
-    it never saw) from `start` on, skipping its training_seeds.json, as hybridvla_demo picks them."""
-    from hybridvla_core import demo
+def record_demos(args: argparse.Namespace) -> int:
+    """`hybridvla sim record-demos`: the expert demonstrations of the demo's instruction variants."""
+    from hybridvla_core.sim.env import SimEnv
+    from hybridvla_core.sim.record import BagRecorder, recorded_seeds
+    from hybridvla_core.sim.runner import Rates, run_expert_episode
 
-    seeds_file = checkpoint / "training_seeds.json"
-    training = json.loads(seeds_file.read_text())["seeds"] if seeds_file.is_file() else []
-    return demo.held_out_seeds(episodes, start, training_seeds=training)
+    try:
+        index, parts = (int(x) for x in args.part.split("/"))
+        if not 0 <= index < parts:
+            raise ValueError
+    except ValueError:
+        print(f"error: --part must be I/N with 0 <= I < N, got {args.part!r}", file=sys.stderr)
+        return 2
+    if args.per_variant < 1:
+        print("error: --per-variant must be >= 1", file=sys.stderr)
+        return 2
+    seeds = episodes.variant_seeds(args.per_variant, args.start)
+    if seeds and seeds[-1] >= episodes.HELD_OUT_SEED_START:
+        print(f"error: training seeds reach {seeds[-1]}, into the held-out range", file=sys.stderr)
+        return 2
+    try:
+        cfg = fr3_pick_place_config(args.config, "record-demos")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    mine = seeds[index::parts]
+    args.out.mkdir(parents=True, exist_ok=True)
+    part_dir = args.out / f"part{index}"
+    done, unfinished = recorded_seeds(part_dir)
+    for path in unfinished:  # an interrupted episode: recorded again below
+        shutil.rmtree(path)
+    if done:
+        print(f"part {index}/{parts}: {len(done & set(mine))} of {len(mine)} episodes already recorded, continuing")
+    todo = [seed for seed in mine if seed not in done]
+    if index == 0:
+        (args.out / "seeds.json").write_text(json.dumps({"variants": episodes.VARIANTS, "seeds": seeds}))
+    env = SimEnv(**cfg.env_kwargs())
+    recorder = BagRecorder(part_dir, cfg, epoch_ns=time.time_ns())
+    recorder.episode_index = len(done)  # bag names keep counting
+    rates = Rates(control=cfg.control_rate_hz, state=cfg.state_rate_hz, camera=cfg.camera_rate_hz)
+    ok = 0
+    try:
+        for seed in tqdm(todo, desc=f"demos part {index}/{parts}", unit="ep"):
+            ok += run_expert_episode(env, seed, rates=rates, timeout_s=cfg.episode_timeout_s, sink=recorder).success
+    finally:
+        env.close()
+    print(f"part {index}/{parts}: {ok}/{len(todo)} expert successes, bags in {part_dir}")
+    return 0
 
 
 def probe_policy_targets(args: argparse.Namespace) -> int:
@@ -183,10 +199,10 @@ def probe_policy_targets(args: argparse.Namespace) -> int:
     if args.episodes < 1 or not 0.0 <= args.offset <= 0.10 or not 0.03 <= args.height <= 0.30:
         print("error: need --episodes >= 1, --offset in [0, 0.10] m and --height in [0.03, 0.30] m", file=sys.stderr)
         return 2
-    cfg = _fr3_pick_place_config(args, "probe-targets")
+    cfg = _checkpoint_and_config(args, "probe-targets")
     if cfg is None:
         return 2
-    seeds = _untrained_seeds(args.checkpoint, args.episodes, args.seed)
+    seeds = episodes.untrained_seeds(args.checkpoint, args.episodes, args.seed)
     try:
         policy = Policy.from_checkpoint(args.checkpoint, mode="hybrid")
     except (OSError, CheckpointError) as exc:
@@ -209,71 +225,4 @@ def probe_policy_targets(args: argparse.Namespace) -> int:
                 share = copied_share(found, branch)
                 parts.append(f"{branch} {x:.1f} / {y:.1f}" + ("" if np.isnan(share) else f", copies {share:.2f}"))
         print(f"  arm {name:>7}: " + ";  ".join(parts))
-    return 0
-
-
-def _fused_percent(results) -> float:
-    """Share of steps where the ensemble averaged both branches (hybrid mode)."""
-    steps = sum(sum(r.sources.values()) for r in results)
-    return 100.0 * sum(r.sources.get("average", 0) for r in results) / max(steps, 1)
-
-
-def eval_policy(args: argparse.Namespace) -> int:
-    from hybridvla_core import demo
-    from hybridvla_core.sim.policy_eval import as_dicts, evaluate, franka_bridge_parameters
-
-    if args.episodes < 1:
-        print("error: --episodes must be >= 1", file=sys.stderr)
-        return 2
-    cfg = _fr3_pick_place_config(args, "eval-policy")
-    if cfg is None:
-        return 2
-    if args.theta is not None and not 0.0 <= args.theta <= 1.0:
-        print(f"error: --theta must be in [0, 1], got {args.theta}", file=sys.stderr)
-        return 2
-    from hybridvla_core.model.checkpoint import CheckpointError, load_config as load_model_config
-
-    try:
-        train_steps = load_model_config(args.checkpoint).diffusion.train_steps
-    except (OSError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.ddim_steps is not None and not 1 <= args.ddim_steps <= train_steps:
-        print(f"error: --ddim-steps must be in 1..{train_steps} (the checkpoint's diffusion steps), "
-              f"got {args.ddim_steps}", file=sys.stderr)
-        return 2
-    try:
-        bridge = franka_bridge_parameters(args.bridge_config)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    start = demo.HELD_OUT_SEED_START if args.seed is None else args.seed
-    seeds = _untrained_seeds(args.checkpoint, args.episodes, start)
-    modes = list(demo.MODES) if args.mode == "all" else [args.mode]
-    report = {}
-    for mode in modes:
-        try:
-            results = evaluate(args.checkpoint, seeds, mode=mode, sim_config=cfg, bridge_parameters=bridge,
-                               time_limit_s=args.time_limit, theta=args.theta, ddim_steps=args.ddim_steps,
-                               ensemble_gripper=args.ensemble_gripper, preset=args.preset)
-        except CheckpointError as exc:  # the weights are checked when the policy loads
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        ok = sum(r.success for r in results)
-        report[mode] = as_dicts(results)
-        events: dict[str, int] = {}
-        for r in results:
-            for kind, n in r.guard_events.items():
-                events[kind] = events.get(kind, 0) + n
-        print(f"{mode}: success {ok}/{len(results)} = {100.0 * ok / len(results):.1f}%  "
-              f"predict p50 {np.median([r.predict_ms_median for r in results]):.0f} ms  "
-              f"fused {_fused_percent(results):.0f}%  "
-              f"guard events {dict(sorted(events.items())) or 'none'}")
-        closest = np.array([r.closest_to_block_m for r in results])
-        print(f"{'':{len(mode)}}  got as far as: TCP within 2 cm of the block {int((closest < 0.02).sum())}, "
-              f"block lifted {sum(r.lifted for r in results)}, over its bowl {sum(r.over_bowl for r in results)} "
-              f"(of {len(results)}); closest approach median {100 * np.median(closest):.1f} cm")
-        print(f"{'':{len(mode)}}  {_first_grasp_summary(results)}")
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=1))
     return 0

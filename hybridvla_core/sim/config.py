@@ -188,3 +188,11 @@ def load_config(path: str | Path | None = None, robot: str = "fr3") -> SimConfig
     path = Path(path) if path is not None else resource_path("config", DEFAULT_CONFIG[robot])
     return config_from_parameters(_read_parameters(path))
 
+
+def fr3_pick_place_config(path: str | Path | None = None, command: str = "this command") -> SimConfig:
+    """The sim config of a command that runs the FR3 pick_place scene (the demo's); ValueError in one line when
+    the file configures another robot or task."""
+    cfg = load_config(path, robot="fr3")
+    if cfg.robot != "fr3" or cfg.task != "pick_place":
+        raise ValueError(f"{command} runs the FR3 pick_place scene; the sim config says {cfg.robot}/{cfg.task}")
+    return cfg

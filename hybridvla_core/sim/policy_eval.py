@@ -1,5 +1,6 @@
-"""Closed-loop evaluation of a checkpoint in the simulated lab without ROS: the quick check between training
-and `make demo` (which runs the same loop through the full ROS graph, asynchronously, on wall time).
+"""Closed-loop evaluation of a checkpoint in the simulated lab without ROS (`hybridvla eval sim`): the quick
+check between training and `hybridvla demo` (which runs the same loop through the full ROS graph,
+asynchronously, on wall time).
 
 One episode: reset to a seed, then every control period (10 Hz by default) render the checkpoint's views,
 read the measured TCP pose, Policy.predict, actions.to_absolute_targets, the FR3 guard pipeline with the
@@ -18,11 +19,11 @@ import yaml
 
 from hybridvla_core.actions import ArmPose, state_from_poses, to_absolute_targets
 from hybridvla_core.arm_bridge import GUARD_PARAMETERS, FrankaGripperCommander, guard_config
-from hybridvla_core.demo import SETTLE_S
 from hybridvla_core.guards import GuardPipeline, Target
 from hybridvla_core.resources import resource_path
 from hybridvla_core.sim.config import SimConfig
 from hybridvla_core.sim.env import SimEnv
+from hybridvla_core.sim.episodes import SETTLE_S
 
 ARM = "fr3"
 
@@ -159,15 +160,16 @@ def run_policy_episode(env: SimEnv, policy, seed: int, *, guard_parameters: dict
 def evaluate(checkpoint: str | Path, seeds, *, mode: str = "hybrid", sim_config: SimConfig,
              bridge_parameters: dict, time_limit_s: float = 25.0, progress: bool = True,
              theta: float | None = None, ddim_steps: int | None = None,
-             ensemble_gripper: str | None = None, preset: str | None = None) -> list[PolicyEpisode]:
+             ensemble_gripper: str | None = None, preset: str | None = None,
+             device: str = "cpu") -> list[PolicyEpisode]:
     """Episodes of `checkpoint` (FR3 pick_place) on `seeds` in one mode (theta: the ensemble threshold,
     ddim_steps: the diffusion's denoising steps, ensemble_gripper: who decides an averaged step's gripper;
-    None = the checkpoint's)."""
+    None = the checkpoint's; device: where the policy runs)."""
     from tqdm import tqdm
 
     from hybridvla_core.model.policy import Policy
 
-    policy = Policy.from_checkpoint(checkpoint, mode=mode, theta=theta, ddim_steps=ddim_steps,
+    policy = Policy.from_checkpoint(checkpoint, device=device, mode=mode, theta=theta, ddim_steps=ddim_steps,
                                     ensemble_gripper=ensemble_gripper, preset=preset)
     env = SimEnv(**sim_config.env_kwargs())
     results: list[PolicyEpisode] = []

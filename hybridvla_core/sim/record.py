@@ -102,3 +102,15 @@ class BagRecorder:
         self.writer.close()
         self.writer = None
         self.episode_index += 1
+
+
+def recorded_seeds(directory: Path) -> tuple[set[int], list[Path]]:
+    """Seeds with a finished episode bag in `directory` (its metadata.yaml is written when the bag closes), and
+    the bag directories of episodes that were interrupted (no metadata.yaml)."""
+    done, unfinished = set(), []
+    for path in sorted(Path(directory).glob("episode_*_seed*")):
+        if (path / "metadata.yaml").is_file():
+            done.add(int(path.name.rsplit("_seed", 1)[1]))
+        else:
+            unfinished.append(path)
+    return done, unfinished

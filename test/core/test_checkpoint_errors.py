@@ -96,12 +96,12 @@ def test_config_with_a_bad_value(good, tmp_path):
     assert "token_layout must be one of ('reference', 'compact'), got 'sideways'" in message
 
 
-@pytest.mark.parametrize("command", ["eval-policy", "probe-targets"])
+@pytest.mark.parametrize("command", [["eval", "sim"], ["sim", "probe-targets"]])
 def test_sim_commands_say_it_in_one_line(good, tmp_path, capsys, command):
     from hybridvla_core.cli import main
 
     bad = damaged(good, tmp_path, weights_bytes=lambda b: b[: len(b) // 3])
-    assert main(["sim", command, str(bad), "--episodes", "1"]) == 2
+    assert main([*command, str(bad), "--episodes", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "not a readable safetensors file" in err[-1]
     assert not any("Traceback" in line for line in err)
@@ -132,7 +132,7 @@ def test_eval_bags_reports_the_good_checkpoint_and_names_the_damaged_one(good, t
     bag = write_bag(tmp_path / "bag", 0, size=(32, 32))
     bad = damaged(good, tmp_path, weights_bytes=lambda b: b[: len(b) // 2])
     out = tmp_path / "eval"
-    assert main(["eval-bags", str(bag), "--checkpoint", str(good), "--compare", str(bad), "--max-steps", "3",
+    assert main(["eval", "bags", str(good), str(bag), "--compare", str(bad), "--max-steps", "3",
                  "--no-plots", "-o", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["results"]) == [good.name] and summary["results"][good.name]["steps"] == 3

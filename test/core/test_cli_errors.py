@@ -37,12 +37,12 @@ def test_the_demo_refuses_a_damaged_checkpoint_in_one_line(tmp_path):
     shutil.copytree(ROOT / "checkpoints" / "sim_fr3_pick_place", damaged)
     weights = damaged / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:4096])
-    demo = [str(Path(sys.executable).parent / "hybridvla_demo"), "--checkpoint", str(damaged), "--episodes", "1",
+    demo = [str(Path(sys.executable).parent / "hybridvla"), "demo", "--checkpoint", str(damaged), "--episodes", "1",
             "--output", str(tmp_path / "out")]
     done = subprocess.run(demo, capture_output=True, text=True, timeout=120)
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, lines
-    assert lines[0].startswith(f"hybridvla_demo: {weights}: not a readable safetensors file")
+    assert lines[0].startswith(f"hybridvla demo: {weights}: not a readable safetensors file")
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
     debug = subprocess.run(demo + ["--debug"], capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr

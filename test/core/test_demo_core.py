@@ -1,41 +1,46 @@
-"""The demo's ROS-free half: seed selection by instruction variant, held-out seeds, the run summary, and the
+"""The demo's ROS-free half: seed selection by instruction variant, held-out seeds (hybridvla_core.sim.episodes),
+the run summary (hybridvla_core.demo), `hybridvla sim record-demos`, and `hybridvla dataset resize`: the
 training set's frames shrunk exactly as the policy resizes live frames."""
 import numpy as np
 import torch
 
 from hybridvla_core import demo
+from hybridvla_core.cli import main
+from hybridvla_core.datasets.cli import resize_images
 from hybridvla_core.model import TrainsetDataset, TrainsetWriter
 from hybridvla_core.model.vision import images_to_pixels
+from hybridvla_core.sim import episodes
 from hybridvla_core.sim.env import SimEnv
+from hybridvla_core.sim.record import recorded_seeds
 
 
 def test_variant_seeds_take_the_first_seeds_of_each_variant():
-    seeds = demo.variant_seeds(3, start=0)
-    assert seeds == sorted(seeds) and len(seeds) == 3 * len(demo.VARIANTS)
-    variants = [demo.variant_of(s) for s in seeds]
-    assert all(variants.count(v) == 3 for v in demo.VARIANTS)
+    seeds = episodes.variant_seeds(3, start=0)
+    assert seeds == sorted(seeds) and len(seeds) == 3 * len(episodes.VARIANTS)
+    variants = [episodes.variant_of(s) for s in seeds]
+    assert all(variants.count(v) == 3 for v in episodes.VARIANTS)
     # Every seed skipped below the last one belongs to another variant or to a variant already full.
     for seed in range(seeds[0], seeds[-1]):
         if seed not in seeds:
-            v = demo.variant_of(seed)
-            assert v not in demo.VARIANTS or sum(1 for s in seeds if s < seed and demo.variant_of(s) == v) == 3
+            v = episodes.variant_of(seed)
+            assert v not in episodes.VARIANTS or sum(1 for s in seeds if s < seed and episodes.variant_of(s) == v) == 3
 
 
 def test_variant_of_is_the_simulated_episode():
     env = SimEnv("fr3", "pick_place", image_width=32, image_height=24)
     try:
         for seed in (0, 7, 100_003):
-            block, bowl = demo.variant_of(seed)
+            block, bowl = episodes.variant_of(seed)
             assert env.reset(seed) == f"put the {block} block in the {bowl} bowl"
     finally:
         env.close()
 
 
 def test_held_out_seeds_avoid_training_seeds_and_alternate_variants():
-    training = demo.variant_seeds(2, start=demo.HELD_OUT_SEED_START)  # pretend training used these
-    held = demo.held_out_seeds(8, demo.HELD_OUT_SEED_START, training_seeds=training)
+    training = episodes.variant_seeds(2, start=episodes.HELD_OUT_SEED_START)  # pretend training used these
+    held = episodes.held_out_seeds(8, episodes.HELD_OUT_SEED_START, training_seeds=training)
     assert len(held) == 8 and not set(held) & set(training)
-    assert [demo.variant_of(s) for s in held[:4]] == list(demo.VARIANTS)
+    assert [episodes.variant_of(s) for s in held[:4]] == list(episodes.VARIANTS)
 
 
 def test_summary_of_a_mode():
@@ -54,7 +59,7 @@ def test_summary_of_a_mode():
     assert "hybrid" in demo.table({"modes": {"hybrid": s}}) and " 50%" in demo.table({"modes": {"hybrid": s}})
 
 
-def test_shrink_resizes_like_the_policy(tmp_path):
+def test_dataset_resize_resizes_like_the_policy(tmp_path):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, 24, 32, 3), dtype=np.uint8)
     with TrainsetWriter(tmp_path, ["front"], 7, unnorm_key="k", shard_size=3) as writer:
@@ -64,7 +69,7 @@ def test_shrink_resizes_like_the_policy(tmp_path):
     expected = torch.stack([before[i]["pixels"] for i in range(5)])
     action = before[4]["action"].clone()
     del before  # its memory maps would see the files rewritten
-    assert demo.shrink_images(tmp_path, 16) == 5
+    assert resize_images(tmp_path, 16) == 5
     after = TrainsetDataset(tmp_path, image_size=16)
     assert np.load(tmp_path / "shard-00000" / "image_front.npy").shape == (3, 16, 16, 3)
     got = torch.stack([after[i]["pixels"] for i in range(5)])
@@ -74,13 +79,11 @@ def test_shrink_resizes_like_the_policy(tmp_path):
 
 
 def test_record_continues_an_interrupted_run(tmp_path, capsys):
-    """A second `record` skips finished bags, re-records an interrupted one, and keeps bag names unique."""
-    from hybridvla_core.demo import main, recorded_seeds, variant_seeds
-
+    """A second `record-demos` skips finished bags, re-records an interrupted one, and keeps bag names unique."""
     part = tmp_path / "part0"
-    argv = ["record", "--out", str(tmp_path), "--per-variant", "1", "--part", "0/2"]
+    argv = ["sim", "record-demos", "--out", str(tmp_path), "--per-variant", "1", "--part", "0/2"]
     assert main(argv) == 0
-    expected = set(variant_seeds(1, 0)[0::2])
+    expected = set(episodes.variant_seeds(1, 0)[0::2])
     done, unfinished = recorded_seeds(part)
     assert done == expected and not unfinished and len(expected) == 2
     first = sorted(part.iterdir())
@@ -100,13 +103,12 @@ def test_recorded_targets_close_the_fingers_along_the_base_y_axis(tmp_path):
     from scipy.spatial.transform import Rotation
 
     from hybridvla_core import bags
-    from hybridvla_core.demo import main
     from hybridvla_core.sim.config import load_config
 
     cfg = load_config(robot="fr3")
     topic = cfg.arm_topic(cfg.topics_arm_target, "fr3")
     out = tmp_path / "demos"
-    assert main(["record", "--out", str(out), "--per-variant", "1", "--part", "0/4"]) == 0
+    assert main(["sim", "record-demos", "--out", str(out), "--per-variant", "1", "--part", "0/4"]) == 0
     (episode,) = sorted((out / "part0").iterdir())
     grasp = next(m.message for m in bags.read_messages(episode, [topic]) if m.message.gripper < 0.5)
     q = grasp.pose.orientation

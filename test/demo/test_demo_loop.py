@@ -41,7 +41,7 @@ def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     checkpoint = COMMITTED if (COMMITTED / "config.json").is_file() else tiny_checkpoint(tmp / "ckpt")
     out = tmp / "report"
-    proc = subprocess.run([sys.executable, "-m", "hybridvla_ros.demo", "--episodes", "2", "--mode", "hybrid",
+    proc = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "demo", "--episodes", "2", "--mode", "hybrid",
                            "--time-limit", "6", "--checkpoint", str(checkpoint), "--output", str(out)],
                           capture_output=True, text=True, timeout=420, cwd=ROOT)
     logs = "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted((out / "logs").glob("*.log")))
@@ -61,7 +61,7 @@ def test_images_reach_the_policy_and_targets_reach_the_bridge(demo_run):
 
 
 def test_episodes_run_on_simulation_time(demo_run):
-    """The time limit and the policy's 10 Hz are simulated seconds (as in eval-policy), whatever the load."""
+    """The time limit and the policy's 10 Hz are simulated seconds (as in `hybridvla eval sim`), whatever the load."""
     _, summary, _ = demo_run
     for e in summary["modes"]["hybrid"]["episode_details"]:
         assert e["real_time_factor"] > 0, e

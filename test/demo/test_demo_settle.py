@@ -1,9 +1,9 @@
-"""The demo judges an episode that reached its time limit as eval-policy does: SETTLE_S simulated seconds
+"""The demo judges an episode that reached its time limit as `hybridvla eval sim` does: SETTLE_S simulated seconds
 later, from a success flag sim_lab published after them (a block released at the limit may still land)."""
 import threading
 import time
 
-from hybridvla_core.demo import SETTLE_S
+from hybridvla_core.sim.episodes import SETTLE_S
 from hybridvla_ros.demo import _settled_success
 
 

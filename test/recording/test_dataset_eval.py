@@ -1,5 +1,5 @@
 """Bags recorded in the simulated lab -> `hybridvla dataset build` -> `hybridvla train` (tiny model) ->
-`hybridvla eval-bags`, with the dataset and the eval numbers recomputed independently from the bags, and bad
+`hybridvla eval bags`, with the dataset and the eval numbers recomputed independently from the bags, and bad
 input (truncated bag, missing topics, a checkpoint of another action layout) reported with one line each."""
 import json
 import shutil
@@ -164,7 +164,7 @@ def test_dataset_from_sim_and_plain_bags_trains_and_evaluates(lab, tmp_path):
     save_checkpoint(build_model(dual), tmp_path / "dual",
                     {"recorded": DatasetStatistics.from_samples(rng.normal(size=(20, 14)), rng.normal(size=(20, 14)), 1)})
 
-    evaluated = run(CLI + ["eval-bags", "--checkpoint", str(checkpoint), "--compare", str(tmp_path / "dual"),
+    evaluated = run(CLI + ["eval", "bags", str(checkpoint), "--compare", str(tmp_path / "dual"),
                            str(sim_bags[0]), str(root / "truncated"), str(root / "plain"), "--instruction", "put it in the bowl",
                            "--max-steps", "5", "-o", str(tmp_path / "eval")])
     assert evaluated.returncode == 0, evaluated.stderr

@@ -1,4 +1,4 @@
-"""`hybridvla sim eval-policy`: the committed demo checkpoint closed loop in the simulated lab, through the
+"""`hybridvla eval sim`: the committed demo checkpoint closed loop in the simulated lab, through the
 franka_bridge's guards, without ROS."""
 import json
 import subprocess
@@ -134,7 +134,7 @@ def test_a_tight_workspace_shows_up_as_guard_events(env, policy):
 
 def test_cli_writes_json_and_refuses_a_missing_checkpoint(tmp_path):
     out = tmp_path / "eval.json"
-    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "eval", "sim", str(CHECKPOINT),
                           "--episodes", "1", "--time-limit", "0.5", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -146,30 +146,30 @@ def test_cli_writes_json_and_refuses_a_missing_checkpoint(tmp_path):
     assert "got as far as: TCP within 2 cm of the block 0, block lifted 0, over its bowl 0 (of 1)" in run.stdout
     fused = 100 * episode["sources"].get("average", 0) / episode["steps"]
     assert f"fused {fused:.0f}%" in run.stdout  # the share of steps that averaged both branches
-    bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(tmp_path)],
+    bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "eval", "sim", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a checkpoint directory" in bad.stderr
 
 
 def test_cli_theta_sets_the_ensemble_threshold(tmp_path):
     out = tmp_path / "eval.json"
-    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "eval", "sim", str(CHECKPOINT),
                           "--episodes", "1", "--time-limit", "0.3", "--theta", "0", "--ensemble-gripper",
                           "autoregressive", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "fused 100%" in run.stdout  # any confidence is above 0: every step averages both branches
     assert json.loads(out.read_text())["hybrid"][0]["sources"] == {"average": 3}
-    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "eval", "sim", str(CHECKPOINT),
                           "--episodes", "1", "--time-limit", "0.3", "--theta", "1", "--ddim-steps", "1",
                           "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "fused 0%" in run.stdout  # no confidence is strictly above 1: every step follows the diffusion branch
     assert json.loads(out.read_text())["hybrid"][0]["sources"] == {"diffusion": 3}
-    bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+    bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "eval", "sim", str(CHECKPOINT),
                           "--theta", "1.5"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --theta must be in [0, 1], got 1.5"
-    bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+    bad = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "eval", "sim", str(CHECKPOINT),
                           "--ddim-steps", "101"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: --ddim-steps must be in 1..100 (the checkpoint's diffusion steps), got 101"
@@ -177,17 +177,17 @@ def test_cli_theta_sets_the_ensemble_threshold(tmp_path):
 
 def test_cli_seed_picks_the_trained_variants_from_there(tmp_path):
     """--seed S searches from S for the instruction variants the checkpoint was trained on (consecutive seeds
-    would include colours it never saw), as hybridvla_demo does."""
-    from hybridvla_core import demo
+    would include colours it never saw), as `hybridvla demo` does."""
+    from hybridvla_core.sim import episodes
 
     out = tmp_path / "eval.json"
-    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "sim", "eval-policy", str(CHECKPOINT),
+    run = subprocess.run([sys.executable, "-m", "hybridvla_core.cli", "eval", "sim", str(CHECKPOINT),
                           "--episodes", "2", "--seed", "100500", "--time-limit", "0.2", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     seeds = [e["seed"] for e in json.loads(out.read_text())["hybrid"]]
-    assert seeds == demo.held_out_seeds(2, 100500)
-    assert all(demo.variant_of(s) in demo.VARIANTS for s in seeds) and min(seeds) >= 100500
+    assert seeds == episodes.held_out_seeds(2, 100500)
+    assert all(episodes.variant_of(s) in episodes.VARIANTS for s in seeds) and min(seeds) >= 100500
 
 
 def test_probe_targets_cli_prints_each_direction_and_refuses_a_bad_offset():
