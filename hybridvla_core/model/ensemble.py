@@ -6,14 +6,11 @@ from typing import NamedTuple
 import numpy as np
 
 from hybridvla_core.actions import gripper_indices
+from hybridvla_core.modes import GRIPPER_RULES, MODES
 
-MODES = ("hybrid", "diffusion", "autoregressive")
 # The reference script's gate: sum of the 6 non-gripper confidences > 5.8, i.e. their mean > 5.8 / 6 = 0.9667
 # (the paper's text says 0.96).
 REFERENCE_THETA = 5.8 / 6
-# Who decides the gripper when both branches are averaged: "average" (the reference: the binarised average,
-# so a disagreement closes) or "autoregressive" (the AR branch's binarised gripper).
-GRIPPER_RULES = ("average", "autoregressive")
 
 
 class EnsembleDecision(NamedTuple):

@@ -9,7 +9,7 @@ Schedules (ar_schedule):
     between <BOD> and <EOD>, as the reference code does (one prefill of prefix + [t, noise, <EOD>], then the
     greedy tokens on that cache).
 
-Presets (preset=..., the policy node's `preset`, --preset of eval-bags and sim eval-policy) name a set of the
+Presets (preset=..., the policy node's `preset`, --preset of hybridvla eval bags / eval sim) name a set of the
 settings above; explicit settings still override them. None keeps the checkpoint's own (an imported reference
 checkpoint's config.json holds the reference's, so it runs as "reference" by default):
   "reference": the reference's inference script: AR tokens in a second pass on fresh noise at a random timestep,

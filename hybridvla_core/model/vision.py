@@ -233,7 +233,7 @@ def resize_frames(frames, image_size, batch: int = 16, crop=None, resize: str = 
     """(N, H, W, 3) uint8 RGB frames (an array or a sequence of HxWx3 arrays) -> (N, h, w, 3) uint8 numpy
     (image_size: S or [h, w]): the
     crop (see check_crop) and resize of images_to_pixels, rounded back to uint8. Training sets resized with it
-    at build time (`hybridvla dataset build --image-size [--crop]`, `python -m hybridvla_core.demo shrink`) hold
+    at build time (`hybridvla dataset build --image-size [--crop]`, `hybridvla dataset resize`) hold
     what a policy cropping and resizing the live frames sees, to within the rounding (0.5 / 255). Frames
     already that size (after the crop) come back unchanged; `batch` frames are converted at a time, so memory stays
     small for long episodes."""

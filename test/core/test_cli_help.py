@@ -52,6 +52,5 @@ def test_the_modes_have_one_home_that_the_model_agrees_with():
     from hybridvla_core import modes
     from hybridvla_core.model import ensemble, policy
 
-    assert ensemble.MODES == modes.MODES
-    assert ensemble.GRIPPER_RULES == modes.GRIPPER_RULES
+    assert ensemble.MODES is modes.MODES and ensemble.GRIPPER_RULES is modes.GRIPPER_RULES
     assert tuple(policy.PRESETS) == modes.PRESETS
