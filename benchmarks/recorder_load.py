@@ -169,7 +169,7 @@ def main() -> int:
         recorder.send_signal(signal.SIGINT)
         recorder.wait(timeout=60)
         pub.wait(timeout=60)
-    from hybridvla_core import bags
+    from hybridvla_core.recording import bags
 
     bag = sorted((out / "bags").iterdir())[0]
     recorded = {t: n for t, (_, n) in bags.topic_summary(bag).items()}

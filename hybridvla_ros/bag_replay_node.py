@@ -18,7 +18,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from hybridvla_core import bags
+from hybridvla_core.recording import bags
 from hybridvla_ros.common import ParameterError, declare_parameters, run_node
 from hybridvla_ros.recorder_node import message_class
 

@@ -3,7 +3,7 @@
 Subscribes raw (serialized CDR, never decoded) to every configured topic as soon as a publisher appears,
 with the publishers' reliability (as `ros2 bag record` does) and a deep queue. Episode control:
   service ~/episode (hybridvla_msgs/srv/EpisodeControl), service ~/set_instruction (SetInstruction),
-  terminal keys when run in a terminal (s, enter/space, f, d, i, q; see recording.KEY_HELP).
+  terminal keys when run in a terminal (s, enter/space, f, d, i, q; see terminal_keys.KEY_HELP).
 Publishes: events_topic (hybridvla_msgs/EpisodeEvent, reliable), ~/status (std_msgs/String, JSON with the
 live statistics, every status_period_s).
 
@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from hybridvla_core import bags, recording
+from hybridvla_core.recording import bags, recorder, terminal_keys
 from hybridvla_ros.common import EVENT_QOS, ParameterError, declare_parameters, run_node
 
 
@@ -71,7 +71,7 @@ class Recorder(Node):
             raise ParameterError(f"parameter 'expected_hz' has {len(rates)} values for {len(p['topics'])} topics")
         self.p = p
         self.topics = [t for t in p["topics"] if t != p["events_topic"]]  # own events are written directly
-        self.core = recording.EpisodeRecorder(
+        self.core = recorder.EpisodeRecorder(
             p["output_dir"], robot=p["robot"], expected_hz=dict(zip(p["topics"], rates)),
             events_topic=p["events_topic"], min_free_bytes=int(p["min_free_gb"] * 1e9),
             max_queue_bytes=int(p["max_queue_mb"] * 1e6), max_episode_s=p["max_episode_s"],
@@ -86,10 +86,10 @@ class Recorder(Node):
         self.create_timer(p["status_period_s"], self._on_status)
         self._quit = False
         self.keys = None
-        ok, why = recording.keys_available()
+        ok, why = terminal_keys.keys_available()
         if p["keys"] == "auto" and ok:
-            self.keys = recording.KeyReader(self._on_key)
-            self.get_logger().info(recording.KEY_HELP)
+            self.keys = terminal_keys.KeyReader(self._on_key)
+            self.get_logger().info(terminal_keys.KEY_HELP)
         else:
             self.get_logger().info(f"terminal keys off ({why or 'keys:=off'}); control by service "
                                    f"{self.get_fully_qualified_name()}/episode")
@@ -117,7 +117,7 @@ class Recorder(Node):
             msgtype = types[topic][0]
             try:
                 cls = message_class(msgtype)
-                if msgtype not in recording.bags.typestore().fielddefs:  # the bag needs its definition
+                if msgtype not in bags.typestore().fielddefs:  # the bag needs its definition
                     raise ValueError("no message definition for the bag")
             except (ImportError, AttributeError, ValueError) as exc:
                 self.get_logger().error(f"{topic}: message type {msgtype} cannot be recorded here ({exc})")
@@ -133,7 +133,7 @@ class Recorder(Node):
             self.get_logger().info(f"subscribed {topic} [{msgtype}] {reliability.name.lower()}")
 
     # -- commands
-    def command(self, command: str, instruction: str = "") -> recording.Reply:
+    def command(self, command: str, instruction: str = "") -> recorder.Reply:
         t_ns = self.now_ns()
         if command == "start":
             if instruction.strip():
@@ -153,7 +153,7 @@ class Recorder(Node):
 
     def _publish_event(self, event) -> None:
         # rclpy publishes serialized bytes as they are: the event is built once, by the core.
-        self.events.publish(bytes(recording.bags.typestore().serialize_cdr(event, recording.EPISODE_EVENT)))
+        self.events.publish(bytes(bags.typestore().serialize_cdr(event, recorder.EPISODE_EVENT)))
 
     def _on_episode(self, request, response):
         names = {EpisodeControl.Request.START: "start", EpisodeControl.Request.STOP_SUCCESS: "success",
@@ -197,7 +197,7 @@ class Recorder(Node):
         self.status_pub.publish(String(data=json.dumps(status)))
         if self.keys is not None:
             width = shutil.get_terminal_size((160, 20)).columns
-            sys.stderr.write("\r\x1b[2K" + recording.status_line(status, width - 1))
+            sys.stderr.write("\r\x1b[2K" + recorder.status_line(status, width - 1))
             sys.stderr.flush()
 
     def close(self) -> None:

@@ -21,7 +21,8 @@ from hybridvla_msgs.msg import ArmState, ArmTarget
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from hybridvla_core import recording, teleop
+from hybridvla_core import teleop
+from hybridvla_core.recording import terminal_keys
 from hybridvla_ros.common import (COMMAND_QOS, SENSOR_QOS, ParameterError, arrays_to_pose, declare_parameters,
                                   pose_to_arrays, run_node)
 
@@ -76,12 +77,12 @@ class Teleop(Node):
             except RuntimeError as exc:
                 raise ParameterError(str(exc)) from None
         else:
-            ok, why = recording.keys_available()
+            ok, why = terminal_keys.keys_available()
             if not ok:
                 raise ParameterError(f"device keyboard needs a terminal ({why}); run `ros2 run hybridvla_ros "
                                      f"teleop` in its own terminal")
             self.keyboard = teleop.KeyboardTwist(p["max_linear_speed"], p["max_angular_speed"])
-            self.keys = recording.KeyReader(self._on_key, keymap=None)
+            self.keys = terminal_keys.KeyReader(self._on_key, keymap=None)
             self.get_logger().info(teleop.KEYBOARD_HELP)
         self.create_timer(1.0 / p["rate_hz"], self._tick)
 

@@ -191,7 +191,7 @@ def _merge(inputs: list[Path], out: Path, link: bool, statistics_from: Path | No
 
 
 def _recover(paths: list[Path]) -> int:
-    from hybridvla_core.recording import recover_episode
+    from hybridvla_core.recording.recovery import recover_episode
 
     status = 0
     for path in paths:

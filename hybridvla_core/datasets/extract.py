@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from rosbags.highlevel import AnyReader
 
-from hybridvla_core import bags
+from hybridvla_core.recording import bags
 from hybridvla_core.actions import ActionConvention, ArmPose, from_absolute_targets, state_from_poses
 from hybridvla_core.errors import UserError
 

@@ -1,5 +1,5 @@
 """Recording simulated episodes as rosbag2 (MCAP) bags with exactly the topics and types of a real
-teleoperated recording (names from the sim config), through hybridvla_core.bags.
+teleoperated recording (names from the sim config), through hybridvla_core.recording.bags.
 
 Per episode: cameras (sensor_msgs/Image rgb8 + CameraInfo), joint states, TCP pose, ArmState, the commanded
 ArmTarget (source TELEOP: the expert stands in for the teleoperator) and EpisodeEvent start/stop with the
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridvla_core import bags
-from hybridvla_core.bags import EpisodeWriter, msg
+from hybridvla_core.recording import bags
+from hybridvla_core.recording.bags import EpisodeWriter, msg
 from hybridvla_core.sim.config import SimConfig
 from hybridvla_core.sim.env import SimEnv
 from hybridvla_core.sim.experts import Command

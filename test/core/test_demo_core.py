@@ -102,7 +102,7 @@ def test_recorded_targets_close_the_fingers_along_the_base_y_axis(tmp_path):
     closes."""
     from scipy.spatial.transform import Rotation
 
-    from hybridvla_core import bags
+    from hybridvla_core.recording import bags
     from hybridvla_core.sim.config import load_config
 
     cfg = load_config(robot="fr3")

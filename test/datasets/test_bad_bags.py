@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridvla_core import bags, recording
+from hybridvla_core.recording import bags, recorder, recovery
 from hybridvla_core.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,7 +31,7 @@ def damaged(tmp_path):
     long = dict(seconds=8.0)  # ~2 MiB: several MCAP chunks, so a cut leaves whole chunks to recover
     out = {"good": write_bag(tmp_path / "good", 0, **long), "truncated": cut(write_bag(tmp_path / "truncated", 1, **long))}
     out["marked"] = cut(write_bag(tmp_path / "marked", 2, **long))
-    (out["marked"] / recording.INCOMPLETE_MARKER).write_text("crashed")
+    (out["marked"] / recorder.INCOMPLETE_MARKER).write_text("crashed")
     out["no_metadata"] = write_bag(tmp_path / "no_metadata", 3, **long)
     (out["no_metadata"] / "metadata.yaml").unlink()
     out["empty"] = tmp_path / "empty"
@@ -52,10 +52,10 @@ def test_each_problem_is_one_line_with_what_to_do(damaged):
 
 def test_recover_keeps_the_intact_part_once(damaged):
     with pytest.raises(ValueError, match="nothing to recover"):
-        recording.recover_episode(damaged["good"])
+        recovery.recover_episode(damaged["good"])
     expected_all = bags.topic_summary(damaged["good"])  # the same writer, another seed: the same counts
     for name in ("truncated", "marked", "no_metadata"):
-        bag, count = recording.recover_episode(damaged[name])
+        bag, count = recovery.recover_episode(damaged[name])
         assert bag == damaged[name] and bags.bag_problem(bag) is None and count > 0
         summary = bags.topic_summary(bag)
         kept = sum(n for _, n in summary.values())
@@ -66,11 +66,11 @@ def test_recover_keeps_the_intact_part_once(damaged):
             assert 0 < kept < sum(n for _, n in expected_all.values())
         assert bags.bag_metadata(bag)["outcome"] == "incomplete"  # (the recorder's START event names the task)
         original = bag.with_name(bag.name + ".crashed")
-        assert original.is_dir() and not (original / recording.INCOMPLETE_MARKER).exists()
-        assert recording.recover_episode(bag) == (bag, None)  # again: nothing changes
+        assert original.is_dir() and not (original / recorder.INCOMPLETE_MARKER).exists()
+        assert recovery.recover_episode(bag) == (bag, None)  # again: nothing changes
         assert not bag.with_name(bag.name + ".crashed.crashed").exists()
         with pytest.raises(ValueError, match=r"the original of a crashed recording.*its recovered bag is"):
-            recording.recover_episode(original)
+            recovery.recover_episode(original)
 
 
 def test_build_points_at_recover_and_never_takes_an_episode_twice(damaged, tmp_path, capsys):
@@ -81,7 +81,7 @@ def test_build_points_at_recover_and_never_takes_an_episode_twice(damaged, tmp_p
     # Killed after its last chunk was written: the .mcap is whole, only the marker says it was never closed. Its
     # kept original stays readable after recovery: the case that once entered a training set twice.
     write_bag(folder / "killed_late", 4, seconds=8.0)
-    (folder / "killed_late" / recording.INCOMPLETE_MARKER).write_text("crashed")
+    (folder / "killed_late" / recorder.INCOMPLETE_MARKER).write_text("crashed")
     assert main(["dataset", "build", str(folder), "-o", str(tmp_path / "set1"), "--include-failed",
                  "--val-fraction", "0"]) == 0
     err = capsys.readouterr().err

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from hybridvla_core import bags
+from hybridvla_core.recording import bags
 from hybridvla_core.actions import ActionConvention
-from hybridvla_core.bags import msg
+from hybridvla_core.recording.bags import msg
 from hybridvla_core.datasets import build as build_module
 from hybridvla_core.datasets.build import BuildOptions, build_dataset, chunked, split_bags
 from hybridvla_core.datasets.cli import parse_image_size

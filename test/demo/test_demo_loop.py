@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("franka_msgs.action", reason="test-only franka_msgs not built (make setup)")
 
-from hybridvla_core.bags import read_messages, topic_summary  # noqa: E402
+from hybridvla_core.recording.bags import read_messages, topic_summary  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from hybridvla_core import bags  # noqa: E402
-from hybridvla_core.bags import msg  # noqa: E402
+from hybridvla_core.recording import bags  # noqa: E402
+from hybridvla_core.recording.bags import msg  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
 IMAGE, STATE, TARGET = "/camera/front/color/image_raw", "/hybridvla/fr3/arm_state", "/hybridvla/fr3/target"

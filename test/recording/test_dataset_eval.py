@@ -14,7 +14,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core import bags
+from hybridvla_core.recording import bags
 from hybridvla_core.actions import DatasetStatistics
 from hybridvla_core.model import Policy, build_model, save_checkpoint
 from hybridvla_core.model.presets import tiny_config

@@ -8,8 +8,8 @@ import yaml
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 
-from hybridvla_core import bags, recording
-from hybridvla_core.bags import msg
+from hybridvla_core.recording import bags, recorder
+from hybridvla_core.recording.bags import msg
 
 CAMERA = "/camera/front/color/image_raw"
 JOINTS = "/joint_states"
@@ -35,7 +35,7 @@ def record_episode(out, compression=None):
     """One episode through the recorder core (what hybridvla_ros.recorder_node feeds with raw CDR from its
     subscriptions); returns the bag directory and topic -> messages offered."""
     kwargs = {} if compression is None else {"compression": compression}
-    rec = recording.EpisodeRecorder(out, robot="fr3", min_free_bytes=0, **kwargs)
+    rec = recorder.EpisodeRecorder(out, robot="fr3", min_free_bytes=0, **kwargs)
     offered = {}
 
     def offer(topic, message, t):

@@ -23,7 +23,7 @@ from mcap_ros2.decoder import DecoderFactory  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from hybridvla_core import bags, recording  # noqa: E402
+from hybridvla_core.recording import bags, recorder, recovery# noqa: E402
 
 HELPERS = Path(__file__).parent / "helpers"
 CAMERAS = ["/camera/front/color/image_raw", "/camera/wrist/color/image_raw"]
@@ -150,10 +150,10 @@ def test_episodes_recorded_without_loss(ros, tmp_path):
     kinds = [(e.kind, e.episode_index) for e in lab.events]
     assert kinds == [(0, 0), (1, 0), (0, 1), (2, 1), (0, 2), (1, 2), (0, 3), (3, 3)]
 
-    paths = recording.episode_dirs(lab.out)
+    paths = recorder.episode_dirs(lab.out)
     assert [p.name for p in paths] == ["episode_0000", "episode_0001", "episode_0002"]
     for path, counts, instruction in zip(paths, published, instructions):
-        assert not recording.is_incomplete(path)
+        assert not recorder.is_incomplete(path)
         in_bag, definitions = bag_counts(path)
         assert {t: n for t, n in in_bag.items() if t != EVENTS} == counts  # every published message, no more
         assert in_bag[EVENTS] == 2
@@ -200,13 +200,13 @@ def test_sigkill_mid_episode_keeps_earlier_episodes(ros, tmp_path):
         lab.recorder.wait(timeout=30)
     finally:
         lab.close()
-    done, open_one = recording.episode_dirs(lab.out)
-    assert not recording.is_incomplete(done) and recording.is_incomplete(open_one)
+    done, open_one = recorder.episode_dirs(lab.out)
+    assert not recorder.is_incomplete(done) and recorder.is_incomplete(open_one)
     in_bag, _ = bag_counts(done)
     assert {t: n for t, n in in_bag.items() if t != EVENTS} == first
     assert bags.bag_compression(done) == ("zstd", "chunk")
     # The open episode: its completed chunks come back as a proper bag marked incomplete.
-    recovered, count = recording.recover_episode(open_one)
+    recovered, count = recovery.recover_episode(open_one)
     assert recovered == open_one and (lab.out / "episode_0001.crashed").is_dir()
     in_bag, _ = bag_counts(recovered)
     meta = bags.bag_metadata(recovered)

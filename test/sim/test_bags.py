@@ -1,4 +1,4 @@
-"""hybridvla_core.bags and `hybridvla sim run-experts --record`: bags that rosbags' AnyReader opens, with
+"""hybridvla_core.recording.bags and `hybridvla sim run-experts --record`: bags that rosbags' AnyReader opens, with
 full message definitions, the topics of a real teleoperated recording, and the episode's instruction;
 MCAP chunk zstd compression (the default), rosbag2 message-mode zstd and uncompressed bags."""
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import yaml
 from rosbags.highlevel import AnyReader
 
-from hybridvla_core import bags, recording
-from hybridvla_core.bags import EpisodeWriter, msg
+from hybridvla_core.recording import bags, recovery
+from hybridvla_core.recording.bags import EpisodeWriter, msg
 from hybridvla_core.cli import main
 from hybridvla_core.sim.config import load_config
 
@@ -77,7 +77,7 @@ def test_compressed_and_uncompressed_episodes_round_trip_byte_exactly(tmp_path, 
     assert bags.bag_metadata(path) == {"instruction": "pick"}
     assert [m.message.instruction for m in bags.read_messages(path, ["/hybridvla/episode_events"])] == ["pick ü"] * 12
     zstd = bags.zstd_module()
-    stored = list(recording.read_truncated_mcap(path / "ep.mcap", stored=True))  # the storage's own bytes
+    stored = list(recovery.read_truncated_mcap(path / "ep.mcap", stored=True))  # the storage's own bytes
     assert [s[:3] for s in stored] == [m[:3] for m in messages]
     for (_, _, _, raw), (_, _, _, cdr) in zip(stored, messages):
         if message_mode:
