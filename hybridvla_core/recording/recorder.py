@@ -1,7 +1,7 @@
 """Episode recording without ROS: the recorder node feeds serialized messages in, this module writes them.
 
 - `EpisodeRecorder`: the episode state machine (idle -> recording -> idle) over one rosbag2 MCAP bag per
-  episode (hybridvla_core.bags.EpisodeWriter), a writer thread so that slow disks never block message
+  episode (bags.EpisodeWriter), a writer thread so that slow disks never block message
   callbacks, per-topic rate and drop statistics, and a free-disk-space check.
 - Crash safety: every open episode directory holds INCOMPLETE_MARKER until its bag is closed. A SIGKILL or a
   power cut leaves finished episodes untouched and the open one clearly marked (recovery.recover_episode
