@@ -46,7 +46,7 @@ def feeder(robot: str, hz: float, seconds: float) -> None:
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
 
-    from hybridvla_core.kinematics import load_arm
+    from hybridvla_core.runtime.kinematics import load_arm
     from hybridvla_ros.common import COMMAND_QOS, arrays_to_pose
 
     rclpy.init()
@@ -113,7 +113,7 @@ def main() -> int:
     from sensor_msgs.msg import JointState
     from std_srvs.srv import SetBool
 
-    from hybridvla_core.kinematics import load_arm
+    from hybridvla_core.runtime.kinematics import load_arm
     from hybridvla_ros.common import COMMAND_QOS, arrays_to_pose, stamp_s
 
     if args.robot == "fr3":

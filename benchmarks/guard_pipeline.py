@@ -14,7 +14,7 @@ import time
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core.guards import GuardConfig, GuardPipeline, Target
+from hybridvla_core.runtime.guards import GuardConfig, GuardPipeline, Target
 
 ARMS = {
     "fr3": (GuardConfig("fr3", "fr3", (0.2, -0.5, 0.01), (0.8, 0.5, 0.8)),

@@ -14,7 +14,7 @@ from hybridvla_core.errors import UserError
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "doctor": ("hybridvla_core.doctor", "check the installation: Python packages, ROS 2, messages, rendering"),
+    "doctor": ("hybridvla_core.tools.doctor", "check the installation: Python packages, ROS 2, messages, rendering"),
     # hybridvla_ros.demo starts the ROS graph's node processes; it imports rclpy only when it runs.
     "demo": ("hybridvla_ros.demo", "the simulated lab through the whole ROS graph (FR3): the trained policy, the "
                                    "bridge and its guards, a bag per episode, a summary per mode (make demo)"),
@@ -22,11 +22,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                                       "demonstrations, probe a checkpoint's targets"),
     "dataset": ("hybridvla_core.datasets.cli", "training sets from recorded bags; recover crashed recordings; resize "
                                                "a set's frames"),
-    "train": ("hybridvla_core.train", "train or fine-tune a HybridVLA on a training-set directory (YAML config)"),
-    "bench": ("hybridvla_core.bench", "latency of one control step per stage and mode; KV-cache and schedule speed-ups"),
-    "import-checkpoint": ("hybridvla_core.import_checkpoint", "import a reference HybridVLA .pt (weights_only) into a checkpoint directory"),
-    "export-checkpoint": ("hybridvla_core.export_checkpoint", "write a checkpoint directory as a reference HybridVLA .pt (timm towers, bf16)"),
-    "eval": ("hybridvla_core.evaluation", "evaluate a checkpoint: offline on recorded bags (eval bags) or closed loop "
+    "train": ("hybridvla_core.tools.train", "train or fine-tune a HybridVLA on a training-set directory (YAML config)"),
+    "bench": ("hybridvla_core.tools.bench", "latency of one control step per stage and mode; KV-cache and schedule speed-ups"),
+    "import-checkpoint": ("hybridvla_core.tools.import_checkpoint", "import a reference HybridVLA .pt (weights_only) into a checkpoint directory"),
+    "export-checkpoint": ("hybridvla_core.tools.export_checkpoint", "write a checkpoint directory as a reference HybridVLA .pt (timm towers, bf16)"),
+    "eval": ("hybridvla_core.tools.evaluation", "evaluate a checkpoint: offline on recorded bags (eval bags) or closed loop "
                                           "in the simulated lab (eval sim), with the same policy options"),
     # hybridvla_ros.preflight imports rclpy only when it runs.
     "preflight": ("hybridvla_ros.preflight", "check a robot's live ROS graph before enabling an arm: topics, types, "

@@ -1,7 +1,7 @@
-"""agilex_bridge: per-arm ArmTarget -> guards (IK to joints, hybridvla_core.guards) -> two Piper arms.
+"""agilex_bridge: per-arm ArmTarget -> guards (IK to joints, hybridvla_core.runtime.guards) -> two Piper arms.
 
 The dual-arm robot is two independent arms named in arm_order (default [left, right]); a 14-dim policy action
-is [arm_order[0] 7, arm_order[1] 7] (hybridvla_core.piper_can.split_dual) and reaches this node as one ArmTarget
+is [arm_order[0] 7, arm_order[1] 7] (hybridvla_core.robots.piper_can.split_dual) and reaches this node as one ArmTarget
 per arm, each in that arm's base frame.
   in   <target_topic>  hybridvla_msgs/ArmTarget per arm ({arm} is replaced), reliable depth 1
   out  <arm_state_topic> hybridvla_msgs/ArmState per arm at rate_hz; <guard_events_topic> hybridvla_msgs/GuardEvent
@@ -25,10 +25,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 
-from hybridvla_core.arm_bridge import guard_config, guard_parameter_spec
-from hybridvla_core.guards import Command, GuardPipeline, GuardResult
-from hybridvla_core.kinematics import ARMS
-from hybridvla_core.piper_can import GRIPPER_MAX_M, PiperSdkArm, SimulatedPiper, check_arm_order
+from hybridvla_core.robots.arm_bridge import guard_config, guard_parameter_spec
+from hybridvla_core.runtime.guards import Command, GuardPipeline, GuardResult
+from hybridvla_core.runtime.kinematics import ARMS
+from hybridvla_core.robots.piper_can import GRIPPER_MAX_M, PiperSdkArm, SimulatedPiper, check_arm_order
 from hybridvla_ros.bridge_common import ControlServices, LatestSample, arm_state_msg, event_msg, now_s, target_from_msg
 from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, bridge_executor,
                                   declare_parameters, run_node)

@@ -1,4 +1,4 @@
-"""ROS pieces both arm bridges share: message conversions around hybridvla_core.guards and the control services."""
+"""ROS pieces both arm bridges share: message conversions around hybridvla_core.runtime.guards and the control services."""
 from __future__ import annotations
 
 import time
@@ -10,8 +10,8 @@ from hybridvla_msgs.msg import ArmState, ArmTarget, GuardEvent
 from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
-from hybridvla_core.guards import GuardEventRecord, GuardPipeline, GuardResult, Target
-from hybridvla_core.preflight import SequenceRate
+from hybridvla_core.runtime.guards import GuardEventRecord, GuardPipeline, GuardResult, Target
+from hybridvla_core.robots.preflight import SequenceRate
 from hybridvla_ros.common import arrays_to_pose, pose_to_arrays, stamp_s
 
 

@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
-from hybridvla_core.cameras import (BACKENDS, CameraConfigError, CameraStream, EndOfStream, Intrinsics, Profile,
+from hybridvla_core.robots.cameras import (BACKENDS, CameraConfigError, CameraStream, EndOfStream, Intrinsics, Profile,
                                     make_backend)
 from hybridvla_ros.common import COMMAND_QOS, SENSOR_QOS, ParameterError, declare_parameters, run_node
 from hybridvla_ros.images import numpy_to_image

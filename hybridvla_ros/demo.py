@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridvla_core import demo as core
-from hybridvla_core.guards import EventKind
+from hybridvla_core.tools import demo_report as core
+from hybridvla_core.runtime.guards import EventKind
 from hybridvla_core.modes import MODES
 from hybridvla_core.resources import resource_path
 from hybridvla_core.sim import episodes as demo_episodes

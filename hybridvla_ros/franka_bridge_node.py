@@ -1,4 +1,4 @@
-"""franka_bridge: ArmTarget -> guards (hybridvla_core.guards) -> a Cartesian controller of franka_ros2.
+"""franka_bridge: ArmTarget -> guards (hybridvla_core.runtime.guards) -> a Cartesian controller of franka_ros2.
 
   in   <target_topic>        hybridvla_msgs/ArmTarget (policy or teleop; m, xyzw, gripper 0..1), reliable depth 1
        <current_pose_topic>  geometry_msgs/PoseStamped, measured TCP in frame_id (crisp PoseBroadcaster stamps its
@@ -16,7 +16,7 @@
        <arm_state_topic>     hybridvla_msgs/ArmState at rate_hz;  <guard_events_topic> hybridvla_msgs/GuardEvent
   actions <gripper.action_ns>/grasp (close), <gripper.action_ns>/move (open) - franka_msgs.action
   services ~/enable (std_srvs/SetBool), ~/hold, ~/estop, ~/clear_estop (std_srvs/Trigger). Starts disabled.
-  ~/enable true first runs the bring-up checks (hybridvla_core.preflight, the same as `hybridvla preflight`):
+  ~/enable true first runs the bring-up checks (hybridvla_core.robots.preflight, the same as `hybridvla preflight`):
   current_pose in frame_id, both state topics at >= preflight.min_state_rate_hz, a subscriber (the controller)
   on output_topic and no second publisher there (crisp drops targets then), the gripper's grasp and move action
   servers; the first failures are the refusal's one line.
@@ -31,10 +31,10 @@ from hybridvla_msgs.msg import ArmState, ArmTarget, GuardEvent
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from hybridvla_core.arm_bridge import FrankaGripperCommander, GripperGoal, guard_config, guard_parameter_spec
-from hybridvla_core.guards import Command, GuardPipeline, GuardResult
-from hybridvla_core.kinematics import ARMS
-from hybridvla_core.preflight import Check, frame_refusal, judge_action_server, judge_output, judge_rate, summary
+from hybridvla_core.robots.arm_bridge import FrankaGripperCommander, GripperGoal, guard_config, guard_parameter_spec
+from hybridvla_core.runtime.guards import Command, GuardPipeline, GuardResult
+from hybridvla_core.runtime.kinematics import ARMS
+from hybridvla_core.robots.preflight import Check, frame_refusal, judge_action_server, judge_output, judge_rate, summary
 from hybridvla_ros import graph
 from hybridvla_ros.bridge_common import ControlServices, LatestSample, arm_state_msg, event_msg, now_s, target_from_msg
 from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, arrays_to_pose,
@@ -178,7 +178,7 @@ class FrankaBridge(Node):
         if not self.pipeline.set_measured(joints, stamp, position, quaternion, gripper):
             self.get_logger().warn("non-finite or malformed joint state ignored", throttle_duration_sec=5.0)
 
-    # --- bring-up checks (hybridvla_core.preflight; `hybridvla preflight --robot fr3` runs the same) -------------
+    # --- bring-up checks (hybridvla_core.robots.preflight; `hybridvla preflight --robot fr3` runs the same) -------------
     def checks(self) -> list[Check]:
         v = self.v
         self.absorb()

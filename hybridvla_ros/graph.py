@@ -1,11 +1,11 @@
-"""What a node sees of the live ROS graph, in hybridvla_core.preflight's terms (Endpoint, action servers).
+"""What a node sees of the live ROS graph, in hybridvla_core.robots.preflight's terms (Endpoint, action servers).
 The bridges' ~/enable and `hybridvla preflight` both read the graph through these functions."""
 from __future__ import annotations
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from hybridvla_core.preflight import Endpoint
+from hybridvla_core.robots.preflight import Endpoint
 
 
 def endpoint(node_name: str, type_name: str, qos: QoSProfile) -> Endpoint:

@@ -4,7 +4,7 @@ Subscribes (sensor-data QoS): image_topics[i] (sensor_msgs/Image, view view_name
 (hybridvla_msgs/ArmState of arm arm_names[j]). Publishes: /hybridvla/policy_action (PolicyAction, every
 step, also while disabled), target_topics[j] (ArmTarget, reliable depth 1, only while enabled),
 /diagnostics (DiagnosticArray). Services: ~/set_instruction (SetInstruction), ~/enable (std_srvs/SetBool).
-The logic lives in hybridvla_core.control; this file only moves messages.
+The logic lives in hybridvla_core.runtime.control; this file only moves messages.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import SetBool
 
 from hybridvla_core.actions import ArmPose
-from hybridvla_core.control import (SOURCE_CODES, ArmReading, Controller, RateMeter, Skip, Ticker, WarnLimiter,
+from hybridvla_core.runtime.control import (SOURCE_CODES, ArmReading, Controller, RateMeter, Skip, Ticker, WarnLimiter,
                                     convention_label)
 from hybridvla_core.modes import GRIPPER_RULES, MODES, PRESETS  # not hybridvla_core.model's: importing it loads torch
 from hybridvla_msgs.msg import ArmState, ArmTarget, PolicyAction

@@ -2,7 +2,7 @@
 per check (topic present, type, QoS compatible, frame, rate, action server, vendor node parameters, TF from the
 arm's base to each camera frame), with the fix for each failure; exit code 1 when one fails, 2 on a bad
 argument. It reads the same parameter files the launch files use (config/franka.yaml or agilex.yaml and the
-policy file) and judges with hybridvla_core.preflight, as the bridges' ~/enable does.
+policy file) and judges with hybridvla_core.robots.preflight, as the bridges' ~/enable does.
 
 rclpy is imported only when the command runs (hybridvla_core.cli lists it; `hybridvla preflight --help` needs
 no ROS)."""
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from hybridvla_core.preflight import Check, Endpoint, failures, judge_frame, judge_input, judge_output, judge_rate, judge_tf
+from hybridvla_core.robots.preflight import Check, Endpoint, failures, judge_frame, judge_input, judge_output, judge_rate, judge_tf
 from hybridvla_core.resources import resource_path
 
 ROBOTS = {"fr3": ("franka.yaml", "franka_bridge", "policy_franka.yaml"),
@@ -136,7 +136,7 @@ def fr3_checks(node, listener: Listener, v: dict, cameras: list[str], min_camera
                                       "cartesian_impedance_controller`) or set output_topic to its input",
                            single_publisher=True)
     if v["gripper.enabled"]:
-        from hybridvla_core.preflight import judge_action_server
+        from hybridvla_core.robots.preflight import judge_action_server
 
         servers = graph.action_servers(node)
         ns = v["gripper.action_ns"].rstrip("/")
@@ -159,7 +159,7 @@ def _target_checks(node, topic: str, ours: Endpoint) -> list[Check]:
 
 def agilex_checks(node, listener: Listener, v: dict, arms: list[str], cameras: list[str], min_camera_hz: float,
                   config: str) -> list[Check]:
-    from hybridvla_core.piper_can import judge_piper_ros_parameters
+    from hybridvla_core.robots.piper_can import judge_piper_ros_parameters
     from hybridvla_ros import graph
     from hybridvla_ros.common import COMMAND_QOS, SENSOR_QOS
 

@@ -1,5 +1,5 @@
 """teleop: a human drives the arms through the same ArmTarget topic and guards as the policy
-(hybridvla_core.teleop does the math).
+(hybridvla_core.robots.teleop does the math).
 
   device spacemouse | keyboard (one arm, e.g. the FR3):
      in   <arm_state_topic>  hybridvla_msgs/ArmState: the target starts at the measured pose and is re-anchored
@@ -21,7 +21,7 @@ from hybridvla_msgs.msg import ArmState, ArmTarget
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from hybridvla_core import teleop
+from hybridvla_core.robots import teleop
 from hybridvla_core.recording import terminal_keys
 from hybridvla_ros.common import (COMMAND_QOS, SENSOR_QOS, ParameterError, arrays_to_pose, declare_parameters,
                                   pose_to_arrays, run_node)

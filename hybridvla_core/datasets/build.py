@@ -46,7 +46,7 @@ class BuildOptions:
     max_age_s: float = 0.5
     image_size: int | list | None = None  # frames stored S x S or [h, w], resized as the model does
     #                                       (resize_frames); None: as recorded
-    crops: dict = field(default_factory=dict)  # view -> [top, bottom, left, right] region kept (vision.check_crop)
+    crops: dict = field(default_factory=dict)  # view -> [top, bottom, left, right] region kept (config.check_crop)
     shard_size: int = 256          # samples per shard file (also the most samples buffered in memory per split)
 
     def __post_init__(self) -> None:
@@ -58,7 +58,7 @@ class BuildOptions:
             self.image_size = height if height == width else [height, width]
         if self.shard_size < 1:
             raise ValueError("shard_size must be >= 1")
-        from hybridvla_core.model.vision import check_crop
+        from hybridvla_core.model.config import check_crop
 
         checked = {view: check_crop(crop, f"--crop {view}") for view, crop in dict(self.crops).items()}
         self.crops = {view: list(crop) for view, crop in checked.items() if crop is not None}

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:
-    from hybridvla_core.model.hybridvla import HybridVLA
 
 
 # A DDIM step (1 + T tokens) or an AR token (1) is a handful of new tokens after a prefix of hundreds. Through
@@ -210,7 +206,7 @@ class HFCachedSteps:
     """The same interface through the HF model and its DynamicCache (any family): crop to the prefix + start,
     feed the tokens; finish() crops back to the prefix."""
 
-    def __init__(self, model: "HybridVLA", prefix: torch.Tensor):
+    def __init__(self, model: nn.Module, prefix: torch.Tensor):
         from transformers import DynamicCache
 
         self.model, self.cache = model, DynamicCache()

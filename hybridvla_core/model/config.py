@@ -27,6 +27,21 @@ def _from_mapping(cls, data: Mapping, where: str):
     return cls(**dict(data))
 
 
+def check_crop(crop, where: str = "crop") -> tuple[float, float, float, float] | None:
+    """A view's region of interest: None (the whole frame) or [top, bottom, left, right], fractions of the frame's
+    height (rows, from the top) and width (columns, from the left) with 0 <= top < bottom <= 1 and
+    0 <= left < right <= 1. Returns it as a tuple of floats; raises ValueError naming `where` otherwise."""
+    if crop is None:
+        return None
+    try:
+        top, bottom, left, right = (float(v) for v in crop)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be [top, bottom, left, right] fractions of the frame, got {crop!r}") from None
+    if not (0.0 <= top < bottom <= 1.0 and 0.0 <= left < right <= 1.0):
+        raise ValueError(f"{where} must hold 0 <= top < bottom <= 1 and 0 <= left < right <= 1, got {list(crop)}")
+    return top, bottom, left, right
+
+
 @dataclass
 class LLMConfig:
     """family: llama | phi | qwen2. Either `path` (a local directory with config.json, and weights when
@@ -101,8 +116,6 @@ class ViewConfig:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a view needs a name")
-        from hybridvla_core.model.vision import check_crop
-
         crop = check_crop(self.crop, f"view {self.name!r}: crop")
         self.crop = None if crop is None else list(crop)
         if self.tokens is not None:

@@ -209,7 +209,7 @@ class TrainsetDataset(Dataset):
     def __init__(self, directory: str | Path, image_size: int, views: list[str] | None = None,
                  statistics: DatasetStatistics | None = None, crops: Mapping[str, list] | None = None,
                  resize: str = "bilinear"):
-        """crops: the model's view crops (view -> [top, bottom, left, right], vision.check_crop); a view the
+        """crops: the model's view crops (view -> [top, bottom, left, right], config.check_crop); a view the
         builder already cropped (index.json "crops") must have been cropped the same way, and is not cropped again.
         resize: the model's vision.resize filter."""
         self.directory = Path(directory)

@@ -186,21 +186,6 @@ def _resize_unit(pixels: torch.Tensor, image_size, resize: str = "bilinear") -> 
     return out.clamp(0.0, 1.0) if resize == "bicubic" else out
 
 
-def check_crop(crop, where: str = "crop") -> tuple[float, float, float, float] | None:
-    """A view's region of interest: None (the whole frame) or [top, bottom, left, right], fractions of the frame's
-    height (rows, from the top) and width (columns, from the left) with 0 <= top < bottom <= 1 and
-    0 <= left < right <= 1. Returns it as a tuple of floats; raises ValueError naming `where` otherwise."""
-    if crop is None:
-        return None
-    try:
-        top, bottom, left, right = (float(v) for v in crop)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be [top, bottom, left, right] fractions of the frame, got {crop!r}") from None
-    if not (0.0 <= top < bottom <= 1.0 and 0.0 <= left < right <= 1.0):
-        raise ValueError(f"{where} must hold 0 <= top < bottom <= 1 and 0 <= left < right <= 1, got {list(crop)}")
-    return top, bottom, left, right
-
-
 def _crop_slices(height: int, width: int, crop) -> tuple[slice, slice]:
     top, bottom, left, right = crop
     r0, c0 = int(round(top * height)), int(round(left * width))

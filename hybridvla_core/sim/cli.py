@@ -10,7 +10,7 @@ with --record writes one rosbag2 (MCAP) per episode, with the topics of a real t
 records the expert demonstrations of the demo's instruction variants (hybridvla_core.sim.episodes: the first
 PER_VARIANT seeds of each variant from --start on, one MCAP bag per episode, the topics of run-experts
 --record) into DIR/partI and writes DIR/seeds.json with the seeds it used; an interrupted run continues.
-`hybridvla eval sim CHECKPOINT` runs a checkpoint closed loop (hybridvla_core.evaluation).
+`hybridvla eval sim CHECKPOINT` runs a checkpoint closed loop (hybridvla_core.tools.evaluation).
 
     hybridvla sim probe-targets CHECKPOINT [--episodes 20] [--height 0.10] [--offset 0.03]
 

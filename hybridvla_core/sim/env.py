@@ -14,7 +14,7 @@ import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from hybridvla_core.kinematics import load_arm
+from hybridvla_core.runtime.kinematics import load_arm
 from hybridvla_core.sim.scene import FR3, ArmSpec, CameraSpec, build_mjcf, piper_arm
 from hybridvla_core.sim.tasks import make_task
 
@@ -22,7 +22,7 @@ SETTLE_S = 0.3  # s of physics after a reset so that objects come to rest before
 
 
 @dataclass(frozen=True)
-class ArmReading:
+class SimArmState:
     """Measured state of one arm at one instant."""
     joint_names: list[str]
     q: np.ndarray                 # rad, arm joints in joint_names order
@@ -40,7 +40,7 @@ class ArmReading:
 
 
 class ArmController:
-    """One arm: Cartesian target -> speed-bounded setpoint -> IK (hybridvla_core.kinematics, the guards' own
+    """One arm: Cartesian target -> speed-bounded setpoint -> IK (hybridvla_core.runtime.kinematics, the guards' own
     solver) -> joint position servos; or joint targets directly. And its gripper."""
 
     def __init__(self, spec: ArmSpec, model: mujoco.MjModel, *, max_linear_speed: float, max_angular_speed: float,
@@ -82,13 +82,13 @@ class ArmController:
         self.width_sp = self.gripper_max
         self.gripper_speed = self.default_gripper_speed
 
-    def read(self, data: mujoco.MjData) -> ArmReading:
+    def read(self, data: mujoco.MjData) -> SimArmState:
         base_R = data.xmat[self.base_body].reshape(3, 3)
         base_p = data.xpos[self.base_body]
         tcp_R = base_R.T @ data.site_xmat[self.tcp_site].reshape(3, 3)
         tcp_p = base_R.T @ (data.site_xpos[self.tcp_site] - base_p)
         fingers = data.qpos[self.finger_qadr].copy()
-        return ArmReading(
+        return SimArmState(
             joint_names=list(self.chain.joint_names), q=data.qpos[self.qadr].copy(),
             finger_names=list(self.spec.finger_joints), fingers=fingers,
             position=tcp_p, quaternion=Rotation.from_matrix(tcp_R).as_quat(),
@@ -282,7 +282,7 @@ class SimEnv:
         return self.arms[arm].gripper_busy(self.data)
 
     # --- observations ------------------------------------------------------------------------------------
-    def read(self, arm: str) -> ArmReading:
+    def read(self, arm: str) -> SimArmState:
         return self.arms[arm].read(self.data)
 
     def success(self) -> bool:

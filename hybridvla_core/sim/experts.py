@@ -39,7 +39,7 @@ def step_toward(current: np.ndarray, goal: np.ndarray, max_step: float) -> np.nd
 
 
 @dataclass(frozen=True)
-class Command:
+class ExpertCommand:
     """One control step's command for one arm."""
     position: np.ndarray       # m, TCP in the arm's base frame
     quaternion: np.ndarray     # xyzw, in the arm's base frame
@@ -81,7 +81,7 @@ class WaypointExpert:
     def done(self) -> bool:
         return self.index >= len(self.waypoints)
 
-    def act(self, env: SimEnv, dt: float) -> dict[str, Command]:
+    def act(self, env: SimEnv, dt: float) -> dict[str, ExpertCommand]:
         """The commands for the next control step (dt s long)."""
         if not self.done:
             wp = self.waypoints[self.index]
@@ -103,7 +103,7 @@ class WaypointExpert:
             if (arrived and self.arrived_for >= wp.wait) or self.elapsed > self.max_waypoint_s:
                 self.index += 1
                 self.elapsed = self.arrived_for = 0.0
-        return {arm: Command(self.p[arm].copy(), self.R[arm].as_quat(), self.gripper) for arm in self.arms}
+        return {arm: ExpertCommand(self.p[arm].copy(), self.R[arm].as_quat(), self.gripper) for arm in self.arms}
 
 
 def grasp_rotation(yaw: float) -> Rotation:
@@ -148,7 +148,7 @@ class PickPlaceExpert:
     def done(self) -> bool:
         return self.stream.done
 
-    def act(self, dt: float) -> dict[str, Command]:
+    def act(self, dt: float) -> dict[str, ExpertCommand]:
         return self.stream.act(self.env, dt)
 
 
@@ -200,7 +200,7 @@ class LiftBallExpert:
     def done(self) -> bool:
         return self.stream.done
 
-    def act(self, dt: float) -> dict[str, Command]:
+    def act(self, dt: float) -> dict[str, ExpertCommand]:
         return self.stream.act(self.env, dt)
 
 

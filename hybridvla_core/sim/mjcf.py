@@ -1,5 +1,5 @@
 """URDF -> MJCF body tree, so that the simulated arms have exactly the kinematics of urdf/*.urdf (the same
-files hybridvla_core.kinematics reads for the guards).
+files hybridvla_core.runtime.kinematics reads for the guards).
 
 Only what the suite's URDFs use is translated: revolute/prismatic/continuous/fixed joints, box/cylinder/sphere
 collision geometry (used for display too), inertials and <mimic> (as an equality constraint). Mesh geometry

@@ -18,8 +18,8 @@ import numpy as np
 import yaml
 
 from hybridvla_core.actions import ArmPose, state_from_poses, to_absolute_targets
-from hybridvla_core.arm_bridge import GUARD_PARAMETERS, FrankaGripperCommander, guard_config
-from hybridvla_core.guards import GuardPipeline, Target
+from hybridvla_core.robots.arm_bridge import GUARD_PARAMETERS, FrankaGripperCommander, guard_config
+from hybridvla_core.runtime.guards import GuardPipeline, Target
 from hybridvla_core.resources import resource_path
 from hybridvla_core.sim.config import SimConfig
 from hybridvla_core.sim.env import SimEnv

@@ -16,7 +16,7 @@ from hybridvla_core.recording import bags
 from hybridvla_core.recording.bags import EpisodeWriter, msg
 from hybridvla_core.sim.config import SimConfig
 from hybridvla_core.sim.env import SimEnv
-from hybridvla_core.sim.experts import Command
+from hybridvla_core.sim.experts import ExpertCommand
 
 EVENT = "hybridvla_msgs/msg/EpisodeEvent"
 
@@ -85,7 +85,7 @@ class BagRecorder:
         self.writer.write(self.cfg.camera_topic(self.cfg.topics_camera_info, name), t_ns,
                           msg.camera_info(t_ns, frame, w, h, *env.intrinsics(name)))
 
-    def command(self, env: SimEnv, t: float, commands: dict[str, Command]) -> None:
+    def command(self, env: SimEnv, t: float, commands: dict[str, ExpertCommand]) -> None:
         t_ns = self._ns(t)
         teleop = bags.constant("hybridvla_msgs/msg/ArmTarget", "SOURCE_TELEOP")
         for arm, c in commands.items():

@@ -10,10 +10,10 @@ from typing import Callable, Protocol
 
 from hybridvla_core.sim.config import SimConfig
 from hybridvla_core.sim.env import SimEnv
-from hybridvla_core.sim.experts import Command, make_expert
+from hybridvla_core.sim.experts import ExpertCommand, make_expert
 
 
-class Ticker:
+class StreamSchedule:
     """Periodic streams on simulation time: due(t) names the streams whose next sample time has come.
     A stream's samples stay on its own grid (k / rate), whatever the step of the caller."""
 
@@ -67,7 +67,7 @@ class EpisodeSink(Protocol):
     def start(self, env: SimEnv, t: float) -> None: ...
     def state(self, env: SimEnv, t: float) -> None: ...
     def camera(self, env: SimEnv, t: float, name: str) -> None: ...
-    def command(self, env: SimEnv, t: float, commands: dict[str, Command]) -> None: ...
+    def command(self, env: SimEnv, t: float, commands: dict[str, ExpertCommand]) -> None: ...
     def stop(self, env: SimEnv, t: float, success: bool) -> None: ...
 
 
@@ -99,7 +99,7 @@ def run_expert_episode(env: SimEnv, seed: int, *, rates: Rates = Rates(), timeou
     if cameras and sink is not None:
         streams["camera"] = rates.camera
     t0 = env.time
-    ticker = Ticker(streams, start=t0)
+    ticker = StreamSchedule(streams, start=t0)
     end_at: float | None = None
     if sink is not None:
         sink.start(env, t0)
@@ -166,7 +166,7 @@ class LiveLab:
             seed = self.next_seed if seed is None else int(seed)
             instruction = self.env.reset(seed)
             self.next_seed = seed + 1
-            self.ticker = Ticker({"state": self.cfg.state_rate_hz, "camera": self.cfg.camera_rate_hz},
+            self.ticker = StreamSchedule({"state": self.cfg.state_rate_hz, "camera": self.cfg.camera_rate_hz},
                                  start=self.env.time)
             return instruction
 

@@ -18,9 +18,9 @@ TABLE_HEIGHT = 0.75  # m, floor below the table top
 
 @dataclass(frozen=True)
 class ArmSpec:
-    """One simulated arm and how it maps onto its URDF and its kinematics (hybridvla_core.kinematics.ARMS)."""
+    """One simulated arm and how it maps onto its URDF and its kinematics (hybridvla_core.runtime.kinematics.ARMS)."""
     name: str                       # arm name in messages: "fr3", "left", "right"
-    kinematics: str                 # key of hybridvla_core.kinematics.ARMS
+    kinematics: str                 # key of hybridvla_core.runtime.kinematics.ARMS
     urdf: str                       # file in urdf/
     root_link: str                  # the arm's base link = frame of its targets and poses
     tcp_link: str

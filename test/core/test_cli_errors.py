@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridvla_core import doctor
+from hybridvla_core.tools import doctor
 from hybridvla_core.cli import main
 from hybridvla_core.model.checkpoint import CheckpointError
 

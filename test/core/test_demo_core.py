@@ -1,10 +1,10 @@
 """The demo's ROS-free half: seed selection by instruction variant, held-out seeds (hybridvla_core.sim.episodes),
-the run summary (hybridvla_core.demo), `hybridvla sim record-demos`, and `hybridvla dataset resize`: the
+the run summary (hybridvla_core.tools.demo_report), `hybridvla sim record-demos`, and `hybridvla dataset resize`: the
 training set's frames shrunk exactly as the policy resizes live frames."""
 import numpy as np
 import torch
 
-from hybridvla_core import demo
+from hybridvla_core.tools import demo_report
 from hybridvla_core.cli import main
 from hybridvla_core.datasets.cli import resize_images
 from hybridvla_core.model import TrainsetDataset, TrainsetWriter
@@ -50,13 +50,13 @@ def test_summary_of_a_mode():
     stamps = [0.125 * i for i in range(20)] + [7.5 + 0.125 * i for i in range(20)]
     actions = [{"stamp_s": t, "total_ms": float(i), "stages": {"predict_total": float(i)},
                 "source": "fused" if i % 4 else "diffusion"} for i, t in enumerate(stamps)]
-    s = demo.summarize_mode(episodes, actions, ["step_clamp", "step_clamp", "workspace_clamp"])
+    s = demo_report.summarize_mode(episodes, actions, ["step_clamp", "step_clamp", "workspace_clamp"])
     assert s["success_rate"] == 0.5 and s["successes"] == 2
     assert abs(s["control_rate_hz"] - 8.0) < 1e-9
     assert s["latency_ms"]["p50"] == np.percentile(np.arange(40.0), 50)
     assert s["fusion_rate"] == 30 / 40 and s["sources"] == {"diffusion": 10, "fused": 30}
     assert s["guard_events"] == {"step_clamp": 2, "workspace_clamp": 1}
-    assert "hybrid" in demo.table({"modes": {"hybrid": s}}) and " 50%" in demo.table({"modes": {"hybrid": s}})
+    assert "hybrid" in demo_report.table({"modes": {"hybrid": s}}) and " 50%" in demo_report.table({"modes": {"hybrid": s}})
 
 
 def test_dataset_resize_resizes_like_the_policy(tmp_path):

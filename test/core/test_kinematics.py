@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hybridvla_core.kinematics import load_arm
+from hybridvla_core.runtime.kinematics import load_arm
 
 READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
 
@@ -56,7 +56,7 @@ def test_bad_joint_vector_is_a_clear_error(fr3):
 def test_quaternion_and_rotation_vector_from_matrix_are_scipys():
     from scipy.spatial.transform import Rotation
 
-    from hybridvla_core.kinematics import quaternion_from_matrix, rotvec_from_matrix
+    from hybridvla_core.runtime.kinematics import quaternion_from_matrix, rotvec_from_matrix
 
     # Random rotations, the half turns (the quaternion's sign follows its largest component) and tiny angles
     # (the rotation vector's series).

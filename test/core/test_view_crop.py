@@ -7,7 +7,8 @@ import torch
 from hybridvla_core.model import Policy, build_model
 from hybridvla_core.model.config import ModelConfig
 from hybridvla_core.model.presets import tiny_config
-from hybridvla_core.model.vision import check_crop, crop_frame, images_to_pixels, resize_frames
+from hybridvla_core.model.config import check_crop
+from hybridvla_core.model.vision import crop_frame, images_to_pixels, resize_frames
 
 CROP = [0.25, 0.75, 0.5, 1.0]
 

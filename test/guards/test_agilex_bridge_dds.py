@@ -16,7 +16,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
-from hybridvla_core.kinematics import load_arm  # noqa: E402
+from hybridvla_core.runtime.kinematics import load_arm  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
 from rosnodes import ROOT, Process, Spinner, wait_for  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The bridges' ROS-free decisions: guard parameters and franka_gripper goals."""
 import pytest
 
-from hybridvla_core.arm_bridge import FrankaGripperCommander, GripperGoal, guard_config, guard_parameter_spec
+from hybridvla_core.robots.arm_bridge import FrankaGripperCommander, GripperGoal, guard_config, guard_parameter_spec
 
 
 def values(prefix="guards.", **changes):

@@ -19,7 +19,7 @@ from rclpy.action import ActionServer  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
-from hybridvla_core.kinematics import load_arm  # noqa: E402
+from hybridvla_core.runtime.kinematics import load_arm  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, arrays_to_pose  # noqa: E402
 from rosnodes import ROOT, Process, Spinner, wait_for  # noqa: E402
 from vendor_interfaces import (CRISP_CURRENT_POSE_TOPIC, CRISP_FR3_BASE_FRAME, CRISP_JOINT_STATES_TOPIC,  # noqa: E402

@@ -18,7 +18,7 @@ from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
-from hybridvla_core.kinematics import load_arm  # noqa: E402
+from hybridvla_core.runtime.kinematics import load_arm  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
 from rosnodes import ROOT, Process, Spinner, wait_for  # noqa: E402
 from vendor_interfaces import CRISP_FR3_BASE_FRAME  # noqa: E402

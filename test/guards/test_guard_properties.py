@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core.guards import EventKind, GuardConfig, GuardPipeline, Target
-from hybridvla_core.kinematics import load_arm
+from hybridvla_core.runtime.guards import EventKind, GuardConfig, GuardPipeline, Target
+from hybridvla_core.runtime.kinematics import load_arm
 
 FR3_READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
 PIPER_READY = np.array([0.0, 1.2, -1.0, 0.0, 0.6, 0.0])

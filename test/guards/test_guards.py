@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hybridvla_core.guards import EventKind, GuardConfig, GuardPipeline, Target
+from hybridvla_core.runtime.guards import EventKind, GuardConfig, GuardPipeline, Target
 
 READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
 CFG = GuardConfig("fr3", "fr3", (0.25, -0.45, 0.05), (0.75, 0.45, 0.75), max_translation_step=0.03,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hybridvla_core.guards import GuardConfig, GuardPipeline, Target
-from hybridvla_core.piper_can import (GRIPPER_MAX_M, MotorEnableWatch, PiperSdkArm, SimulatedPiper, join_dual,
+from hybridvla_core.runtime.guards import GuardConfig, GuardPipeline, Target
+from hybridvla_core.robots.piper_can import (GRIPPER_MAX_M, MotorEnableWatch, PiperSdkArm, SimulatedPiper, join_dual,
                                       m_to_sdk_micrometre, rad_to_sdk_joint, sdk_joint_to_rad, sdk_micrometre_to_m,
                                       split_dual)
 from vendor_interfaces import PIPER_MOTORS

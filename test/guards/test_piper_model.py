@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core.kinematics import load_arm
+from hybridvla_core.runtime.kinematics import load_arm
 from hybridvla_core.resources import resource_path
 
 # A pose in the middle of the Piper's working range (rad): arm raised, forearm forward, wrist down.

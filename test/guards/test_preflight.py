@@ -1,4 +1,4 @@
-"""The bring-up checks: the judgement (hybridvla_core.preflight, piper_can's piper_ros parameters) without ROS,
+"""The bring-up checks: the judgement (hybridvla_core.robots.preflight, piper_can's piper_ros parameters) without ROS,
 and `hybridvla preflight` as a user runs it, over DDS, against the simulated lab (every check passes) and against a
 graph misconfigured the ways a first bring-up goes wrong, each named on its own line with its fix. Expected vendor
 names come from test/vendor_interfaces.py (read in the vendors' code), never from our simulator."""
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridvla_core.piper_can import judge_piper_ros_parameters, piper_ros_node_parameters
-from hybridvla_core.preflight import (Endpoint, judge_action_server, judge_frame, judge_input, judge_output,
+from hybridvla_core.robots.piper_can import judge_piper_ros_parameters, piper_ros_node_parameters
+from hybridvla_core.robots.preflight import (Endpoint, judge_action_server, judge_frame, judge_input, judge_output,
                                       judge_rate, judge_tf, qos_mismatch, summary, tf_path)
 from vendor_interfaces import (CRISP_CURRENT_POSE_RELIABLE, CRISP_CURRENT_POSE_TOPIC, CRISP_FR3_BASE_FRAME,
                                CRISP_JOINT_STATES_TOPIC, CRISP_TARGET_POSE_TOPIC, FRANKA_GRIPPER_ACTIONS,

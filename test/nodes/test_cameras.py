@@ -3,9 +3,9 @@ device-clock mapping, and the RealSense backend on a recording made with pyreals
 import numpy as np
 import pytest
 
-from hybridvla_core.cameras import (CameraConfigError, CameraError, CameraStream, DeviceClock, EndOfStream, Frame,
+from hybridvla_core.robots.cameras import (CameraConfigError, CameraError, CameraStream, DeviceClock, EndOfStream, Frame,
                                     Intrinsics, Profile, make_backend)
-from hybridvla_core.cameras.video import VideoBackend
+from hybridvla_core.robots.cameras.video import VideoBackend
 
 
 class FakeClock:
@@ -134,7 +134,7 @@ def test_camera_stream_lets_configuration_errors_through():
 
 # ------------------------------------------------------------------------------------------------ RealSense
 def test_l515_on_a_new_librealsense_fails_with_a_clear_message():
-    from hybridvla_core.cameras.realsense import check_device_supported
+    from hybridvla_core.robots.cameras.realsense import check_device_supported
 
     # Facts (realsense-ros CHANGELOG 4.55.1 removed L500; 4.54.1 + librealsense 2.54.x is the last that drives it):
     # 2.54.x is allowed, 2.55 and later refused with the pin to install.

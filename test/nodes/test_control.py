@@ -1,4 +1,4 @@
-"""The policy node's ROS-free logic (hybridvla_core.control) with a stand-in policy, then one step with a
+"""The policy node's ROS-free logic (hybridvla_core.runtime.control) with a stand-in policy, then one step with a
 real tiny checkpoint."""
 import threading
 from types import SimpleNamespace
@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from hybridvla_core.actions import ActionConvention, ArmPose, to_absolute_targets
-from hybridvla_core.control import (ArmReading, Controller, LatestInputs, RateMeter, Skip, Step, Ticker,
+from hybridvla_core.runtime.control import (ArmReading, Controller, LatestInputs, RateMeter, Skip, Step, Ticker,
                                     WarnLimiter, check_layout, input_problems)
 
 

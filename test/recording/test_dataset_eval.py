@@ -155,7 +155,7 @@ def test_dataset_from_sim_and_plain_bags_trains_and_evaluates(lab, tmp_path):
     config.write_text(yaml.safe_dump({"model": model, "data": {"path": str(out / "train")},
                                       "train": {"output_dir": str(tmp_path / "run"), "max_steps": 3, "batch_size": 4,
                                                 "learning_rate": 1e-3, "save_every": 0, "progress": False}}))
-    trained = run([sys.executable, "-m", "hybridvla_core.train", str(config)])
+    trained = run([sys.executable, "-m", "hybridvla_core.tools.train", str(config)])
     assert trained.returncode == 0, trained.stderr
     checkpoint = tmp_path / "run" / "final"
     # A checkpoint of another action layout (two arms, 14 dims): every bag is reported for it, nothing crashes.

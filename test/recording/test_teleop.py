@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core import teleop
-from hybridvla_core.kinematics import load_arm
+from hybridvla_core.robots import teleop
+from hybridvla_core.runtime.kinematics import load_arm
 
 
 def test_integrator_moves_in_the_base_frame_and_stays_near_the_measured_pose():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core.kinematics import load_arm
+from hybridvla_core.runtime.kinematics import load_arm
 from hybridvla_core.sim.config import config_from_parameters, load_config
 from hybridvla_core.sim.env import SimEnv
 from hybridvla_core.sim.experts import TOP_DOWN, make_expert

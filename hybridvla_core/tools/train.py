@@ -1,6 +1,6 @@
 """`hybridvla train CONFIG.yaml`: fine-tune or train a HybridVLA on a training-set directory.
 
-Multi-GPU (or multi-process CPU with gloo): `torchrun --nproc_per_node N -m hybridvla_core.train CONFIG.yaml`.
+Multi-GPU (or multi-process CPU with gloo): `torchrun --nproc_per_node N -m hybridvla_core.tools.train CONFIG.yaml`.
 The config format is documented in hybridvla_core.model.training.
 """
 from __future__ import annotations

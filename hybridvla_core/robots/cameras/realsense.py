@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from hybridvla_core.cameras.base import (CameraConfigError, CameraError, DeviceClock, Frame, Intrinsics,
+from hybridvla_core.robots.cameras.base import (CameraConfigError, CameraError, DeviceClock, Frame, Intrinsics,
                                          Profile)
 
 # The L500 family (L515) left librealsense in 2.55 (realsense-ros 4.55.1: "Remove ... L500 and SR300 support");

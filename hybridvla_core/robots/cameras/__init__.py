@@ -7,7 +7,7 @@ The SDKs are imported when a backend opens, so the others work without them.
 """
 from __future__ import annotations
 
-from hybridvla_core.cameras.base import (CameraBackend, CameraConfigError, CameraError, CameraStream, DeviceClock,
+from hybridvla_core.robots.cameras.base import (CameraBackend, CameraConfigError, CameraError, CameraStream, DeviceClock,
                                          EndOfStream, Frame, Intrinsics, Profile)
 
 BACKENDS = ("realsense", "orbbec", "video")
@@ -18,15 +18,15 @@ def make_backend(kind: str, *, serial: str = "", profile: str = "640x480x30", de
     """kind in BACKENDS; serial/profile/depth for devices, path (+ fps, loop) for video; for realsense a
     non-empty path plays that recording back instead of opening a device."""
     if kind == "realsense":
-        from hybridvla_core.cameras.realsense import RealSenseBackend
+        from hybridvla_core.robots.cameras.realsense import RealSenseBackend
 
         return RealSenseBackend(serial, Profile.parse(profile), depth, playback_file=path)
     if kind == "orbbec":
-        from hybridvla_core.cameras.orbbec import OrbbecBackend
+        from hybridvla_core.robots.cameras.orbbec import OrbbecBackend
 
         return OrbbecBackend(serial, Profile.parse(profile), depth)
     if kind == "video":
-        from hybridvla_core.cameras.video import VideoBackend
+        from hybridvla_core.robots.cameras.video import VideoBackend
 
         if not path:
             raise CameraConfigError("the video backend needs a path (a video file or an image folder)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core.kinematics import load_arm
+from hybridvla_core.runtime.kinematics import load_arm
 
 AXES = ("x", "y", "z", "roll", "pitch", "yaw")
 

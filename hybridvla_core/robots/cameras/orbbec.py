@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from hybridvla_core.cameras.base import (CameraConfigError, CameraError, DeviceClock, Frame, Intrinsics,
+from hybridvla_core.robots.cameras.base import (CameraConfigError, CameraError, DeviceClock, Frame, Intrinsics,
                                          Profile)
 
 STALL_S = 2.0

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from hybridvla_core.guards import UPPER_LIMITS, GuardConfig
+from hybridvla_core.runtime.guards import UPPER_LIMITS, GuardConfig
 
 
 def _finite_number(v) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridvla_core.cameras.base import CameraConfigError, EndOfStream, Frame, Intrinsics
+from hybridvla_core.robots.cameras.base import CameraConfigError, EndOfStream, Frame, Intrinsics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
 

@@ -160,9 +160,9 @@ def piper_ros_node_parameters(branch: str, can_port: str, gripper: bool = True) 
 
 
 def judge_piper_ros_parameters(arm: str, node: str, declared: Mapping | None, gripper: bool = True) -> list:
-    """Checks (hybridvla_core.preflight.Check) of a running piper_ctrl_single_node's declared parameters
+    """Checks (hybridvla_core.robots.preflight.Check) of a running piper_ctrl_single_node's declared parameters
     (name -> value, from its parameter services; None: the node was not found)."""
-    from hybridvla_core.preflight import Check
+    from hybridvla_core.robots.preflight import Check
 
     name = f"piper_ros {node}"
     if declared is None:

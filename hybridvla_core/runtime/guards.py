@@ -30,7 +30,7 @@ from enum import IntEnum
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hybridvla_core.kinematics import KinematicChain, load_arm
+from hybridvla_core.runtime.kinematics import KinematicChain, load_arm
 
 
 class EventKind(IntEnum):
