@@ -4,7 +4,7 @@ import threading
 import time
 
 from hybridvla_core.sim.episodes import SETTLE_S
-from hybridvla_ros.demo import _settled_success
+from hybridvla_ros.demo.episode import settled_success
 
 
 class FakeGraph:
@@ -38,7 +38,7 @@ def _judge(lands_at):
     graph = FakeGraph(lands_at)
     try:
         start = time.monotonic()
-        result = _settled_success(graph, Procs())
+        result = settled_success(graph, Procs())
         return result, graph.sim_time - 100.0, time.monotonic() - start
     finally:
         graph.close()
