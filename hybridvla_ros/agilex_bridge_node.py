@@ -96,10 +96,10 @@ class PiperRosBackend:
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.ctrl[arm].publish(msg)
 
-    def poll(self) -> None:
-        """The newest joint_states_single of each arm, if one arrived since the last cycle."""
-        for arm, sample in self.state_in.items():
-            got = sample.take()
+    def poll(self, arms=None) -> None:
+        """The newest joint_states_single of each arm (or of `arms`), if one arrived since the last look."""
+        for arm in arms or self.state_in:
+            got = self.state_in[arm].take()
             if got is not None:
                 self.on_joint_states(arm, *got)
 
@@ -134,9 +134,10 @@ class PiperSdkBackend:
         if not estopped:  # after EmergencyStop the arm takes nothing until it is reset
             self.arms[arm].send(list(joints), gripper_m)
 
-    def poll(self) -> None:
-        for arm, sdk in self.arms.items():
-            reading = sdk.read()
+    def poll(self, arms=None) -> None:
+        """The newest SDK feedback of each arm (or of `arms`)."""
+        for arm in arms or self.arms:
+            reading = self.arms[arm].read()
             # The SDK keeps its last values when the feedback stops: only a new frame is a measurement, so a
             # silent arm ages out and the guards hold.
             if reading is not None and reading[2] != self.last_stamp.get(arm):
@@ -199,7 +200,7 @@ class AgilexBridge(Node):
         if msg.arm not in ("", arm):
             self.get_logger().warn(f"target for arm {msg.arm!r} on {arm}'s topic ignored", throttle_duration_sec=5.0)
             return
-        self.backend.poll()
+        self.backend.poll([arm])  # this arm's state only: the other arm's target may be waiting behind this one
         result = self.pipelines[arm].submit(target_from_msg(msg), now_s(self))
         self.publish_events(arm, result)
         if result.command is not None:  # now, not at the next cycle: target-to-command latency
