@@ -47,6 +47,8 @@ class EventKind(IntEnum):
     LOW_CONFIDENCE = 8
 
 
+_ROUNDING = 1e-9  # m, rad: far below any limit, far above the rounding of the pose arithmetic
+
 # The largest value a safety limit may be set to (value, unit): beyond these a "limit" is a typo or no limit at all
 # (a 10 Hz policy stepping 0.1 m per command already asks for 1 m/s of TCP speed).
 UPPER_LIMITS = {
@@ -373,7 +375,9 @@ class GuardPipeline:
             return None
         distance = float(np.linalg.norm(c.position - m.position))
         angle = float((Rotation.from_quat(c.quaternion) * Rotation.from_quat(m.quaternion).inv()).magnitude())
-        if distance <= self.config.max_translation_step and angle <= self.config.max_rotation_step:
+        # A held command is often exactly one step from the pose it was clamped toward: rounding (1e-16) must not
+        # turn "one step" into "more than one step".
+        if distance <= self.config.max_translation_step + _ROUNDING and angle <= self.config.max_rotation_step + _ROUNDING:
             return None
         self._latch_measured()
         return GuardResult(self._command, [self._record(now, (
