@@ -2,6 +2,10 @@
 idle-frame dropping -> optional resize of the frames to the model's input -> the model's training-set format
 (hybridvla_core.model.trainset), split by episode.
 
+Privileged labels (extract.py, simulator bags only) go with each kept step into privileged.npy: the label of the
+observation's step, whatever the action labels are (per step or keyframes). Bags without them (real teleop
+recordings) and two-arm datasets, for which the label is not defined, get NaN rows.
+
 Streaming: one bag at a time is read, checked, written and dropped, so memory holds about one episode (plus
 one shard being filled) however many bags there are.
 
@@ -235,12 +239,16 @@ class _StreamingBuild:
         number = self.episodes
         self.episodes += 1
         writer = self._writer(split) if len(rows) else None
+        # the label belongs to the observation's step k (not to the action target); defined for one arm only
+        privileged = episode.privileged if len(episode.arms) == 1 else None
         for i, k in enumerate(rows):
             writer.add({v: images[v][i] for v in episode.views}, episode.states[k], actions[k], episode.instruction,
-                       episode=number)
+                       episode=number, privileged=None if privileged is None else privileged[k])
         return {"bag": str(episode.path), "split": split, "episode": number, "instruction": episode.instruction,
                 "outcome": episode.outcome, "steps": int(keep.sum()), "idle_dropped": int((~keep).sum()),
-                "stale_skipped": episode.skipped.get("stale", 0)}
+                "stale_skipped": episode.skipped.get("stale", 0),
+                "privileged_steps": 0 if privileged is None
+                else int(np.all(np.isfinite(privileged[rows]), axis=1).sum())}
 
     def _writer(self, split: str):
         if split not in self.writers:

@@ -7,12 +7,20 @@ sqlite3) through rosbags. Needed per bag (topic patterns configurable, {arm} / {
   state   hybridvla_msgs/ArmState           /hybridvla/{arm}/arm_state        (measured TCP pose, gripper 0..1)
   target  hybridvla_msgs/ArmTarget          /hybridvla/{arm}/target           (commanded absolute TCP target)
   events  hybridvla_msgs/EpisodeEvent       /hybridvla/episode_events         (optional: START/STOP bound the episode)
+  privileged geometry_msgs/PoseArray        /sim/privileged                   (optional, simulator bags only: labels
+          for training, never an input of the policy; header.frame_id = the arm's base frame, poses[0].position =
+          block - TCP, poses[1].position = bowl - TCP [m, base-frame axes], at the state rate)
 
 Alignment (all times are the bag's receive times, one clock per bag): step k is at t0 + k / rate, t0 = the
 first time every stream has a message (not before START), the last step at or before STOP (or the bag's
 end). Each step takes the newest message of every stream at or before its time (zero-order hold); a step
 whose newest camera frame or state is older than max_age_s is skipped and counted. The action of step k is
 from_absolute_targets(target_k, measured pose_k): the command in force at the observation's time.
+
+Privileged labels are optional and never decide the steps: step k takes the newest label at or before its time,
+like the arm state; where there is none (topic absent or disabled, wrong type, fewer than two poses, non-finite
+values, older than max_age_s, or a bag with more than one arm, for which the label is not defined) the step's
+row is NaN, so real teleop recordings stay usable (the model masks the loss of such rows).
 """
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ from hybridvla_core.errors import UserError
 ARM_STATE = "hybridvla_msgs/msg/ArmState"
 ARM_TARGET = "hybridvla_msgs/msg/ArmTarget"
 IMAGE = "sensor_msgs/msg/Image"
+POSE_ARRAY = "geometry_msgs/msg/PoseArray"
+PRIVILEGED_FIELDS = ("block_dx", "block_dy", "block_dz", "bowl_dx", "bowl_dy", "bowl_dz")
 EPISODE_EVENT = "hybridvla_msgs/msg/EpisodeEvent"
 GOOD_OUTCOMES = ("success", "unknown")
 
@@ -44,19 +54,25 @@ class TopicLayout:
     state: str = "/hybridvla/{arm}/arm_state"
     target: str = "/hybridvla/{arm}/target"
     events: str = "/hybridvla/episode_events"
+    privileged: str = "/sim/privileged"  # "" = do not read privileged labels
 
     @staticmethod
     def add_arguments(parser) -> None:
-        """The --camera/state/target/events-topic options of the commands that read bags."""
+        """The --camera/state/target/events/privileged-topic options of the commands that read bags."""
         d = TopicLayout()
         parser.add_argument("--camera-topic", default=d.camera, help=f"Image topic pattern (default {d.camera})")
         parser.add_argument("--state-topic", default=d.state, help=f"ArmState topic pattern (default {d.state})")
         parser.add_argument("--target-topic", default=d.target, help=f"ArmTarget topic pattern (default {d.target})")
         parser.add_argument("--events-topic", default=d.events, help=f"EpisodeEvent topic (default {d.events})")
+        parser.add_argument("--privileged-topic", default=d.privileged,
+                            help="PoseArray topic of the simulator's privileged labels (block - TCP, bowl - TCP), "
+                                 "stored for training only; bags without it get no labels; '' disables "
+                                 f"(default {d.privileged})")
 
     @classmethod
     def from_arguments(cls, args) -> "TopicLayout":
-        return cls(args.camera_topic, args.state_topic, args.target_topic, args.events_topic)
+        return cls(args.camera_topic, args.state_topic, args.target_topic, args.events_topic,
+                   getattr(args, "privileged_topic", cls.privileged))
 
     def match(self, pattern: str, topics) -> list[str]:
         """Names filling the single {placeholder} of `pattern` among `topics`."""
@@ -79,6 +95,11 @@ class Episode:
     poses: list                       # K x arms x ArmPose (measured)
     images: dict[str, list[np.ndarray]]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> steps left out
+    privileged: np.ndarray | None = None  # (K, 6) float32 PRIVILEGED_FIELDS [m]; NaN rows = no label (None: all NaN)
+
+    def __post_init__(self) -> None:
+        if self.privileged is None:
+            self.privileged = np.full((len(self.times_ns), len(PRIVILEGED_FIELDS)), np.nan, np.float32)
 
     def __len__(self) -> int:
         return len(self.times_ns)
@@ -154,6 +175,10 @@ def _extract(reader, path, rate_hz, layout, arms, views, max_age_s, instruction)
     if missing:
         raise BagError(f"{path}: lacks the topics {', '.join(missing)}")
     metadata = _metadata(path)
+    # Optional privileged labels: read along, but they neither start the episode nor make a step stale.
+    labels = layout.privileged if layout.privileged and len(arms) == 1 and types.get(layout.privileged) == POSE_ARRAY \
+        else None
+    kinds = {**needed, **({labels: POSE_ARRAY} if labels else {})}
     event_conns = [c for c in reader.connections if c.topic == layout.events and c.msgtype == EPISODE_EVENT]
     # (an empty connection list would mean "every connection" to rosbags)
     events = [reader.deserialize(raw, EPISODE_EVENT) for _, _, raw in reader.messages(event_conns)] if event_conns else []
@@ -180,16 +205,17 @@ def _extract(reader, path, rate_hz, layout, arms, views, max_age_s, instruction)
                 skipped["stale"] += 1
             next_t += period
 
-    conns = [c for c in reader.connections if c.topic in needed and c.msgtype == needed[c.topic]]
+    conns = [c for c in reader.connections if c.topic in kinds and c.msgtype == kinds[c.topic]]
     end = None
     for conn, t_ns, raw in reader.messages(conns):
         if stop is not None and t_ns > stop:
             break
         emit_until(t_ns - 1)  # steps strictly before this message see everything up to it
         latest[conn.topic] = (t_ns, raw)
-        if next_t is None and len(latest) == len(needed):
+        if next_t is None and all(t in latest for t in needed):
             next_t = max(t_ns, start or t_ns)
-        end = t_ns
+        if conn.topic in needed:  # the labels do not extend the episode either
+            end = t_ns
     emit_until(stop if stop is not None else (end or 0))
     if not steps:
         raise BagError(f"{path}: no step at {rate_hz:g} Hz where every stream had a fresh message")
@@ -198,13 +224,16 @@ def _extract(reader, path, rate_hz, layout, arms, views, max_age_s, instruction)
 
     def decoded(topic, raw):
         if id(raw) not in cache:
-            cache[id(raw)] = reader.deserialize(raw, needed[topic])
+            cache[id(raw)] = reader.deserialize(raw, kinds[topic])
         return cache[id(raw)]
 
     times, states, targets, poses = [], [], [], []
+    privileged = np.full((len(steps), len(PRIVILEGED_FIELDS)), np.nan, np.float32)
     images: dict[str, list] = {v: [] for v in views}
     frames: dict[int, np.ndarray] = {}
-    for t_k, snap in steps:
+    for k, (t_k, snap) in enumerate(steps):
+        if labels in snap and t_k - snap[labels][0] <= max_age:
+            privileged[k] = _privileged_row(decoded(labels, snap[labels][1]))
         arm_poses, arm_targets = [], []
         for arm in arms:
             s = decoded(layout.state.format(arm=arm), snap[layout.state.format(arm=arm)][1])
@@ -222,7 +251,15 @@ def _extract(reader, path, rate_hz, layout, arms, views, max_age_s, instruction)
         targets.append(arm_targets)
         states.append(state_from_poses(arm_poses))
     return Episode(path, text, outcome_of(metadata), arms, views, np.asarray(times, np.int64), np.stack(states),
-                   targets, poses, images, skipped)
+                   targets, poses, images, skipped, privileged)
+
+
+def _privileged_row(message) -> np.ndarray:
+    """A PoseArray label -> [block - TCP, bowl - TCP] (6,) float32; all NaN unless both are there and finite."""
+    if len(message.poses) < 2:
+        return np.full(len(PRIVILEGED_FIELDS), np.nan, np.float32)
+    row = np.concatenate([_position(message.poses[0]), _position(message.poses[1])]).astype(np.float32)
+    return row if np.all(np.isfinite(row)) else np.full(len(PRIVILEGED_FIELDS), np.nan, np.float32)
 
 
 def _position(pose) -> np.ndarray:

@@ -6,7 +6,10 @@
                                     "shards": [{"dir": "shard-00000", "samples": n}, ...],
                                     "crops": {view: [top, bottom, left, right]} for views cropped when written,
                                     "labels": "per_step" (absent = per_step) | "keyframes" (each action = the
-                                              target of the next keyframe, datasets/build.py keyframe_after)}
+                                              target of the next keyframe, datasets/build.py keyframe_after),
+                                    "privileged": ["block_dx", "block_dy", "block_dz", "bowl_dx", "bowl_dy",
+                                                   "bowl_dz"] (the columns of privileged.npy; absent in sets
+                                                   written before privileged labels existed)}
     <dir>/dataset_statistics.json  reference schema, one entry keyed by unnorm_key, over every action row and state
     <dir>/shard-XXXXX/             one .npy per field (memory-mapped when read):
         image_<view>.npy  (n, H, W, 3) uint8 RGB, any H, W (cropped to the model's view crop unless index.json says
@@ -16,6 +19,10 @@
                           (the builder repeats the episode's last action past its end)
         instruction.npy   (n,) unicode
         episode.npy       (n,) int64
+        privileged.npy    (n, 6) float32, training-only labels from the simulator (never a model input): the
+                          observation's step's [block - TCP, bowl - TCP] (m, the arm's base-frame axes); a row of
+                          NaN = no label (real teleop recordings, bags without the topic, two-arm sets, for which
+                          the label is not defined). Shards without the file (older sets) read as NaN.
 Actions and states are stored in robot units; the reader normalises them with the statistics (BOUNDS_Q99), so
 statistics can be recomputed without rewriting shards. Derive actions from recorded absolute targets with
 hybridvla_core.actions.from_absolute_targets.
@@ -40,11 +47,13 @@ VERSION = 1
 INDEX_FILE = "index.json"
 STATISTICS_FILE = "dataset_statistics.json"
 LABELS = ("per_step", "keyframes")  # what an action row means: the next step's target, or the next keyframe's
+PRIVILEGED = ["block_dx", "block_dy", "block_dz", "bowl_dx", "bowl_dy", "bowl_dz"]  # columns of privileged.npy
+PRIVILEGED_FILE = "privileged.npy"
 
 
 class TrainsetWriter:
     """with TrainsetWriter(dir, ["front", "wrist"], 7, chunk=1, convention=..., unnorm_key="lab") as w:
-           w.add({"front": img, "wrist": img}, state, action, "pick up the cube", episode=0)"""
+           w.add({"front": img, "wrist": img}, state, action, "pick up the cube", episode=0, privileged=None)"""
 
     def __init__(self, directory: str | Path, views: list[str], action_dim: int, chunk: int = 1,
                  convention: ActionConvention | None = None, unnorm_key: str = "dataset", shard_size: int = 1024,
@@ -67,8 +76,14 @@ class TrainsetWriter:
         self._all_states: list[np.ndarray] = []
         self._episodes: set[int] = set()
 
-    def add(self, images: Mapping[str, np.ndarray], state, action, instruction: str, episode: int) -> None:
+    def add(self, images: Mapping[str, np.ndarray], state, action, instruction: str, episode: int,
+            privileged=None) -> None:
+        """privileged: the step's (6,) PRIVILEGED labels, NaN where unknown; None = no label (a NaN row)."""
         state = np.asarray(state, dtype=np.float32)
+        privileged = np.full(len(PRIVILEGED), np.nan, np.float32) if privileged is None \
+            else np.asarray(privileged, dtype=np.float32)
+        if privileged.shape != (len(PRIVILEGED),):
+            raise ValueError(f"privileged must have shape ({len(PRIVILEGED)},), got {privileged.shape}")
         action = np.asarray(action, dtype=np.float32).reshape(self.chunk, self.action_dim)
         if state.shape != (self.action_dim,):
             raise ValueError(f"state must have shape ({self.action_dim},), got {state.shape}")
@@ -85,6 +100,7 @@ class TrainsetWriter:
         self._buffer.setdefault("action", []).append(action)
         self._buffer.setdefault("instruction", []).append(str(instruction))
         self._buffer.setdefault("episode", []).append(int(episode))
+        self._buffer.setdefault("privileged", []).append(privileged)
         self._all_actions.append(action)
         self._all_states.append(state)
         self._episodes.add(int(episode))
@@ -114,6 +130,7 @@ class TrainsetWriter:
             "chunk": self.chunk, "convention": self.convention.to_dict(), "unnorm_key": self.unnorm_key,
             "num_samples": sum(s["samples"] for s in self._shards), "num_episodes": len(self._episodes),
             "shards": self._shards, **({"crops": self.crops} if self.crops else {}), "labels": self.labels,
+            "privileged": PRIVILEGED,
         }
         (self.directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
         return self.directory
@@ -147,7 +164,9 @@ def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True
     `out`: their shards in input order (hard links where the file system allows, else copies; episode numbers
     shifted so they stay distinct) under one index. The statistics are recomputed over every merged state and
     action, or copied from `statistics_from` (a set's directory, e.g. the merged training split for a
-    validation split). Returns the new index. Nothing is written unless every input is compatible."""
+    validation split). Every output shard has privileged.npy: an input shard without it (a set written before
+    privileged labels existed) gets NaN rows. Returns the new index. Nothing is written unless every input is
+    compatible."""
     out = Path(out)
     if not inputs:
         raise ValueError("nothing to merge: no training set given")
@@ -169,6 +188,8 @@ def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True
         for shard in index["shards"]:
             source, name = Path(directory) / shard["dir"], f"shard-{len(shards):05d}"
             (out / name).mkdir()
+            if not (source / PRIVILEGED_FILE).is_file():
+                np.save(out / name / PRIVILEGED_FILE, np.full((shard["samples"], len(PRIVILEGED)), np.nan, np.float32))
             for file in source.glob("*.npy"):
                 target = out / name / file.name
                 if file.name == "episode.npy":
@@ -197,6 +218,7 @@ def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True
         save_dataset_statistics(out / STATISTICS_FILE, {first["unnorm_key"]: statistics})
     index = {**{k: first[k] for k in first if k not in ("shards", "num_samples", "num_episodes")},
              "num_samples": sum(s["samples"] for s in shards), "num_episodes": episodes, "shards": shards,
+             "privileged": PRIVILEGED,
              "merged_from": [str(Path(d).resolve()) for d in inputs]}
     (out / INDEX_FILE).write_text(json.dumps(index, indent=2))
     return index
@@ -204,7 +226,8 @@ def merge_trainsets(inputs: list[str | Path], out: str | Path, link: bool = True
 
 class TrainsetDataset(Dataset):
     """Samples: {"pixels": (V, 3, S, S) float32 in [0, 1], "instruction": str, "state": (D,) and
-    "action": (T, D) float32 normalised (BOUNDS_Q99, grippers as stored)}."""
+    "action": (T, D) float32 normalised (BOUNDS_Q99, grippers as stored), "privileged": (6,) float32 training-only
+    labels in metres, not normalised (NaN = no label, also for shards written before privileged.npy existed)}."""
 
     def __init__(self, directory: str | Path, image_size: int, views: list[str] | None = None,
                  statistics: DatasetStatistics | None = None, crops: Mapping[str, list] | None = None,
@@ -240,7 +263,10 @@ class TrainsetDataset(Dataset):
 
     def _open_shard(self, name: str) -> dict:
         fields = ["state", "action", "instruction"] + [f"image_{v}" for v in self.views]
-        return {f: np.load(self.directory / name / f"{f}.npy", mmap_mode="r", allow_pickle=False) for f in fields}
+        shard = {f: np.load(self.directory / name / f"{f}.npy", mmap_mode="r", allow_pickle=False) for f in fields}
+        path = self.directory / name / PRIVILEGED_FILE
+        shard["privileged"] = np.load(path, mmap_mode="r", allow_pickle=False) if path.is_file() else None
+        return shard
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -254,4 +280,6 @@ class TrainsetDataset(Dataset):
             "instruction": str(shard["instruction"][row]),
             "state": torch.as_tensor(self.statistics.proprio.normalize(shard["state"][row]), dtype=torch.float32),
             "action": torch.as_tensor(self.statistics.action.normalize(shard["action"][row]), dtype=torch.float32),
+            "privileged": torch.full((len(PRIVILEGED),), float("nan")) if shard["privileged"] is None
+            else torch.tensor(np.array(shard["privileged"][row], dtype=np.float32)),
         }
