@@ -17,8 +17,11 @@ AgileX (robot: agilex), as piper_ros (humble branch) per arm (left, right):
        /tf: world -> the wrist cameras' optical frames, at the camera rate
 Both:
   cameras /camera/<view>/color/image_raw (Image rgb8) + camera_info; /clock (rosgraph_msgs/Clock);
-  optional /hybridvla/<arm>/arm_state (publish_arm_state); ~/reset (std_srvs/Trigger: next seed; setting
-  the parameter seed at run time makes the next ~/reset start that seed),
+  optional /hybridvla/<arm>/arm_state (publish_arm_state); topics.privileged (/sim/privileged,
+  geometry_msgs/PoseArray at the state rate in the frame of the arm's poses: the instruction's block - TCP and
+  bowl - TCP [m], SimEnv.privileged_offsets; only tasks with a block and a bowl, i.e. FR3 pick_place);
+  ~/reset (std_srvs/Trigger: next seed; setting the parameter seed at run time makes the next ~/reset start
+  that seed),
   ~/success (std_msgs/Bool, 5 Hz), ~/instruction (std_msgs/String, transient local).
 Every stamp and /clock: simulation time offset to the wall clock at start (equal to wall time while the
 simulation keeps real time), so nodes with or without use_sim_time see fresh images. A machine too busy for
@@ -33,7 +36,7 @@ import threading
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped, TransformStamped
+from geometry_msgs.msg import PoseArray, PoseStamped, TransformStamped
 from hybridvla_msgs.msg import ArmState
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
@@ -104,6 +107,10 @@ class SimLabNode(Node):
         if cfg.publish_arm_state:
             self.arm_state_pubs = {arm: self.create_publisher(ArmState, cfg.arm_topic(cfg.topics_arm_state, arm), STATE_QOS)
                                    for arm in env.arms}
+        # Privileged training labels: only a task with a block and a bowl has them (the same for every episode).
+        self.privileged_pub = None
+        if all(env.privileged_offsets(arm) is not None for arm in env.arms):
+            self.privileged_pub = self.create_publisher(PoseArray, cfg.topics_privileged, STATE_QOS)
         if cfg.robot == "fr3":
             # Only the FR3 needs franka_msgs (on a development machine: the test-only stand-in).
             from franka_msgs.action import Grasp, Homing, Move
@@ -179,6 +186,8 @@ class SimLabNode(Node):
         with self.lab.lock:
             stamp = _stamp(self.lab.stamp_ns())
             readings = {arm: env.read(arm) for arm in env.arms}
+            privileged = ({arm: env.privileged_offsets(arm) for arm in env.arms} if self.privileged_pub is not None
+                          else {})
         self.clock_pub.publish(Clock(clock=stamp))
         for arm, r in readings.items():
             frame = self.base_frame(arm)
@@ -197,6 +206,10 @@ class SimLabNode(Node):
                              joint_positions=[float(v) for v in r.q], enabled=True)
                 m.header.stamp, m.header.frame_id = stamp, frame
                 self.arm_state_pubs[arm].publish(m)
+            if privileged.get(arm) is not None:
+                labels = PoseArray(poses=[arrays_to_pose(p, (0.0, 0.0, 0.0, 1.0)) for p in privileged[arm]])
+                labels.header.stamp, labels.header.frame_id = stamp, frame
+                self.privileged_pub.publish(labels)
 
     def base_frame(self, arm: str) -> str:
         """The frame an arm's poses are in: FR3 base_frame (crisp's base, = fr3_link0), a Piper its base link."""

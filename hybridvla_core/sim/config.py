@@ -73,6 +73,7 @@ SCHEMA: dict[str, tuple[Any, str]] = {
     "topics.episode_events": (_topic, "an absolute topic name"),
     "topics.camera_image": (_pattern("camera"), "an absolute topic pattern with {camera}"),
     "topics.camera_info": (_pattern("camera"), "an absolute topic pattern with {camera}"),
+    "topics.privileged": (_topic, "an absolute topic name"),
 }
 
 
@@ -124,6 +125,7 @@ class SimConfig:
     topics_episode_events: str
     topics_camera_image: str
     topics_camera_info: str
+    topics_privileged: str
 
     def env_kwargs(self) -> dict[str, Any]:
         """Arguments of SimEnv."""

@@ -293,6 +293,21 @@ class SimEnv:
         """The task's progress measures now (PickPlaceTask.milestones), seen from `arm`'s TCP."""
         return self.task.milestones(self.model, self.data, self.layout, self.read(arm).position)
 
+    def privileged_offsets(self, arm: str) -> np.ndarray | None:
+        """Privileged training labels (simulation only; a policy never reads them): where the instruction's block
+        and bowl are seen from `arm`'s TCP, shape (2, 3) = [block - TCP, bowl - TCP] [m] in the axes of the arm's
+        base frame (the frame of read(arm).position), from the same MuJoCo kinematics as read(arm). None when the
+        task has no block and bowl (lift_ball) or before the first reset."""
+        if self.layout is None:
+            return None
+        bodies = self.task.privileged_bodies(self.layout)
+        if bodies is None:
+            return None
+        c = self.arms[arm]
+        base_R = self.data.xmat[c.base_body].reshape(3, 3)
+        tcp = self.data.site_xpos[c.tcp_site]
+        return np.stack([base_R.T @ (self.data.xpos[self.model.body(b).id] - tcp) for b in bodies])
+
     def state_vector(self) -> np.ndarray:
         """Full physical state (time, qpos, qvel, mocap): equal vectors mean equal episodes."""
         return np.concatenate([[self.data.time], self.data.qpos, self.data.qvel, self.data.mocap_pos.ravel()])

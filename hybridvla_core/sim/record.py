@@ -3,7 +3,8 @@ teleoperated recording (names from the sim config), through hybridvla_core.recor
 
 Per episode: cameras (sensor_msgs/Image rgb8 + CameraInfo), joint states, TCP pose, ArmState, the commanded
 ArmTarget (source TELEOP: the expert stands in for the teleoperator) and EpisodeEvent start/stop with the
-instruction. Every stamp is simulation time offset to the wall clock (`epoch_ns` + sim time), the same
+instruction. Beyond a real recording, pick_place episodes carry the privileged training labels
+(topics.privileged, geometry_msgs/PoseArray at the state rate: SimEnv.privileged_offsets; docs/recording.md). Every stamp is simulation time offset to the wall clock (`epoch_ns` + sim time), the same
 clock as the bag's receive times; the bag's metadata holds instruction, seed, task, robot and success.
 """
 from __future__ import annotations
@@ -33,6 +34,13 @@ def joint_state_message(env: SimEnv, arm: str, t_ns: int):
     if env.robot == "fr3":
         return msg.joint_state(t_ns, r.joint_names + r.finger_names, np.concatenate([r.q, r.fingers]))
     return msg.joint_state(t_ns, [f"joint{i}" for i in range(1, 8)], np.concatenate([r.q, [r.gripper_width]]))
+
+
+def privileged_message(t_ns: int, frame_id: str, offsets: np.ndarray):
+    """geometry_msgs/PoseArray of the privileged labels: one pose per row of SimEnv.privileged_offsets (block -
+    TCP, bowl - TCP) [m] in frame_id, orientation identity."""
+    return msg._types()["geometry_msgs/msg/PoseArray"](
+        header=msg.header(t_ns, frame_id), poses=[msg.pose(p, (0.0, 0.0, 0.0, 1.0)) for p in offsets])
 
 
 class BagRecorder:
@@ -76,6 +84,9 @@ class BagRecorder:
             w.write(cfg.arm_topic(cfg.topics_arm_state, arm), t_ns,
                     msg.arm_state(t_ns, frame, arm, r.position, r.quaternion, r.gripper, r.gripper_width,
                                   r.joint_names, r.q))
+            offsets = env.privileged_offsets(arm)
+            if offsets is not None:  # pick_place only (the frame of current_pose above)
+                w.write(cfg.topics_privileged, t_ns, privileged_message(t_ns, frame, offsets))
 
     def camera(self, env: SimEnv, t: float, name: str) -> None:
         t_ns, frame = self._ns(t), camera_frame(name)

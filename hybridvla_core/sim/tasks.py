@@ -155,6 +155,12 @@ class PickPlaceTask:
     def block_position(self, model, data, colour: str) -> np.ndarray:
         return _free_pos(model, data, f"block_{colour}")
 
+    def privileged_bodies(self, layout: PickPlaceLayout) -> tuple[str, str]:
+        """The MuJoCo bodies of the instruction's block and bowl (the privileged training labels,
+        SimEnv.privileged_offsets): the block body's origin is the cube's centre, the bowl's the centre of its
+        floor on the table top."""
+        return f"block_{layout.block}", f"bowl_{layout.bowl}"
+
     def block_yaw(self, model, data, colour: str) -> float:
         adr = model.joint(f"block_{colour}").qposadr[0]
         return float(Rotation.from_quat(np.roll(data.qpos[adr + 3:adr + 7], -1)).as_euler("xyz")[2])
@@ -218,6 +224,10 @@ class LiftBallTask:
     def apply(self, model, data, layout: LiftBallLayout) -> None:
         _set_free_pose(model, data, "ball", (*layout.ball, BALL_RADIUS + 1e-4))
         data.mocap_pos[model.body("box").mocapid[0]] = (*layout.box, 0.0)
+
+    def privileged_bodies(self, layout: LiftBallLayout) -> None:
+        """No block and bowl: this task has no privileged labels (SimEnv.privileged_offsets)."""
+        return None
 
     def ball_position(self, model, data) -> np.ndarray:
         return _free_pos(model, data, "ball")

@@ -49,9 +49,19 @@ def test_sim_recording_topics_are_the_sim_labs():
     topics = set(block("record_sim_franka.yaml", "recorder")["topics"])
     expected = {sim.camera_topic(sim.topics_camera_image, c) for c in ("front", "wrist")}
     expected |= {sim.topics_joint_states, sim.topics_current_pose, sim.topics_episode_events,
-                 sim.arm_topic(sim.topics_arm_state, "fr3"), sim.arm_topic(sim.topics_arm_target, "fr3")}
+                 sim.arm_topic(sim.topics_arm_state, "fr3"), sim.arm_topic(sim.topics_arm_target, "fr3"),
+                 sim.topics_privileged}
     assert expected <= topics
-    assert block("record_sim_franka.yaml", "recorder")["expected_hz"][0] == sim.camera_rate_hz
+    rec = block("record_sim_franka.yaml", "recorder")
+    assert rec["expected_hz"][0] == sim.camera_rate_hz
+    assert rec["expected_hz"][rec["topics"].index(sim.topics_privileged)] == sim.state_rate_hz
+
+
+def test_privileged_labels_are_recorded_only_in_simulation():
+    """The simulator's ground truth (training labels) never appears in a real robot's recording config."""
+    sim = load_config(CONFIG / "sim_franka.yaml")
+    for name in ("record_franka.yaml", "record_agilex.yaml"):
+        assert sim.topics_privileged not in block(name, "recorder")["topics"], name
 
 
 def test_launch_plan_for_every_robot():

@@ -122,6 +122,7 @@ def test_run_experts_records_one_mcap_bag_per_episode_with_the_real_topics(recor
         "/hybridvla/fr3/arm_state": "hybridvla_msgs/msg/ArmState",
         "/hybridvla/fr3/target": "hybridvla_msgs/msg/ArmTarget",
         "/hybridvla/episode_events": "hybridvla_msgs/msg/EpisodeEvent",
+        cfg.topics_privileged: "geometry_msgs/msg/PoseArray",  # simulation only: the training labels
     }
     for path in recorded:
         assert list(path.glob("*.mcap")), "MCAP storage"
@@ -138,6 +139,7 @@ def test_run_experts_records_one_mcap_bag_per_episode_with_the_real_topics(recor
         assert abs(counts["/camera/front/color/image_raw"] - cfg.camera_rate_hz * duration) <= 2
         assert counts["/camera/front/color/image_raw"] == counts["/camera/wrist/color/camera_info"]
         assert abs(counts["/joint_states"] - cfg.state_rate_hz * duration) <= 2
+        assert counts[cfg.topics_privileged] == counts["/current_pose"] == counts["/joint_states"]
         assert abs(counts["/hybridvla/fr3/target"] - cfg.control_rate_hz * duration) <= 2
 
 

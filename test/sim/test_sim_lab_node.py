@@ -14,7 +14,7 @@ rclpy = pytest.importorskip("rclpy")
 franka_action = pytest.importorskip("franka_msgs.action", reason="test-only franka_msgs not built (make setup)")
 
 from action_msgs.msg import GoalStatus  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
+from geometry_msgs.msg import PoseArray, PoseStamped  # noqa: E402
 from hybridvla_msgs.msg import ArmState  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
@@ -126,6 +126,38 @@ def test_arm_state_and_success_are_published(lab):
     m = state["arm_state"]
     assert m.arm == "fr3" and m.header.frame_id == CRISP_FR3_BASE_FRAME and len(m.joint_positions) == 7
     assert 0.0 <= m.gripper <= 1.0 and state["success"] is False  # nothing is in a bowl yet
+
+
+def test_privileged_labels_come_with_the_state_in_the_pose_frame(lab):
+    """/sim/privileged (PoseArray): the instruction's block - TCP and bowl - TCP [m] in current_pose's frame, on
+    current_pose's stamps; with the TCP of the same stamp they put the (fixed) bowl where this seed's layout has it."""
+    node, state, _, _ = lab
+    labels, poses = {}, {}
+
+    def key(m):
+        return (m.header.stamp.sec, m.header.stamp.nanosec)
+
+    subs = [node.create_subscription(PoseArray, "/sim/privileged", lambda m: labels.__setitem__(key(m), m), SENSOR_QOS),
+            node.create_subscription(PoseStamped, "/current_pose", lambda m: poses.__setitem__(key(m), m), SENSOR_QOS)]
+    try:
+        spin_until(node, lambda: len(set(labels) & set(poses)) >= 5, 20, "privileged labels with current_pose's stamps")
+    finally:
+        for sub in subs:
+            node.destroy_subscription(sub)
+    env = SimEnv("fr3", "pick_place")
+    try:
+        env.reset(SEED)
+        bowl = env.data.body(f"bowl_{env.instruction.split()[6]}").xpos.copy()  # fr3_link0 = world, identity
+    finally:
+        env.close()
+    for stamp in sorted(set(labels) & set(poses)):
+        m, pose = labels[stamp], poses[stamp]
+        assert m.header.frame_id == pose.header.frame_id == CRISP_FR3_BASE_FRAME and len(m.poses) == 2
+        assert all((p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) == (0, 0, 0, 1)
+                   for p in m.poses)
+        tcp = pose_to_arrays(pose.pose)[0]
+        bowl_offset = np.array([m.poses[1].position.x, m.poses[1].position.y, m.poses[1].position.z])
+        np.testing.assert_allclose(bowl_offset + tcp, bowl, atol=1e-6)
 
 
 def test_grasp_goal_closes_the_gripper_on_a_block_and_fails_on_air(lab):
