@@ -174,6 +174,10 @@ class ModelConfig:
     need_to_sub: int = 0
     convention: ActionConvention = field(default_factory=ActionConvention)
     unnorm_key: str | None = None
+    # Size of the auxiliary head that predicts privileged simulator state from the mean projected vision token
+    # (training only; issue 30: [block_dx, block_dy, block_dz, bowl_dx, bowl_dy, bowl_dz] relative to the
+    # gripper, metres). 0 = no head: a config.json without the field (every checkpoint before it) loads as 0.
+    privileged_dim: int = 0
     # Filled in when the model is built from its tokenizer; saved so a checkpoint is self-describing.
     tokens: dict = field(default_factory=dict)
 
@@ -191,6 +195,10 @@ class ModelConfig:
             raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}, got {self.token_layout!r}")
         if isinstance(self.need_to_sub, bool) or not isinstance(self.need_to_sub, int) or self.need_to_sub < 0:
             raise ValueError(f"need_to_sub must be a whole number >= 0, got {self.need_to_sub!r}")
+        if isinstance(self.privileged_dim, bool) or not isinstance(self.privileged_dim, int) \
+                or self.privileged_dim < 0:
+            raise ValueError(f"privileged_dim must be a whole number >= 0 (0 = no privileged head), "
+                             f"got {self.privileged_dim!r}")
         if not self.views:
             raise ValueError("views: at least one camera view is needed")
         names = [v.name for v in self.views]

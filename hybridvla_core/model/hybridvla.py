@@ -15,7 +15,8 @@ AR conditioning (config.ar_conditioning), the same in training and inference:
   "noisy" (the reference): the AR tokens follow the same [random t, noisy action] tokens as the diffusion
     loss; inference then needs a separate AR pass with fresh noise (Policy ar_schedule="reference").
 Module names follow the reference checkpoint's key groups (vision_backbone, projector, llm_backbone.llm,
-x_embedder, t_embedder, final_layer, proprio_embedder) so that its weights map by name.
+x_embedder, t_embedder, final_layer, proprio_embedder) so that its weights map by name. The optional
+privileged_head (config.privileged_dim > 0, training only) has no reference counterpart: export leaves it out.
 """
 from __future__ import annotations
 
@@ -128,6 +129,33 @@ class MLPEmbedder(nn.Module):
         return self.mlp(x)
 
 
+class PrivilegedHead(nn.Module):
+    """Auxiliary head (issue 30): the mean projected vision token of a sample (what enters the LLM, averaged over
+    all view tokens) -> privileged simulator state, e.g. the block's and the bowl's positions relative to the
+    gripper. Only the training forward runs it; it shapes the vision features, inference never reads it."""
+
+    def __init__(self, hidden: int, out_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, vision_embeds: torch.Tensor) -> torch.Tensor:
+        return self.mlp(vision_embeds.mean(dim=1))
+
+
+def masked_privileged_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE over the rows of `target` (B, P) that are all finite; a row with any NaN/Inf has no label and
+    contributes nothing (neither loss nor gradient). No labelled row: an exact 0 that stays in the graph (the
+    head's gradients are zeros, never NaN, and DDP sees the head used)."""
+    prediction = prediction.float()
+    target = target.to(device=prediction.device, dtype=torch.float32)
+    if target.shape != prediction.shape:
+        raise ValueError(f"privileged labels must be (batch, {prediction.shape[-1]}), got {tuple(target.shape)}")
+    labelled = torch.isfinite(target).all(dim=-1)
+    if not bool(labelled.any()):
+        return (prediction * 0.0).sum()
+    return F.mse_loss(prediction[labelled], target[labelled])
+
+
 class TimestepEmbedder(nn.Module):
     """DiT: 256-d sinusoidal features -> Linear -> SiLU -> Linear."""
 
@@ -176,6 +204,8 @@ class HybridVLA(nn.Module):
         self.proprio_embedder = MLPEmbedder(config.action_dim, hidden)
         self.t_embedder = TimestepEmbedder(hidden)
         self.final_layer = FinalLayer(hidden, config.action_dim)
+        if config.privileged_dim > 0:  # training-only auxiliary head; absent (no keys) when privileged_dim is 0
+            self.privileged_head = PrivilegedHead(hidden, config.privileged_dim)
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
         self.action_tokenizer = ActionTokenizer(config.tokens["base_vocab_size"] - config.need_to_sub)
 
@@ -271,14 +301,24 @@ class HybridVLA(nn.Module):
 
     # --------------------------------------------------------------------------------------------- training
     def forward(self, pixels: torch.Tensor, prompts: list[list[int]], states: torch.Tensor, actions: torch.Tensor,
-                noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None) -> dict:
+                noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None,
+                privileged: torch.Tensor | None = None) -> dict:
         """Training forward. pixels (B, V, 3, S, S) in [0, 1]; prompts: token ids per sample; states (B, D) and
         actions (B, T, D) normalised. Every sample is repeated k = diffusion.repeated_samples times with its own
         noise and t (noise (B*k, T, D) and timesteps (B*k,) may be given). Returns the losses and, for tests,
-        denoiser_output (noise or x_0 estimate, as diffusion.prediction_type says) and ar_logits."""
+        denoiser_output (noise or x_0 estimate, as diffusion.prediction_type says) and ar_logits.
+        privileged (B, privileged_dim): labels for the privileged head (rows with NaN have none); given to a
+        model with the head, the result also holds privileged_loss (masked_privileged_loss), included in
+        "loss" unweighted, and privileged_prediction. A model without the head ignores it."""
         repeats = self.config.diffusion.repeated_samples
         batch, chunk = actions.shape[:2]
-        prefix, mask, positions = self.build_prefix(self.encode_images(pixels), prompts, states)
+        vision_embeds = self.encode_images(pixels)
+        extra = {}
+        if privileged is not None and self.config.privileged_dim > 0:
+            prediction = self.privileged_head(vision_embeds).float()
+            extra = {"privileged_loss": masked_privileged_loss(prediction, privileged),
+                     "privileged_prediction": prediction}
+        prefix, mask, positions = self.build_prefix(vision_embeds, prompts, states)
         prefix_len = prefix.shape[1]
         targets = self._ar_targets(actions[:, 0])
         rep = lambda x: None if x is None else x.repeat_interleave(repeats, 0)  # noqa: E731
@@ -313,8 +353,11 @@ class HybridVLA(nn.Module):
             ar_logits = self._logits(hidden[:, first_logit:])
             ar_targets = targets
         ar_loss = F.cross_entropy(ar_logits.flatten(0, 1), ar_targets.flatten())
-        return {"loss": diffusion_loss + ar_loss, "diffusion_loss": diffusion_loss, "ar_loss": ar_loss,
-                "denoiser_output": denoiser_output, "ar_logits": ar_logits}
+        loss = diffusion_loss + ar_loss
+        if extra:
+            loss = loss + extra["privileged_loss"]
+        return {"loss": loss, "diffusion_loss": diffusion_loss, "ar_loss": ar_loss,
+                "denoiser_output": denoiser_output, "ar_logits": ar_logits, **extra}
 
     @staticmethod
     def _extend_mask(mask, length):

@@ -43,6 +43,7 @@ from hybridvla_core.model.ensemble import REFERENCE_THETA
 from hybridvla_core.model.reference_manifest import GROUPS
 from hybridvla_core.model.text_tokenizer import load_tokenizer
 
+PRIVILEGED_HEAD = "privileged_head"  # this package's training-only module; export leaves its keys out
 HEAD_GROUPS = ("x_embedder", "t_embedder", "final_layer", "proprio_embedder")
 # Tower prefix inside vision_backbone -> which HF model it is (the key of VisionConfig.hf_configs).
 TIMM_TOWERS = {"dino_featurizer": "dinov2", "siglip_featurizer": "siglip", "featurizer": "clip"}
@@ -381,6 +382,7 @@ def reference_import_config(config: ModelConfig, state: dict[str, torch.Tensor],
     attention-pool head kept when the file holds it), where the config does not set them."""
     data = config.to_dict()
     data.update(REFERENCE_SETTINGS)
+    data["privileged_dim"] = 0  # the reference has no privileged head (a training-only head of this package)
     data["vision"]["resize"] = REFERENCE_RESIZE
     if need_to_sub is not None:
         data["need_to_sub"] = need_to_sub
@@ -398,8 +400,13 @@ def reference_import_config(config: ModelConfig, state: dict[str, torch.Tensor],
 
 def expected_reference_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     """{reference key: shape} that `model` (on any device, meta included) loads from and exports to."""
-    state = {k: torch.empty(v.shape, device="meta") for k, v in model.state_dict().items()}
+    state = {k: torch.empty(v.shape, device="meta") for k, v in _without_privileged_head(model.state_dict()).items()}
     return {k: tuple(v.shape) for k, v in model_to_reference_state(state, model.config.vision.kind).items()}
+
+
+def _without_privileged_head(state: dict) -> dict:
+    """The state dict without the privileged head's keys (training only; the reference has no such head)."""
+    return {k: v for k, v in state.items() if not k.startswith(f"{PRIVILEGED_HEAD}.")}
 
 
 # ------------------------------------------------------------------------------------ import and export
@@ -459,6 +466,8 @@ def export_reference_checkpoint(checkpoint_dir: str | Path, output_path: str | P
     if class_row is not None and bool(class_row[:, 0].any()):
         raise ValueError(f"{checkpoint_dir}: the DINOv2 class-token position is not zero; timm's DINOv2-reg "
                          f"(no_embed_class) has none, so this tower cannot be written in the reference's layout")
+    # The privileged head (training only, model.privileged_head) has no place in the reference: left out.
+    state = _without_privileged_head(state)
     reference = model_to_reference_state(state, config.vision.kind)
     groups: dict[str, dict[str, torch.Tensor]] = {group: {} for group in GROUPS}
     for key, value in reference.items():

@@ -3,16 +3,21 @@ clipping, bf16 autocast on CUDA, optional frozen vision, periodic checkpoints, r
 (NCCL on GPUs, gloo on CPU).
 
 Training config (YAML), every section a mapping:
-    model:    ModelConfig fields (llm, vision, views, chunk, diffusion, theta, ar_conditioning); action_dim,
-              convention and unnorm_key are taken from the training set
+    model:    ModelConfig fields (llm, vision, views, chunk, diffusion, theta, ar_conditioning, privileged_dim);
+              action_dim, convention and unnorm_key are taken from the training set
     init_from: optional checkpoint directory to fine-tune (its model config replaces `model`, except a given
               `model.diffusion`, which replaces the checkpoint's: e.g. switch prediction_type, the denoiser
               head learns the new target; the action convention and unnorm_key become the training set's,
               the action heads learn them; a given `model.theta` or `model.ensemble_gripper`, inference
               settings of the ensemble, replaces the checkpoint's; a given `model.vision.image_size` too, for the
-              keypoints tower only, whose weights do not depend on the input size)
+              keypoints tower only, whose weights do not depend on the input size; a given
+              `model.privileged_dim` adds a freshly initialised privileged head to a checkpoint without one)
     data:     {path: training-set directory (hybridvla_core.model.trainset)}
     train:    TrainConfig fields below
+Privileged labels (issue 30): a model with privileged_dim > 0 also learns its privileged head from the batch's
+"privileged" (B, privileged_dim) labels, loss += train.privileged_loss_weight * MSE over the labelled rows (a row
+with NaN, e.g. a real teleop recording, is masked out). A training set without any label trains the head on
+nothing: one warning, not an error. train.privileged_loss_weight set for a model without the head is an error.
 Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
 <output_dir>/final/ at the end (not when stopped early by train.stop_after). A run restarted with the same output_dir resumes from the newest step.
 """
@@ -22,6 +27,7 @@ import dataclasses
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,6 +62,9 @@ class TrainConfig:
     # gradients (~0.7 vs an MSE of ~0.02 late in training); a larger weight makes the backbone also carry what
     # the denoiser needs.
     diffusion_loss_weight: float = 1.0
+    # loss += privileged_loss_weight * the privileged head's masked MSE (model.privileged_dim > 0 only; the labels
+    # are metres, so its scale differs from the normalised actions').
+    privileged_loss_weight: float = 1.0
     # Stop after this step (saved, trainer state included) as if interrupted there: the learning-rate schedule
     # still runs to max_steps and the same config resumes. None = run to max_steps.
     stop_after: int | None = None
@@ -78,7 +87,8 @@ class TrainConfig:
             raise ValueError("train.max_steps and train.batch_size must be >= 1")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip", "diffusion_loss_weight"):
+        for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip", "diffusion_loss_weight",
+                     "privileged_loss_weight"):
             value = getattr(self, name)  # NaN compares false everywhere: name it before the range checks do
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"train.{name} must be a finite number, got {value!r}")
@@ -90,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"train.stop_after must be in 1..max_steps ({self.max_steps}), got {self.stop_after}")
         if self.diffusion_loss_weight <= 0:
             raise ValueError(f"train.diffusion_loss_weight must be > 0, got {self.diffusion_loss_weight}")
+        if self.privileged_loss_weight <= 0:
+            raise ValueError(f"train.privileged_loss_weight must be > 0, got {self.privileged_loss_weight}")
         if self.state_noise < 0:
             raise ValueError(f"train.state_noise must be >= 0, got {self.state_noise}")
         self.state_noise_dims = list(self.state_noise_dims or [])
@@ -109,12 +121,31 @@ def learning_rate_at(settings: TrainConfig, step: int) -> float:
 
 
 def _collate(samples: list[dict], tokenizer, layout, tokens: dict) -> dict:
-    return {
+    batch = {
         "pixels": torch.stack([s["pixels"] for s in samples]),
         "prompts": [encode_prompt(tokenizer, s["instruction"], layout, tokens) for s in samples],
         "states": torch.stack([s["state"] for s in samples]),
         "actions": torch.stack([s["action"] for s in samples]),
     }
+    labels = [s.get("privileged") for s in samples]
+    if any(label is not None for label in labels):  # a sample without one gets a NaN row: no label
+        width = next(torch.as_tensor(label).numel() for label in labels if label is not None)
+        batch["privileged"] = torch.stack([
+            torch.full((width,), float("nan")) if label is None
+            else torch.as_tensor(label, dtype=torch.float32).reshape(width) for label in labels])
+    return batch
+
+
+def _privileged_labels(batch: dict, size: int, width: int) -> torch.Tensor:
+    """The batch's privileged labels (size, width), all NaN (no label) when the batch has none (older sets)."""
+    labels = batch.get("privileged")
+    if labels is None:
+        return torch.full((size, width), float("nan"))
+    labels = torch.as_tensor(labels, dtype=torch.float32)
+    if tuple(labels.shape) != (size, width):
+        raise ValueError(f"the training set's privileged labels are {tuple(labels.shape)} per batch, the model's "
+                         f"privileged head predicts ({size}, {width}) (model.privileged_dim {width})")
+    return labels
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -158,7 +189,7 @@ def _model_config(spec: dict, index: dict) -> ModelConfig:
 
 # What a `model:` section may change beside init_from; everything else (token_layout, need_to_sub, the LLM, the
 # towers, ...) is what the checkpoint's weights were trained with, so a value given for it would be ignored.
-FINE_TUNE_OVERRIDES = {"diffusion", "theta", "ensemble_gripper", "vision"}
+FINE_TUNE_OVERRIDES = {"diffusion", "theta", "ensemble_gripper", "vision", "privileged_dim"}
 
 
 def _check_fine_tune_overrides(model: dict) -> None:
@@ -208,7 +239,13 @@ def train(spec: dict) -> dict:
         image_size = (spec.get("model", {}).get("vision") or {}).get("image_size")
         if image_size is not None:
             model.config.vision = _resized_vision(model.config.vision, image_size)
+        privileged_dim = spec.get("model", {}).get("privileged_dim")
+        if privileged_dim is not None:
+            _add_privileged_head(model, privileged_dim)
     config = model.config
+    if "privileged_loss_weight" in spec["train"] and config.privileged_dim == 0:
+        raise ValueError("train.privileged_loss_weight is set but the model has no privileged head "
+                         "(model.privileged_dim is 0): set model.privileged_dim (e.g. 6) or drop the weight")
     bad_dims = [d for d in settings.state_noise_dims if not 0 <= d < config.action_dim]
     if bad_dims:
         raise ValueError(f"train.state_noise_dims {bad_dims} outside the state's {config.action_dim} dims")
@@ -243,6 +280,9 @@ def train(spec: dict) -> dict:
     from tqdm import tqdm
 
     history = []
+    privileged = config.privileged_dim > 0
+    labelled_rows = 0  # privileged labels seen (a model with the head)
+    warned_unlabelled = False
     bar = tqdm(total=settings.max_steps, initial=step, disable=rank != 0 or not settings.progress, desc="train")
     model.train()
     epoch = step // max(len(loader), 1)
@@ -256,27 +296,40 @@ def train(spec: dict) -> dict:
                 states = states.clone()
                 dims = settings.state_noise_dims
                 states[:, dims] += settings.state_noise * torch.randn(len(states), len(dims))
+            extra = {}
+            if privileged:  # always passed, all-NaN when unlabelled: the head stays in the graph (DDP)
+                labels = _privileged_labels(batch, len(states), config.privileged_dim)
+                labelled_rows += int(torch.isfinite(labels).all(dim=1).sum())
+                extra["privileged"] = labels.to(device)
             with autocast:
                 out = wrapped(batch["pixels"].to(device), batch["prompts"], states.to(device),
-                              batch["actions"][:, :config.chunk].to(device))
+                              batch["actions"][:, :config.chunk].to(device), **extra)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(settings, step)
             optimizer.zero_grad(set_to_none=True)
             loss = settings.diffusion_loss_weight * out["diffusion_loss"] + out["ar_loss"]  # what is optimised
+            if privileged:
+                loss = loss + settings.privileged_loss_weight * out["privileged_loss"]
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
             step += 1
-            record = {"loss": float(loss.detach()),
-                      **{k: float(out[k].detach()) for k in ("diffusion_loss", "ar_loss")}}
+            parts = ("diffusion_loss", "ar_loss") + (("privileged_loss",) if privileged else ())
+            record = {"loss": float(loss.detach()), **{k: float(out[k].detach()) for k in parts}}
             history.append(record)
             bar.update(1)
-            bar.set_postfix(dif=f"{record['diffusion_loss']:.4f}", ce=f"{record['ar_loss']:.4f}")
+            shown = {"priv": f"{record['privileged_loss']:.4f}"} if privileged else {}
+            bar.set_postfix(dif=f"{record['diffusion_loss']:.4f}", ce=f"{record['ar_loss']:.4f}", **shown)
             if rank == 0 and settings.save_every and step % settings.save_every == 0 and step < end:
                 _save_step(model, optimizer, statistics, output_dir / "checkpoints" / f"step-{step:08d}", step)
             if step >= end:
                 break
         epoch += 1
+        if privileged and not labelled_rows and not warned_unlabelled and rank == 0:
+            warned_unlabelled = True  # a whole epoch (or the whole run) without one label
+            warnings.warn(f"hybridvla train: the training set has no privileged labels (model.privileged_dim "
+                          f"{config.privileged_dim}): the privileged head is not trained, privileged_loss stays 0",
+                          stacklevel=2)
     bar.close()
     last = output_dir / "checkpoints" / f"step-{step:08d}"
     final = output_dir / "final" if step >= settings.max_steps else last  # stopped early: no final yet
@@ -300,6 +353,21 @@ def _replace_diffusion(model, diffusion: dict) -> None:
     merged = {**dataclasses.asdict(model.config.diffusion), **diffusion}
     model.config.diffusion = _from_mapping(DiffusionConfig, merged, "model.diffusion")
     model.schedule = DiffusionSchedule.from_config(model.config.diffusion)
+
+
+def _add_privileged_head(model, privileged_dim) -> None:
+    """Fine-tuning: model.privileged_dim beside init_from adds a fresh privileged head to a checkpoint without
+    one; the checkpoint's own value is accepted, any other change refused."""
+    from hybridvla_core.model.hybridvla import PrivilegedHead
+
+    current = model.config.privileged_dim
+    if privileged_dim == current:
+        return
+    if current != 0:
+        raise ValueError(f"model.privileged_dim {privileged_dim!r} beside init_from: the checkpoint's privileged "
+                         f"head predicts {current} values and cannot change")
+    model.config = dataclasses.replace(model.config, privileged_dim=privileged_dim)  # validates the value
+    model.privileged_head = PrivilegedHead(model.llm.config.hidden_size, privileged_dim).to(model.device)
 
 
 def _save_step(model, optimizer, statistics, directory: Path, step: int) -> None:

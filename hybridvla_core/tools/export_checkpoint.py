@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from hybridvla_core.model.checkpoint import load_config
     from hybridvla_core.model.importer import export_reference_checkpoint
 
     try:
@@ -29,4 +30,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"hybridvla export-checkpoint: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     print(f"reference checkpoint written to {out}")
+    if load_config(args.checkpoint).privileged_dim:
+        print("left out the privileged head (privileged_head.*, training only): the reference has no such head")
     return 0
