@@ -72,8 +72,8 @@ def test_streaming_build_writes_every_usable_bag_and_resizes_like_the_model(lab,
     plain = build_dataset([root], tmp_path / "plain", BuildOptions(**opts), log=lines.append, progress=False)
     small = build_dataset([root], tmp_path / "small", BuildOptions(**opts, image_size=16), log=[].append,
                           progress=False)
-    wide = build_dataset([root], tmp_path / "wide", BuildOptions(**opts, image_size=[16, 24]), log=[].append,
-                         progress=False)
+    build_dataset([root], tmp_path / "wide", BuildOptions(**opts, image_size=[16, 24]), log=[].append,
+                  progress=False)
 
     # Bags left out, one line each, nothing of them written; the others in find_bags order.
     assert len(lines) == 3 and all(line.startswith("skipped ") for line in lines)

@@ -14,7 +14,7 @@ from hybridvla_msgs.msg import ArmState, ArmTarget, GuardEvent  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
-from std_srvs.srv import SetBool, Trigger  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
 
 from hybridvla_core.runtime.kinematics import load_arm  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
