@@ -196,13 +196,18 @@ def test_a_new_gripper_goal_preempts_the_running_one(lab):
     Move = franka_action.Move
     move = ActionClient(node, Move, "/franka_gripper/move")
     spin_until(node, lambda: move.wait_for_server(timeout_sec=0.0), 30, "action server move")
+    # Open first: after a grasp the fingers' setpoint is already at 0 (the block stops the fingers at 4 cm), and a
+    # goal to 0 would end at once with nothing left to preempt.
+    assert run_action(node, move, Move.Goal(width=0.08, speed=0.1)).success
+    # The newer goal goes out right behind the slow one (the server takes one client's requests in order).
     slow = move.send_goal_async(Move.Goal(width=0.0, speed=0.005))  # 16 s to close at 5 mm/s
-    spin_until(node, slow.done, 30, "acceptance of the slow goal")
-    assert slow.result().accepted
-    slow_result = slow.result().get_result_async()
-    fast = run_action(node, move, Move.Goal(width=0.07, speed=0.1))
+    newer = move.send_goal_async(Move.Goal(width=0.07, speed=0.1))
+    spin_until(node, lambda: slow.done() and newer.done(), 30, "acceptance of both goals")
+    assert slow.result().accepted and newer.result().accepted
+    slow_result, newer_result = slow.result().get_result_async(), newer.result().get_result_async()
+    spin_until(node, lambda: slow_result.done() and newer_result.done(), 30, "both goals' ends")
+    fast = newer_result.result().result
     assert fast.success, fast.error
-    spin_until(node, slow_result.done, 10, "the slow goal's end")
     assert not slow_result.result().result.success and "preempted" in slow_result.result().result.error
     assert abs(sum(state["fingers"].position) - 0.07) < 0.005  # the fingers followed the newer goal
 
