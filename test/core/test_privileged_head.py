@@ -2,18 +2,13 @@
 privileged simulator state (block and bowl relative to the gripper). Rows without a label (NaN) give neither loss
 nor gradient; privileged_dim 0 leaves the model exactly as before; the Policy never runs the head; export to the
 reference layout leaves it out; train() optimises it with its own weight."""
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors import safe_open
-from safetensors.numpy import load_file
 
 from hybridvla_core.actions import ActionConvention, DatasetStatistics, save_dataset_statistics
 from hybridvla_core.model import Policy, TrainsetWriter, build_model, load_checkpoint, save_checkpoint
@@ -24,6 +19,7 @@ from hybridvla_core.model.importer import import_reference_checkpoint, read_refe
 from hybridvla_core.model.presets import tiny_config, tiny_reference
 from hybridvla_core.model.reference_manifest import random_reference_payload, reference_manifest
 from hybridvla_core.model.training import TrainConfig, train
+from test_train_ddp import train_on_two_ranks
 
 COMMITTED = Path(__file__).resolve().parents[2] / "checkpoints" / "sim_fr3_pick_place"
 HEAD_PREFIX = "privileged_head."
@@ -313,17 +309,7 @@ def test_two_gloo_processes_train_the_head_from_a_yaml_config(tmp_path):
     _write_set(tmp_path / "set")
     spec = _spec(tmp_path / "set", tmp_path / "run", _model_spec(privileged_dim=6), max_steps=1,
                  privileged_loss_weight=0.5)
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(spec))
-    (tmp_path / "worker.py").write_text(DDP_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(tmp_path / "worker.py"), str(tmp_path / "train.yaml"), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=280, cwd=os.getcwd())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
-    assert rank0.keys() == rank1.keys() and f"{HEAD_PREFIX}mlp.2.weight" in rank0
-    for key in rank0:
-        np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=key)
+    rank0 = train_on_two_ranks(tmp_path, spec, DDP_WORKER)
+    assert f"{HEAD_PREFIX}mlp.2.weight" in rank0
     saved, _ = load_checkpoint(tmp_path / "run" / "final")
     assert saved.config.privileged_dim == 6
