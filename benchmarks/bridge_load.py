@@ -114,7 +114,7 @@ def main() -> int:
     from std_srvs.srv import SetBool
 
     from hybridvla_core.runtime.kinematics import load_arm
-    from hybridvla_ros.common import COMMAND_QOS, arrays_to_pose, stamp_s
+    from hybridvla_ros.common import COMMAND_QOS, arrays_to_pose, bridge_executor_class, stamp_s
 
     if args.robot == "fr3":
         module, params, overrides = "hybridvla_ros.franka_bridge_node", "franka.yaml", ["gripper.enabled:=false"]
@@ -170,7 +170,7 @@ def main() -> int:
             time.sleep(0.5)
         print(f"{args.robot}: bridge enabled ({response.message}); state {hz:g} Hz per topic, targets "
               f"{args.target_hz:g} Hz per arm, {args.seconds:g} s in {args.window:g} s windows; the bridge runs "
-              f"{bridge_executor_name()} (rclpy {version('rclpy')})")
+              f"{bridge_executor_class().__name__} (rclpy {version('rclpy')})")
         print(HEADER)
         start, wall_start = time.monotonic(), time.time()
         window_start, cpu_start, steal_start = wall_start, cpu_seconds(bridge.pid), cpu_times()
@@ -288,17 +288,6 @@ def analyse(robot: str, arms: list, targets: list, commands: list, lock, t0: flo
             else:
                 result.lost += 1
     return result
-
-
-def bridge_executor_name() -> str:
-    """What hybridvla_ros.common.bridge_executor picks on this ROS 2."""
-    from importlib import import_module
-
-    try:
-        import_module("rclpy.experimental").EventsExecutor
-    except (ImportError, AttributeError):
-        return "SingleThreadedExecutor"
-    return "EventsExecutor"
 
 
 def cpu_times() -> list[int]:

@@ -114,7 +114,7 @@ def arrays_to_pose(position, quaternion) -> Pose:
     return pose
 
 
-def bridge_executor() -> Executor:
+def bridge_executor_class() -> type[Executor]:
     """The executor of the arm bridges: rclpy's EventsExecutor where this ROS 2 has it (Jazzy from rclpy 7.1.4,
     Kilted, Rolling), else SingleThreadedExecutor (Humble). Its callbacks are dispatched from C++ instead of a
     wait set rebuilt in Python per callback: two Pipers' targets at 10 Hz, measured with benchmarks/bridge_load.py,
@@ -122,8 +122,13 @@ def bridge_executor() -> Executor:
     try:
         from rclpy.experimental import EventsExecutor
     except ImportError:
-        return SingleThreadedExecutor()
-    return EventsExecutor()
+        return SingleThreadedExecutor
+    return EventsExecutor
+
+
+def bridge_executor() -> Executor:
+    """An instance of bridge_executor_class() (run_node's executor_factory for the bridges)."""
+    return bridge_executor_class()()
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None,
