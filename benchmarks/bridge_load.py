@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
@@ -207,6 +207,10 @@ def main() -> int:
         print(f"targets: {result.commanded} commanded, {result.superseded} superseded (a newer target reached the "
               f"bridge first; it passes on the newest), {result.lost} without a command; the bridge's longest gap "
               f"between two commands {result.longest_gap * 1000:.0f} ms (its {args.robot} output runs at 50 Hz)")
+        if len(result.per_arm) > 1:
+            print("per arm, p50 / p99 ms: " + ", ".join(
+                f"{arm} {np.percentile(v, 50) * 1000:.2f} / {np.percentile(v, 99) * 1000:.2f}"
+                for arm, v in result.per_arm.items()))
         if len(rows) >= 2:
             print(f"median latency growth, first -> last window: {rows[-1][2] - rows[0][2]:+.2f} ms; "
                   f"CPU {rows[0][0]:.1f} -> {rows[-1][0]:.1f} %")
@@ -240,6 +244,7 @@ class Window:
     superseded: int
     lost: int
     longest_gap: float    # s between two consecutive commands of an arm (a stall of the bridge)
+    per_arm: dict = field(default_factory=dict)  # arm -> its latencies (s): the second arm of a step waits for the first
 
 
 def analyse(robot: str, arms: list, targets: list, commands: list, lock, t0: float, t1: float) -> Window:
@@ -282,6 +287,7 @@ def analyse(robot: str, arms: list, targets: list, commands: list, lock, t0: flo
             if carried[i] >= 0:
                 result.commanded += 1
                 result.latencies.append(stamps[carried[i]] - sent_t[i])
+                result.per_arm.setdefault(arm, []).append(stamps[carried[i]] - sent_t[i])
                 result.delivered.append(receipts[carried[i]] - sent_t[i])
             elif i < last_matched:
                 result.superseded += 1

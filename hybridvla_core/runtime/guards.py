@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
-from scipy.spatial.transform import Rotation
-
-from hybridvla_core.runtime.kinematics import KinematicChain, load_arm
+from hybridvla_core.runtime.kinematics import (KinematicChain, load_arm, quaternion_from_rotvec, quaternion_inverse,
+                                               quaternion_multiply, rotvec_from_quaternion)
 
 
 class EventKind(IntEnum):
@@ -313,12 +312,12 @@ class GuardPipeline:
                     return self._hold(now, notes + [(EventKind.WORKSPACE_CLAMP, "arm is outside the workspace "
                                                      "by more than one step: refused", float(np.linalg.norm(inside - position)))], target)
                 position = inside
-        R_meas = Rotation.from_quat(m.quaternion)
-        rotvec = (Rotation.from_quat(qt) * R_meas.inv()).as_rotvec()
+        rotvec = rotvec_from_quaternion(quaternion_multiply(qt, quaternion_inverse(m.quaternion)))
         angle = float(np.linalg.norm(rotvec))
         quaternion = qt
         if angle > cfg.max_rotation_step:
-            quaternion = (Rotation.from_rotvec(rotvec * (cfg.max_rotation_step / angle)) * R_meas).as_quat()
+            quaternion = quaternion_multiply(quaternion_from_rotvec(rotvec * (cfg.max_rotation_step / angle)),
+                                             m.quaternion)
             notes.append((EventKind.STEP_CLAMP, f"rotation step {angle:.4f} rad limited to {cfg.max_rotation_step} rad",
                           angle - cfg.max_rotation_step))
 
@@ -374,7 +373,8 @@ class GuardPipeline:
         if not c.hold or m is None or now - m.stamp > self.config.watchdog_period:
             return None
         distance = float(np.linalg.norm(c.position - m.position))
-        angle = float((Rotation.from_quat(c.quaternion) * Rotation.from_quat(m.quaternion).inv()).magnitude())
+        angle = float(np.linalg.norm(rotvec_from_quaternion(quaternion_multiply(c.quaternion,
+                                                                                quaternion_inverse(m.quaternion)))))
         # A held command is often exactly one step from the pose it was clamped toward: rounding (1e-16) must not
         # turn "one step" into "more than one step".
         if distance <= self.config.max_translation_step + _ROUNDING and angle <= self.config.max_rotation_step + _ROUNDING:

@@ -5,6 +5,7 @@ Units: metres and radians; poses are (position (3,), quaternion (x, y, z, w)) in
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +50,46 @@ def rotvec_from_matrix(R: np.ndarray) -> np.ndarray:
     """Rotation vector (axis * angle [rad], angle <= pi) of a rotation matrix: scipy's
     Rotation.from_matrix(R).as_rotvec() (the same series below 1e-3 rad), without its per-call overhead
     (the IK evaluates it once per iteration on every target)."""
-    q = quaternion_from_matrix(R)
+    return rotvec_from_quaternion(quaternion_from_matrix(R))
+
+
+# Quaternion helpers (x, y, z, w): what the guards ask of scipy's Rotation on every target, written out because
+# scipy's per-call overhead (~40 us) made up a third of a guarded target's time (issue 27). Tested against scipy.
+def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a * b: the rotation b, then a (scipy: Rotation.from_quat(a) * Rotation.from_quat(b))."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz])
+
+
+def quaternion_inverse(q: np.ndarray) -> np.ndarray:
+    """The inverse of a unit quaternion (its conjugate)."""
+    return np.array([-q[0], -q[1], -q[2], q[3]])
+
+
+def rotvec_from_quaternion(q: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle [rad], angle <= pi) of a unit quaternion: scipy's as_rotvec()."""
     if q[3] < 0:
         q = -q
-    angle = 2.0 * np.arctan2(np.sqrt(q[:3] @ q[:3]), q[3])
-    scale = 2.0 + angle**2 / 12.0 + 7.0 * angle**4 / 2880.0 if angle <= 1e-3 else angle / np.sin(angle / 2.0)
-    return scale * q[:3]
+    angle = 2.0 * math.atan2(math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2]), q[3])
+    scale = 2.0 + angle**2 / 12.0 + 7.0 * angle**4 / 2880.0 if angle <= 1e-3 else angle / math.sin(angle / 2.0)
+    return scale * np.asarray(q[:3], dtype=float)
+
+
+def quaternion_from_rotvec(v: np.ndarray) -> np.ndarray:
+    """Unit quaternion of a rotation vector [rad]: scipy's Rotation.from_rotvec(v).as_quat()."""
+    angle = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    scale = 0.5 - angle**2 / 48.0 + angle**4 / 3840.0 if angle <= 1e-3 else math.sin(angle / 2.0) / angle
+    return np.array([scale * v[0], scale * v[1], scale * v[2], math.cos(angle / 2.0)])
+
+
+def matrix_from_quaternion(q: np.ndarray) -> np.ndarray:
+    """3x3 rotation matrix of a quaternion (normalised first): scipy's Rotation.from_quat(q).as_matrix()."""
+    x, y, z, w = np.asarray(q, dtype=float) / math.sqrt(float(np.dot(q, q)))
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 @dataclass(frozen=True)
@@ -89,15 +124,31 @@ class KinematicChain:
         self.lower = np.array([j.lower for j in self.active])
         self.upper = np.array([j.upper for j in self.active])
         self.max_velocity = np.array([j.velocity for j in self.active])
-        # Per joint, what _rodrigues needs that does not depend on q: the origin's rotation and translation, and
-        # Rodrigues' terms K and K @ K of the axis (constant: the axis is in the joint's own frame).
-        self._eye3 = np.eye(3)
-        self._steps = []
+        # What _rodrigues needs that does not depend on q, per active joint i: the fixed transform (A_i, b_i) from
+        # the previous active joint's moving frame (or the base) to joint i's frame, the fixed joints between merged
+        # in; the axis in that parent frame (A_i axis); Rodrigues' terms A_i K, A_i K^2 (constant: the axis is in
+        # the joint's own frame); the transform after the last active joint to the tip (A_tip, b_tip).
+        A, b = np.eye(3), np.zeros(3)
+        rotations, offsets, axes, RK, RK2 = [], [], [], [], []
         for j in joints:
-            x, y, z = j.axis
-            K = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-            self._steps.append((j.kind, j.origin[:3, :3].copy(), j.origin[:3, 3].copy(), np.asarray(j.axis, float),
-                                K, K @ K))
+            b = b + A @ j.origin[:3, 3]
+            A = A @ j.origin[:3, :3]
+            if j.kind == "fixed":
+                continue
+            axis = np.asarray(j.axis, dtype=float)
+            K = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+            revolute = j.kind != "prismatic"
+            rotations.append(A)
+            offsets.append(b)
+            axes.append(A @ axis)
+            RK.append(A @ K if revolute else np.zeros((3, 3)))
+            RK2.append(A @ K @ K if revolute else np.zeros((3, 3)))
+            A, b = np.eye(3), np.zeros(3)
+        self._A, self._b, self._axes = np.array(rotations), np.array(offsets), np.array(axes)
+        self._RK, self._RK2 = np.array(RK), np.array(RK2)
+        self._prismatic = np.array([j.kind == "prismatic" for j in self.active])
+        self._any_prismatic = bool(self._prismatic.any())
+        self._A_tip, self._b_tip = A, b
 
     @property
     def dof(self) -> int:
@@ -190,36 +241,29 @@ class KinematicChain:
         return self._rodrigues(self._check_q(q), jacobian=True)
 
     def _rodrigues(self, q: np.ndarray, jacobian: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Tip pose (4x4) and, with jacobian, the 6 x n geometric Jacobian, on 3x3 rotations and translations with
-        each joint's constant terms precomputed (_steps): about 8 numpy calls per joint."""
+        """Tip pose (4x4) and, with jacobian, the 6 x n geometric Jacobian: every joint's motion at once
+        (Rodrigues' formula on the precomputed terms), then one 3x3 product per joint along the chain."""
+        s, c = np.sin(q), 1.0 - np.cos(q)
+        M = self._A + s[:, None, None] * self._RK + c[:, None, None] * self._RK2  # joint i's rotation, parent frame
+        offsets = self._b + q[:, None] * self._axes * self._prismatic[:, None] if self._any_prismatic else self._b
         R, t = np.eye(3), np.zeros(3)
-        origins, axes, i = [], [], 0
-        for kind, origin_R, origin_t, axis, K, K2 in self._steps:
-            t = t + R @ origin_t
-            R = R @ origin_R
-            if kind == "fixed":
-                continue
+        origins, axes = np.empty((len(q), 3)), np.empty((len(q), 3))
+        for i in range(len(q)):
+            t = t + R @ offsets[i]   # joint i's origin (after a prismatic joint's travel)
             if jacobian:
-                origins.append(t)
-                axes.append(R @ axis)
-            if kind == "prismatic":
-                t = t + R @ (axis * q[i])
-            else:
-                R = R @ (self._eye3 + np.sin(q[i]) * K + (1.0 - np.cos(q[i])) * K2)
-            i += 1
+                origins[i] = t
+                axes[i] = R @ self._axes[i]
+            R = R @ M[i]
         T = np.eye(4)
-        T[:3, :3], T[:3, 3] = R, t
+        T[:3, :3], T[:3, 3] = R @ self._A_tip, t + R @ self._b_tip
         if not jacobian:
             return T, None
-        J = np.zeros((6, self.dof))
-        for i, (joint, origin, axis) in enumerate(zip(self.active, origins, axes)):
-            if joint.kind == "prismatic":
-                J[:3, i] = axis
-            else:
-                # np.cross costs ~30 us a call; written out it is ~1 us.
-                a, r = axis, t - origin
-                J[:3, i] = (a[1] * r[2] - a[2] * r[1], a[2] * r[0] - a[0] * r[2], a[0] * r[1] - a[1] * r[0])
-                J[3:, i] = axis
+        J = np.empty((6, len(q)))
+        (ax, ay, az), (rx, ry, rz) = axes.T, (T[:3, 3] - origins).T
+        J[0], J[1], J[2] = ay * rz - az * ry, az * rx - ax * rz, ax * ry - ay * rx  # axis x (tip - origin); np.cross
+        J[3:] = axes.T                                                               # costs several times more
+        if self._any_prismatic:
+            J[:3, self._prismatic], J[3:, self._prismatic] = axes[self._prismatic].T, 0.0
         return T, J
 
     # --- inverse kinematics -------------------------------------------------------------------------
@@ -244,19 +288,21 @@ class KinematicChain:
         shrunk by `margin` [rad]. Success means the tolerances were met inside those limits: a target
         that needs a joint beyond them fails instead of being silently bent."""
         target_p = np.asarray(position, dtype=float)
-        target_R = Rotation.from_quat(np.asarray(quaternion, dtype=float)).as_matrix()
+        target_R = matrix_from_quaternion(np.asarray(quaternion, dtype=float))
         lo, hi = self.lower + margin, self.upper - margin
         q = np.clip(self._check_q(q_seed).copy(), lo, hi)
-        W = np.diag([1, 1, 1] + [rotation_weight] * 3)
+        W = np.array([1.0, 1.0, 1.0] + [rotation_weight] * 3)[:, None]
+        damping_I = damping**2 * np.eye(6)
         for it in range(1, max_iterations + 1):
             T, J = self.fk_jacobian(q)
             e_p = target_p - T[:3, 3]
             e_r = rotvec_from_matrix(target_R @ T[:3, :3].T)
-            if np.linalg.norm(e_p) < position_tolerance and np.linalg.norm(e_r) < rotation_tolerance:
-                return IKResult(q, True, float(np.linalg.norm(e_p)), float(np.linalg.norm(e_r)), it)
-            J = W @ J
-            e = W @ np.concatenate([e_p, e_r])
-            dq = J.T @ np.linalg.solve(J @ J.T + damping**2 * np.eye(6), e)
+            norm_p, norm_r = math.sqrt(e_p @ e_p), math.sqrt(e_r @ e_r)
+            if norm_p < position_tolerance and norm_r < rotation_tolerance:
+                return IKResult(q, True, norm_p, norm_r, it)
+            J = W * J
+            e = W[:, 0] * np.concatenate([e_p, e_r])
+            dq = J.T @ np.linalg.solve(J @ J.T + damping_I, e)
             # Limit the step so the linearisation stays valid far from the target.
             scale = min(1.0, 0.3 / max(np.abs(dq).max(), 1e-12))
             q = np.clip(q + scale * dq, lo, hi)

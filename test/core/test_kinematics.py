@@ -68,6 +68,29 @@ def test_quaternion_and_rotation_vector_from_matrix_are_scipys():
         np.testing.assert_allclose(rotvec_from_matrix(R), Rotation.from_matrix(R).as_rotvec(), atol=1e-12)
 
 
+def test_quaternion_helpers_are_scipys():
+    """The guards' rotation arithmetic (step clamp, relatch) against scipy's Rotation, the reference."""
+    from scipy.spatial.transform import Rotation
+
+    from hybridvla_core.runtime.kinematics import (matrix_from_quaternion, quaternion_from_rotvec, quaternion_inverse,
+                                                   quaternion_multiply, rotvec_from_quaternion)
+
+    a, b = Rotation.random(300, random_state=4), Rotation.random(300, random_state=5)
+    tiny = np.array([[1e-4, 0, 0], [0, 3e-7, 1e-7], [0, 0, 9e-4], [0, 0, 0], [0, 0, np.pi]])
+    for ra, rb in zip(a, b):
+        qa, qb = ra.as_quat(), rb.as_quat()
+        product = quaternion_multiply(qa, qb)
+        expected = (ra * rb).as_quat()
+        np.testing.assert_allclose(product * np.sign(product @ expected), expected, atol=1e-12)  # same rotation
+        np.testing.assert_allclose(rotvec_from_quaternion(quaternion_multiply(qa, quaternion_inverse(qb))),
+                                   (ra * rb.inv()).as_rotvec(), atol=1e-12)
+        np.testing.assert_allclose(matrix_from_quaternion(qa * 1.3), ra.as_matrix(), atol=1e-12)  # normalised first
+    for v in np.concatenate([a.as_rotvec(), tiny]):
+        np.testing.assert_allclose(quaternion_from_rotvec(v), Rotation.from_rotvec(v).as_quat(), atol=1e-12)
+        np.testing.assert_allclose(rotvec_from_quaternion(Rotation.from_rotvec(v).as_quat()),
+                                   Rotation.from_rotvec(v).as_rotvec(), atol=1e-12)
+
+
 @pytest.mark.parametrize("arm", ["fr3", "piper"])
 def test_fast_fk_equals_the_urdf_frame_chain(arm):
     from scipy.spatial.transform import Rotation
@@ -80,3 +103,19 @@ def test_fast_fk_equals_the_urdf_frame_chain(arm):
         position, quaternion = chain.fk(q)
         np.testing.assert_allclose(position, T[:3, 3], atol=1e-12)
         np.testing.assert_allclose(quaternion, Rotation.from_matrix(T[:3, :3]).as_quat(), atol=1e-12)
+
+
+@pytest.mark.parametrize("urdf, base, tip", [("fr3.urdf", "fr3_link0", "fr3_hand_tcp"),
+                                             ("fr3.urdf", "fr3_link0", "fr3_leftfinger"),   # ends in a prismatic joint
+                                             ("piper.urdf", "base_link", "link7")])
+def test_fast_fk_and_jacobian_equal_the_frame_chain_with_prismatic_joints(urdf, base, tip):
+    from hybridvla_core.resources import resource_path
+    from hybridvla_core.runtime.kinematics import KinematicChain
+
+    chain = KinematicChain.from_urdf(resource_path("urdf", urdf), base, tip)
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        q = rng.uniform(chain.lower, chain.upper)
+        T, J = chain.fk_jacobian(q)
+        np.testing.assert_allclose(T, chain.fk_matrix(q), atol=1e-12)   # frame by frame, scipy's rotations
+        np.testing.assert_allclose(J, chain.jacobian(q), atol=1e-12)
