@@ -1,5 +1,5 @@
-"""The privileged head (issue 30, model side): a training-only MLP on the mean projected vision token that predicts
-privileged simulator state (block and bowl relative to the gripper). Rows without a label (NaN) give neither loss
+"""The privileged head (issue 30, model side): a training-only head (attention pooling, then an MLP) on the
+projected vision tokens that predicts privileged simulator state (block and bowl relative to the gripper). Rows without a label (NaN) give neither loss
 nor gradient; privileged_dim 0 leaves the model exactly as before; the Policy never runs the head; export to the
 reference layout leaves it out; train() optimises it with its own weight."""
 import textwrap
@@ -85,18 +85,36 @@ def test_an_all_nan_batch_gives_an_exact_zero_and_zero_gradients():
     assert all(torch.isfinite(g).all() and not g.any() for g in grads.values())
 
 
-def test_the_head_reads_the_mean_projected_vision_token():
+def test_the_head_reads_the_projected_vision_tokens_by_attention():
     model = model_with_head()
     data = batch(2)
     prompts = [model.prompt_ids("pick")] * 2
     out = model(data["pixels"], prompts, data["states"], data["actions"], privileged=data["privileged"])
-    expected = model.privileged_head.mlp(model.encode_images(data["pixels"]).mean(dim=1))
-    torch.testing.assert_close(out["privileged_prediction"], expected)
+    tokens = model.encode_images(data["pixels"])  # (B, N, hidden): what enters the LLM
+    head = model.privileged_head
+    # Written out: each query's softmax over query . token / sqrt(hidden), the weighted tokens concatenated.
+    weights = torch.softmax(tokens @ head.queries.T / tokens.shape[-1] ** 0.5, dim=1)   # (B, N, queries)
+    pooled = torch.cat([(weights[:, :, q:q + 1] * tokens).sum(1) for q in range(head.queries.shape[0])], dim=1)
+    torch.testing.assert_close(out["privileged_prediction"], head.mlp(pooled))
     assert out["privileged_prediction"].shape == (2, 6)
     torch.testing.assert_close(out["loss"], out["diffusion_loss"] + out["ar_loss"] + out["privileged_loss"])
     # Without labels (inference-style callers, older batches) nothing of the head is computed or returned.
     plain = model(data["pixels"], prompts, data["states"], data["actions"])
     assert "privileged_loss" not in plain
+
+
+def test_the_head_tells_tokens_apart_where_a_mean_could_not():
+    """Two token sets with the same mean (one token moved by d, another by -d) give different predictions: the
+    head reads the tokens themselves (which keypoint, where), not only their centroid as a mean did."""
+    torch.manual_seed(0)
+    head = model_with_head().privileged_head
+    torch.nn.init.normal_(head.mlp[2].weight, std=0.5)
+    tokens = torch.randn(1, 8, head.queries.shape[1])
+    moved, d = tokens.clone(), torch.randn(head.queries.shape[1])
+    moved[0, 0] += d
+    moved[0, 1] -= d
+    torch.testing.assert_close(moved.mean(1), tokens.mean(1))
+    assert not torch.allclose(head(tokens), head(moved), atol=1e-4)
 
 
 def test_privileged_dim_zero_keeps_todays_state_dict():
@@ -109,8 +127,9 @@ def test_privileged_dim_zero_keeps_todays_state_dict():
     assert set(model.state_dict()) == committed_keys
     with_head = build_model(privileged_config(6))
     tiny_keys = set(build_model(tiny_config()).state_dict())
-    assert set(with_head.state_dict()) - tiny_keys == {f"{HEAD_PREFIX}mlp.0.weight", f"{HEAD_PREFIX}mlp.0.bias",
-                                                        f"{HEAD_PREFIX}mlp.2.weight", f"{HEAD_PREFIX}mlp.2.bias"}
+    assert set(with_head.state_dict()) - tiny_keys == {f"{HEAD_PREFIX}queries", f"{HEAD_PREFIX}mlp.0.weight",
+                                                        f"{HEAD_PREFIX}mlp.0.bias", f"{HEAD_PREFIX}mlp.2.weight",
+                                                        f"{HEAD_PREFIX}mlp.2.bias"}
     assert tiny_keys <= set(with_head.state_dict())
     with pytest.raises(ValueError, match="privileged_dim must be a whole number >= 0"):
         privileged_config(-1)
