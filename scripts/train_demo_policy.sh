@@ -24,11 +24,18 @@
 # for 4,000 episodes ~17 GB of bags and ~4 GB of training set, both in proportion to PER_VARIANT) and
 # RUN (default /tmp/demo_train; stage 2 starts from /tmp/demo_train/stage1/final, its init_from).
 # Usage: [PER_VARIANT=1000] scripts/train_demo_policy.sh   (4 variants: 4 x PER_VARIANT episodes)
+#
+# RECIPE=privileged scripts/train_demo_policy.sh: the one-stage recipe with the privileged-state head (issue 30,
+# config/train_demo_fr3_privileged.yaml): PER_VARIANT (default 250) random-start demonstrations from seed 30000,
+# each with its /sim/privileged labels, built as keyframes into $DATA/dataset_privileged, trained from nothing,
+# then `hybridvla sim probe-targets` and 20 calibration episodes (`hybridvla eval sim --seed 50000`) of the
+# result. Nothing is copied into checkpoints/: the committed checkpoint is replaced only by a better one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=/tmp/demo_data
 RUN=${RUN:-/tmp/demo_train}
-PER_VARIANT=${PER_VARIANT:-1000}
+RECIPE=${RECIPE:-stages}
+if [ "$RECIPE" = privileged ]; then PER_VARIANT=${PER_VARIANT:-250}; else PER_VARIANT=${PER_VARIANT:-1000}; fi
 JIT_PER_VARIANT=${JIT_PER_VARIANT:-500}
 PY=${HYBRIDVLA_VENV:-$PWD/.venv}/bin
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -46,7 +53,9 @@ record() {  # record OUT PER_VARIANT FIRST_SEED: two recording processes, one pe
   done
   wait_all
 }
-record "$DATA/bags" "$PER_VARIANT" 0
+if [ "$RECIPE" = privileged ]; then
+  record "$DATA/bags_privileged" "$PER_VARIANT" 30000
+fi
 # The crop must be the front view's crop in config/train_demo_fr3.yaml (training refuses a set cropped otherwise).
 # Two sets of the same demonstrations: per-step delta translation (stage 1) and keyframes in absolute
 # translation (stage 2).
@@ -62,6 +71,19 @@ build_set() {  # build_set BAGS OUT BUILD-OPTIONS...: both halves in parallel, t
   "$PY/hybridvla" dataset merge "$DATA/build/part0" "$DATA/build/part1" -o "$out"
   rm -rf "$DATA/build"
 }
+if [ "$RECIPE" = privileged ]; then
+  build_set "$DATA/bags_privileged" "$DATA/dataset_privileged" --translation absolute --keyframes
+  "$PY/hybridvla" train config/train_demo_fr3_privileged.yaml --output-dir "$RUN/privileged" 2>&1 \
+    | tee "$RUN/privileged.log"
+  "$PY/hybridvla" sim probe-targets "$RUN/privileged/final" --episodes 20 | tee "$RUN/privileged_probe.log"
+  "$PY/hybridvla" eval sim "$RUN/privileged/final" --episodes 20 --seed 50000 --mode hybrid \
+    | tee "$RUN/privileged_eval.log"
+  exit 0
+elif [ "$RECIPE" != stages ]; then
+  echo "RECIPE must be stages (default) or privileged, got '$RECIPE'" >&2
+  exit 2
+fi
+record "$DATA/bags" "$PER_VARIANT" 0
 build_set "$DATA/bags" "$DATA/dataset" --translation delta
 build_set "$DATA/bags" "$DATA/dataset_kf" --translation absolute --keyframes
 # Stage 1 (delta), then stage 2 fine-tunes it on keyframes (init_from: $RUN/stage1/final).
