@@ -35,6 +35,7 @@ cd "$(dirname "$0")/.."
 DATA=/tmp/demo_data
 RUN=${RUN:-/tmp/demo_train}
 RECIPE=${RECIPE:-stages}
+case "$RECIPE" in stages|privileged) ;; *) echo "RECIPE must be stages (default) or privileged, got '$RECIPE'" >&2; exit 2;; esac
 if [ "$RECIPE" = privileged ]; then PER_VARIANT=${PER_VARIANT:-250}; else PER_VARIANT=${PER_VARIANT:-1000}; fi
 JIT_PER_VARIANT=${JIT_PER_VARIANT:-500}
 PY=${HYBRIDVLA_VENV:-$PWD/.venv}/bin
@@ -79,9 +80,6 @@ if [ "$RECIPE" = privileged ]; then
   "$PY/hybridvla" eval sim "$RUN/privileged/final" --episodes 20 --seed 50000 --mode hybrid \
     | tee "$RUN/privileged_eval.log"
   exit 0
-elif [ "$RECIPE" != stages ]; then
-  echo "RECIPE must be stages (default) or privileged, got '$RECIPE'" >&2
-  exit 2
 fi
 record "$DATA/bags" "$PER_VARIANT" 0
 build_set "$DATA/bags" "$DATA/dataset" --translation delta
