@@ -244,7 +244,7 @@ class Window:
     superseded: int
     lost: int
     longest_gap: float    # s between two consecutive commands of an arm (a stall of the bridge)
-    per_arm: dict = field(default_factory=dict)  # arm -> its latencies (s): the second arm of a step waits for the first
+    per_arm: dict = field(default_factory=dict)  # arm -> latencies (s): a step's second arm waits for the first
 
 
 def analyse(robot: str, arms: list, targets: list, commands: list, lock, t0: float, t1: float) -> Window:

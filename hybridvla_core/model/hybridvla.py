@@ -145,8 +145,8 @@ class PrivilegedHead(nn.Module):
 
     def pool(self, vision_embeds: torch.Tensor) -> torch.Tensor:
         """(B, N, hidden) -> (B, queries * hidden): per query, the tokens weighted by softmax(query . token)."""
-        weights = torch.softmax(torch.einsum("qh,bnh->bqn", self.queries, vision_embeds) * vision_embeds.shape[-1]**-0.5,
-                                dim=-1)
+        scores = torch.einsum("qh,bnh->bqn", self.queries, vision_embeds) * vision_embeds.shape[-1] ** -0.5
+        weights = torch.softmax(scores, dim=-1)
         return torch.einsum("bqn,bnh->bqh", weights, vision_embeds).flatten(1)
 
     def forward(self, vision_embeds: torch.Tensor) -> torch.Tensor:

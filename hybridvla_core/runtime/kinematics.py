@@ -260,8 +260,9 @@ class KinematicChain:
             return T, None
         J = np.empty((6, len(q)))
         (ax, ay, az), (rx, ry, rz) = axes.T, (T[:3, 3] - origins).T
-        J[0], J[1], J[2] = ay * rz - az * ry, az * rx - ax * rz, ax * ry - ay * rx  # axis x (tip - origin); np.cross
-        J[3:] = axes.T                                                               # costs several times more
+        # axis x (tip - origin), written out: np.cross costs several times more
+        J[0], J[1], J[2] = ay * rz - az * ry, az * rx - ax * rz, ax * ry - ay * rx
+        J[3:] = axes.T
         if self._any_prismatic:
             J[:3, self._prismatic], J[3:, self._prismatic] = axes[self._prismatic].T, 0.0
         return T, J

@@ -1,7 +1,7 @@
-"""The privileged head (issue 30, model side): a training-only head (attention pooling, then an MLP) on the
-projected vision tokens that predicts privileged simulator state (block and bowl relative to the gripper). Rows without a label (NaN) give neither loss
-nor gradient; privileged_dim 0 leaves the model exactly as before; the Policy never runs the head; export to the
-reference layout leaves it out; train() optimises it with its own weight."""
+"""The privileged head (issue 30, model side): a training-only head (attention pooling, then an MLP) on the projected
+vision tokens that predicts privileged simulator state (block and bowl relative to the gripper). Rows without a label
+(NaN) give neither loss nor gradient; privileged_dim 0 leaves the model exactly as before; the Policy never runs the
+head; export to the reference layout leaves it out; train() optimises it with its own weight."""
 import textwrap
 from pathlib import Path
 
