@@ -247,7 +247,7 @@ class KinematicChain:
         M = self._A + s[:, None, None] * self._RK + c[:, None, None] * self._RK2  # joint i's rotation, parent frame
         offsets = self._b + q[:, None] * self._axes * self._prismatic[:, None] if self._any_prismatic else self._b
         R, t = np.eye(3), np.zeros(3)
-        origins, axes = np.empty((len(q), 3)), np.empty((len(q), 3))
+        origins, axes = (np.empty((len(q), 3)), np.empty((len(q), 3))) if jacobian else (None, None)
         for i in range(len(q)):
             t = t + R @ offsets[i]   # joint i's origin (after a prismatic joint's travel)
             if jacobian:
