@@ -11,7 +11,7 @@ from torch import nn
 
 
 # A DDIM step (1 + T tokens) or an AR token (1) is a handful of new tokens after a prefix of hundreds. Through
-# the HF model (self.llm.model(..., past_key_values=DynamicCache)) such a call took ~20 ms on one CPU core for
+# the HF model (self.llm.model(..., cache=DynamicCache)) such a call took ~20 ms on one CPU core for
 # the bench config (hidden 512 x 8 layers, 628 prefix tokens; AMD EPYC, torch 2.13 with MKL 2024.2).
 # cProfile of 20 calls:
 #   - 62 %: F.linear on 2-3 rows. MKL's fp32 GEMM asked for x @ W^T (F.linear's layout) with that few rows runs

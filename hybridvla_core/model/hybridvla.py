@@ -20,6 +20,8 @@ privileged_head (config.privileged_dim > 0, training only) has no reference coun
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import torch
@@ -43,6 +45,14 @@ def _llm_classes(family: str):
     names = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "phi": ("PhiConfig", "PhiForCausalLM"),
              "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}[family]
     return getattr(transformers, names[0]), getattr(transformers, names[1])
+
+
+@functools.cache
+def _cache_keyword(decoder_type: type) -> str:
+    """The decoder's key/value-cache argument: `cache` in transformers 5.x (which deprecates `past_key_values` and
+    drops it in 5.40), `past_key_values` in 4.x, where an unknown `cache=` would be swallowed by **kwargs and the
+    cache silently unused."""
+    return "cache" if "cache" in inspect.signature(decoder_type.forward).parameters else "past_key_values"
 
 
 def _build_llm(config: LLMConfig) -> nn.Module:
@@ -284,8 +294,10 @@ class HybridVLA(nn.Module):
         return embeds, (None if bool(mask.all()) else mask), position_ids
 
     def _run_llm(self, embeds, attention_mask=None, position_ids=None, cache=None) -> torch.Tensor:
-        out = self.llm.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=cache, use_cache=cache is not None)
+        decoder = self.llm.model
+        cached = {_cache_keyword(type(decoder)): cache} if cache is not None else {}
+        out = decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=cache is not None, **cached)
         return out.last_hidden_state
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """The lean cached-step path (cached_steps.CachedSteps) computes what the HF model computes, for every family
 and for grouped-query attention; the HF fallback (sliding-window configs) keeps the cache discipline; the reference schedule's
 single prefill of prefix + [t, x, <EOD>] decodes what a cached prefix + [t, x, <EOD>] decodes."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from hybridvla_core.actions import DatasetStatistics
 from hybridvla_core.model import Policy, build_model
 from hybridvla_core.model import cached_steps
 from hybridvla_core.model.cached_steps import CachedSteps, HFCachedSteps, _few_rows_linear
+from hybridvla_core.model.hybridvla import _cache_keyword
 from hybridvla_core.model.presets import tiny_config
 
 CASES = [("llama", 4), ("llama", 2), ("qwen2", 4), ("qwen2", 2), ("phi", 4)]  # (family, key/value heads)
@@ -75,6 +78,27 @@ def test_steps_match_the_hf_model_at_every_offset(family, kv_heads, lean):
     for got, expected in [(got_second, expected_second), (got_again, expected_again), (got_one, expected_one),
                           (steps.last_hidden, prefix_last)]:  # the prefill itself (lean: its own layers)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_cache_goes_by_the_installed_transformers_name():
+    """transformers 5.x names the decoder's cache `cache` and deprecates `past_key_values` (gone in 5.40); 4.x has
+    only `past_key_values` and would swallow `cache=` into **kwargs, running without the prefix. Neither the
+    deprecation warning nor a dropped cache (the HF path would then see only its new tokens) may happen."""
+    class DecoderOf4x(torch.nn.Module):
+        def forward(self, inputs_embeds=None, attention_mask=None, position_ids=None, past_key_values=None,
+                    use_cache=None, **kwargs):
+            pass
+
+    assert _cache_keyword(DecoderOf4x) == "past_key_values"
+    model = random_model("llama", 4, chunk=1)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        prefix = prefix_of(model)
+        steps = HFCachedSteps(model, prefix)
+        token = torch.randn(1, 1, 64)
+        got = steps.run(token, start=0)
+        expected = model._run_llm(torch.cat([prefix, token], dim=1))[:, -1:]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("family,kv_heads", CASES)
