@@ -220,7 +220,8 @@ class HybridVLA(nn.Module):
         self.vision_backbone = build_vision_tower(config.vision)
         self.llm_backbone = LLMBackbone(config.llm, config.tokens["num_tokens"])
         hidden = self.llm.config.hidden_size
-        self.projector = Projector(self.vision_backbone.feature_dim, hidden, fused=config.vision.kind == "dinov2_siglip")
+        self.projector = Projector(self.vision_backbone.feature_dim, hidden,
+                                   fused=config.vision.kind == "dinov2_siglip")
         self.x_embedder = MLPEmbedder(config.action_dim, hidden)
         self.proprio_embedder = MLPEmbedder(config.action_dim, hidden)
         self.t_embedder = TimestepEmbedder(hidden)

@@ -1,6 +1,6 @@
 """The lean cached-step path (cached_steps.CachedSteps) computes what the HF model computes, for every family
-and for grouped-query attention; the HF fallback (sliding-window configs) keeps the cache discipline; the reference schedule's
-single prefill of prefix + [t, x, <EOD>] decodes what a cached prefix + [t, x, <EOD>] decodes."""
+and for grouped-query attention; the HF fallback (sliding-window configs) keeps the cache discipline; the reference
+schedule's single prefill of prefix + [t, x, <EOD>] decodes what a cached prefix + [t, x, <EOD>] decodes."""
 import warnings
 
 import numpy as np
