@@ -35,7 +35,10 @@ cd "$(dirname "$0")/.."
 DATA=/tmp/demo_data
 RUN=${RUN:-/tmp/demo_train}
 RECIPE=${RECIPE:-stages}
-case "$RECIPE" in stages|privileged) ;; *) echo "RECIPE must be stages (default) or privileged, got '$RECIPE'" >&2; exit 2;; esac
+case "$RECIPE" in
+  stages|privileged) ;;
+  *) echo "RECIPE must be stages (default) or privileged, got '$RECIPE'" >&2; exit 2;;
+esac
 if [ "$RECIPE" = privileged ]; then PER_VARIANT=${PER_VARIANT:-250}; else PER_VARIANT=${PER_VARIANT:-1000}; fi
 JIT_PER_VARIANT=${JIT_PER_VARIANT:-500}
 PY=${HYBRIDVLA_VENV:-$PWD/.venv}/bin

@@ -176,7 +176,8 @@ class ModelConfig:
     unnorm_key: str | None = None
     # Size of the auxiliary head that predicts privileged simulator state from the projected vision tokens
     # (attention pooling; training only; issue 30: [block_dx, block_dy, block_dz, bowl_dx, bowl_dy, bowl_dz]
-    # relative to the gripper, metres). 0 = no head: a config.json without the field (every checkpoint before it) loads as 0.
+    # relative to the gripper, metres). 0 = no head: a config.json without the field (every checkpoint before it)
+    # loads as 0.
     privileged_dim: int = 0
     # Filled in when the model is built from its tokenizer; saved so a checkpoint is self-describing.
     tokens: dict = field(default_factory=dict)
