@@ -17,6 +17,7 @@ from geometry_msgs.msg import Pose
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy._rclpy_pybind11 import RCLError  # not re-exported elsewhere; the nodes already catch it
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from hybridvla_core.errors import UserError
@@ -151,7 +152,12 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
         # Short waits, not executor.spin(): a SIGTERM shuts the context down but does not always wake a wait set
         # that is already sleeping (rclpy 9.1 + Fast DDS: about 1 stop in 20 hung here), so look every 0.2 s.
         while rclpy.ok():
-            executor.spin_once(timeout_sec=0.2)
+            try:
+                executor.spin_once(timeout_sec=0.2)
+            except RCLError:
+                if rclpy.ok():
+                    raise
+                break  # a SIGTERM shut the context down between the check and the wait set: a normal stop
         return 0
     except UserError as exc:  # a bad parameter, checkpoint, bag or camera setting: one line (errors.py)
         print(f"[{getattr(factory, '__name__', 'node')}] error: {exc}", file=sys.stderr, flush=True)

@@ -43,3 +43,20 @@ def test_wrong_type_is_a_parameter_error(make_node):
 def test_pose_round_trip():
     position, quaternion = pose_to_arrays(arrays_to_pose([0.1, -0.2, 0.3], [0.0, 1.0, 0.0, 0.0]))
     assert list(position) == [0.1, -0.2, 0.3] and list(quaternion) == [0.0, 1.0, 0.0, 0.0]
+
+
+class ShutdownBeforeWait(rclpy.executors.SingleThreadedExecutor):
+    """A SIGTERM's shutdown landing after run_node's rclpy.ok() check and before the executor builds its wait set
+    (the race that ended a sim_lab node in CI with 'failed to initialize wait set')."""
+
+    def spin_once(self, timeout_sec=None):
+        rclpy.shutdown()
+        super().spin_once(timeout_sec=timeout_sec)
+
+
+def test_run_node_treats_a_shutdown_racing_the_wait_as_a_normal_stop(capsys):
+    from hybridvla_ros.common import run_node
+
+    assert run_node(lambda: rclpy.create_node("hvtest_race"), args=[], executor_factory=ShutdownBeforeWait) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert not rclpy.ok()
