@@ -12,7 +12,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from hybridvla_ros.common import SENSOR_QOS  # noqa: E402
 from test_policy_graph import FakeBridges, policy_parameters  # noqa: E402
 
-from conftest import CONFIG, NodeProcess  # noqa: E402
+from node_process import CONFIG, NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -20,7 +20,7 @@ from hybridvla_msgs.msg import ArmState, ArmTarget, PolicyAction  # noqa: E402
 from hybridvla_msgs.srv import SetInstruction  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, arrays_to_pose  # noqa: E402
 
-from conftest import CONFIG, NodeProcess  # noqa: E402
+from node_process import CONFIG, NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

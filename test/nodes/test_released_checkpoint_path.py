@@ -29,7 +29,7 @@ from hybridvla_msgs.msg import ArmTarget, PolicyAction  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS  # noqa: E402
 from vendor_interfaces import CRISP_FR3_BASE_FRAME  # noqa: E402
 
-from conftest import BIN, CONFIG, NodeProcess  # noqa: E402
+from node_process import BIN, CONFIG, NodeProcess  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 INSTRUCTION = "put the red block in the green bowl"
