@@ -294,7 +294,8 @@ def read_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path}: not a torch checkpoint (neither torch.save's zip archive nor its older "
                              f"pickle format; {path.stat().st_size} bytes)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the tensors stay in the file (page cache) instead of a copy in memory: a 7B .pt is 14-28 GiB.
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         blocked = [line for line in str(error).splitlines() if "GLOBAL" in line]
         if blocked:
@@ -303,6 +304,10 @@ def read_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupted: {_one_line(error)[-160:]})") from None
     except (EOFError, RuntimeError, OSError, zipfile.BadZipFile) as error:
         reason = _one_line(error) or type(error).__name__
+        if "unable to mmap" in reason:
+            raise ValueError(f"{path}: the system refused to map the file ({path.stat().st_size / 2**30:.1f} GiB) into "
+                             f"memory: it needs RAM + swap at least that large; add swap and run the import again") \
+                from None
         raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupted: {reason[:160]})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise ValueError(f"{path}: expected a dict with a 'model' entry of parameter groups")
@@ -421,8 +426,9 @@ def _refuse_existing(output: Path, what: str, directory: bool = True) -> None:
 def import_reference_checkpoint(pt_path: str | Path, config: ModelConfig, statistics_path: str | Path,
                                 output_dir: str | Path, need_to_sub: int | None = None) -> Path:
     """Check a reference .pt against the model described by `config` (local LLM config/tokenizer directories)
-    on the meta device, then build it, load the weights strictly (exact: bf16 -> fp32 loses nothing) and write
-    a checkpoint directory whose config records the reference's settings (reference_import_config)."""
+    on the meta device, then write a checkpoint directory with the file's weights, renamed and in their own dtype,
+    whose config records the reference's settings (reference_import_config). Memory: the file is mapped, not read
+    into memory; only the converted vision tensors (fused qkv split apart) are new."""
     output = Path(output_dir)
     _refuse_existing(output, "output directory")
     statistics_path = Path(statistics_path)
@@ -438,10 +444,10 @@ def import_reference_checkpoint(pt_path: str | Path, config: ModelConfig, statis
         raise ValueError(f"unnorm_key {config.unnorm_key!r} not in {statistics_path}: {sorted(statistics)}")
     meta = build_model(config, load_tokenizer(config.llm.tokenizer_path), device="meta")
     check_reference_state(state, expected_reference_shapes(meta), config.llm.family, pt_path)
-    del meta
-    model = build_model(config)
-    model.load_state_dict(reference_to_model_state(state), strict=True)  # copies (and casts) into the fp32 weights
-    return _write_atomically(output, lambda tmp: save_checkpoint(model, tmp, statistics), directory=True)
+    # The model exists only on meta (its config and tokenizer are written); the weights go from the file to the
+    # output as they are, in the file's dtype (exact), without a copy of the model in memory.
+    weights = reference_to_model_state(state)
+    return _write_atomically(output, lambda tmp: save_checkpoint(meta, tmp, statistics, weights), directory=True)
 
 
 def export_reference_checkpoint(checkpoint_dir: str | Path, output_path: str | Path,
@@ -460,7 +466,7 @@ def export_reference_checkpoint(checkpoint_dir: str | Path, output_path: str | P
         raise ValueError(f"{checkpoint_dir}: the model has no SigLIP attention-pool head (vision.hf_configs.siglip."
                          f"vision_use_head is false) but the reference's timm SigLIP holds one (attn_pool.*) and "
                          f"loads strictly")
-    model, _ = load_checkpoint(checkpoint_dir)
+    model, _ = load_checkpoint(checkpoint_dir, dtype=dtype)  # straight into `dtype`: no fp32 copy of a 7B first
     state = model.state_dict()
     class_row = state.get("vision_backbone.dino_featurizer.embeddings.position_embeddings")
     if class_row is not None and bool(class_row[:, 0].any()):
