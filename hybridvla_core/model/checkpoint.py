@@ -111,8 +111,8 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
         raise FileNotFoundError(f"{directory}: no {WEIGHTS_FILE}")
     tokenizer = load_tokenizer(str(directory)) if (directory / "tokenizer_config.json").is_file() else None
     config.llm = LLMConfig(**{**config.llm.__dict__, "gradient_checkpointing": False})
-    with torch.device(device), _parameters_on_meta():
-        model = HybridVLA(config, tokenizer if tokenizer is not None else load_tokenizer(config.llm.tokenizer_path))
+    with _parameters_on_meta():
+        model = build_model(config, tokenizer, device)
     _check_weights_file(weights, model)
     _load_weights(model, weights, torch.device(device), dtype)
     bad = next((name for name, value in model.state_dict().items()
@@ -144,8 +144,8 @@ def _parameters_on_meta():
 
 def _load_weights(model: HybridVLA, weights: Path, device: torch.device, dtype: torch.dtype | None) -> None:
     """Fill a model whose parameters are on meta from `weights` one tensor at a time, each cast to `dtype` on
-    `device` as it is copied: memory peaks at the model in `dtype` plus one tensor (a 7B in bf16 fits a 24 GB GPU;
-    building it in fp32 first took 28 GB). The values are those of loading in fp32 and casting afterwards."""
+    `device` as it is copied: memory peaks at the model in `dtype` plus one tensor (a 7B in bf16: 14 GiB, where
+    building it in fp32 first took 28). The values are those of loading in fp32 and casting afterwards."""
     made: dict[int, torch.nn.Parameter] = {}  # one new parameter per old one: a tied weight stays tied
     for module in model.modules():
         for name, param in module._parameters.items():
