@@ -88,16 +88,26 @@ def _check_weights_file(path: Path, model: HybridVLA) -> None:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error}): truncated or corrupted? copy the "
                               f"checkpoint again") from None
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
+    tied = _tied_names(model)  # a tied weight is stored once, under one of its names (safetensors' save_model)
+    missing = sorted(key for key in expected if key not in shapes and not tied.get(key, set()) & set(shapes))
     extra = sorted(set(shapes) - set(expected))
     if missing or extra:
         parts = ([f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []) + \
                 ([f"{len(extra)} the model does not have (e.g. {extra[0]})"] if extra else [])
         raise CheckpointError(f"{path}: weights do not match {CONFIG_FILE}: {'; '.join(parts)}")
-    wrong = [key for key in expected if expected[key] != shapes[key]]
+    wrong = [key for key in expected if key in shapes and expected[key] != shapes[key]]
     if wrong:
         raise CheckpointError(f"{path}: {wrong[0]} is {shapes[wrong[0]]} in the file but {expected[wrong[0]]} in the "
                               f"model {CONFIG_FILE} describes" + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+
+
+def _tied_names(model: torch.nn.Module) -> dict[str, set[str]]:
+    """name -> every name of the same parameter, for parameters held under several names (e.g. Qwen2-0.5B's
+    tie_word_embeddings: the LM head is the embedding)."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return {name: set(group) for group in names.values() if len(group) > 1 for name in group}
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
@@ -156,7 +166,7 @@ def _load_weights(model: HybridVLA, weights: Path, device: torch.device, dtype: 
             if param is not None:
                 module._parameters[name] = made[id(param)]
     model.to(device=device, dtype=dtype)  # the buffers, as a cast after loading would
-    targets = dict(model.named_parameters()) | dict(model.named_buffers())
+    targets = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers())
     with torch.no_grad():
         for key, tensor in _read_tensors(weights):  # every key of model.state_dict(), no other (_check_weights_file)
             targets[key].copy_(tensor)

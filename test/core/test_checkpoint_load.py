@@ -62,3 +62,25 @@ def test_the_weights_reader_gives_what_safetensors_reads(tmp_path):
     assert sorted(ours) == sorted(expected)
     assert [k for k in ours if not (ours[k].dtype == expected[k].dtype and ours[k].shape == expected[k].shape
                                     and torch.equal(ours[k], expected[k]))] == []
+
+
+def test_a_model_with_tied_embeddings_loads_back_tied(tmp_path):
+    """Qwen2-0.5B / 1.5B ship tie_word_embeddings: true. safetensors' save_model stores the shared tensor once, under
+    one of its two names; loading must accept that and keep the LM head and the embedding one parameter."""
+    from safetensors import safe_open
+
+    config = tiny_config(family="qwen2")
+    config.llm.hf_config["tie_word_embeddings"] = True
+    torch.manual_seed(4)
+    model = build_model(config)
+    samples = np.random.default_rng(0).normal(size=(20, 7))
+    directory = save_checkpoint(model, tmp_path / "tied", {"lab": DatasetStatistics.from_samples(samples, samples, 2)})
+    with safe_open(str(directory / "model.safetensors"), framework="pt") as handle:
+        stored = [key for key in handle.keys() if key.endswith(("embed_tokens.weight", "lm_head.weight"))]
+    assert len(stored) == 1  # one copy in the file
+
+    loaded, _ = load_checkpoint(directory, "cpu", torch.bfloat16)
+    llm = loaded.llm_backbone.llm
+    assert llm.get_output_embeddings().weight is llm.get_input_embeddings().weight
+    expected = model.llm_backbone.llm.get_input_embeddings().weight.detach().to(torch.bfloat16)
+    assert torch.equal(llm.get_input_embeddings().weight, expected)
