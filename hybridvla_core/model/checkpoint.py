@@ -159,12 +159,13 @@ def _load_weights(model: HybridVLA, weights: Path, device: torch.device, dtype: 
     made: dict[int, torch.nn.Parameter] = {}  # one new parameter per old one: a tied weight stays tied
     for module in model.modules():
         for name, param in module._parameters.items():
-            if param is not None and id(param) not in made:
+            if param is None:
+                continue
+            if id(param) not in made:
                 cast = dtype if dtype is not None and param.is_floating_point() else param.dtype
                 made[id(param)] = torch.nn.Parameter(torch.empty(param.shape, dtype=cast, device=device),
                                                      requires_grad=param.requires_grad)
-            if param is not None:
-                module._parameters[name] = made[id(param)]
+            module._parameters[name] = made[id(param)]
     model.to(device=device, dtype=dtype)  # the buffers, as a cast after loading would
     targets = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers())
     with torch.no_grad():

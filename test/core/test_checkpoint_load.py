@@ -1,5 +1,5 @@
-"""load_checkpoint builds the model straight in the dtype it is asked for (no fp32 copy first: a 7B in bf16 must fit
-a 24 GB GPU), and what it gives equals, bit for bit, the straightforward route: the model built in fp32, filled by
+"""load_checkpoint builds the model straight in the dtype it is asked for (no fp32 copy first: a 7B in bf16 takes
+14 GiB, not 28 first), and what it gives equals, bit for bit, the straightforward route: the model built in fp32, filled by
 safetensors' own load_model, then cast with Module.to. benchmarks/checkpoint_load.py measures the memory."""
 import numpy as np
 import pytest
