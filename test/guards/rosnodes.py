@@ -58,20 +58,24 @@ class Spinner:
         assert wait_for(future.done, timeout), f"service {name} did not answer"
         return future.result()
 
-    def enable(self, node, service, timeout=20.0):
+    def enable(self, node, service, timeout=20.0, all_served=True):
         """Call a bridge's enable service the way an operator would: a refusal for a stale measured state (the
         arm's state has not reached the bridge in its watchdog period, or not in the bring-up check's rate
         window, or too few of it to count as the configured rate: on a loaded 2-core machine a process can stall
-        that long, and a starting simulated lab does)
-        is retried; any other answer is returned."""
+        that long, and a starting simulated lab does) is retried; any other answer is returned.
+        all_served: the test runs every peer the bring-up checks look for (the controller's subscriber, the
+        gripper's action servers), so a refusal naming one of them as absent means the bridge has not yet
+        discovered it (DDS discovery of a node's endpoints can trail its first messages): retried too."""
         from std_srvs.srv import SetBool
 
+        transient = ["no fresh measured state", "no message in the measuring window", "Hz, needs >="]  # rate check
+        if all_served:
+            transient += ["no action server", "nobody subscribes"]
         deadline = time.monotonic() + timeout
         while True:
             response = self.call(node, SetBool, service, SetBool.Request(data=True), timeout=timeout)
-            transient = any(why in response.message for why in (
-                "no fresh measured state", "no message in the measuring window", "Hz, needs >="))  # rate check
-            if response.success or not transient or time.monotonic() > deadline:
+            if response.success or not any(why in response.message for why in transient) \
+                    or time.monotonic() > deadline:
                 return response
             time.sleep(0.2)
 
