@@ -6,11 +6,14 @@ per arm, each in that arm's base frame.
   in   <target_topic>  hybridvla_msgs/ArmTarget per arm ({arm} is replaced), reliable depth 1
   out  <arm_state_topic> hybridvla_msgs/ArmState per arm at rate_hz; <guard_events_topic> hybridvla_msgs/GuardEvent
   backend piper_ros: out /{arm}/joint_ctrl_single (sensor_msgs/JointState: position[0:6] joints rad,
-                     position[6] gripper opening m) at rate_hz; /{arm}/enable_flag (std_msgs/Bool) on enable;
-                     in /{arm}/joint_states_single (joint1..6 rad, joint7 gripper m). No e-stop topic exists in
+                     position[6] gripper opening m, velocity[6] speed_percent [%], effort[6] gripper_effort / 1000
+                     [N*m])
+                     at rate_hz; /{arm}/enable_flag (std_msgs/Bool) on enable;
+                     in /{arm}/joint_states_single (position[0:6] rad, [6] gripper m; read by index, the names
+                     differ between branches). No e-stop topic exists in
                      piper_ros: ~/estop holds the arms (use the hardware stop button too).
   backend piper_sdk: one C_PiperInterface_V2 per CAN port (can_ports parallel to arm_order): enable sequence on
-                     ~/enable, MotionCtrl_2 + JointCtrl (0.001 deg) + GripperCtrl (0.001 mm) at rate_hz,
+                     ~/enable, MotionCtrl_2 (speed_percent) + JointCtrl (0.001 deg) + GripperCtrl (0.001 mm) at rate_hz,
                      EmergencyStop on ~/estop; measured joints/gripper from the SDK's feedback.
   services ~/enable (std_srvs/SetBool: both arms or none), ~/hold, ~/estop, ~/clear_estop (std_srvs/Trigger).
 Starts disabled: nothing is sent to an arm before ~/enable true.
@@ -49,6 +52,10 @@ PARAMETERS = {
     "rate_hz": (50.0, _positive, "a rate > 0 [Hz]"),
     "gripper_max_width": (GRIPPER_MAX_M, lambda v: _positive(v) and v <= 0.08, "0 < width <= 0.08 [m]: gripper 1.0"),
     "backend": ("piper_ros", lambda v: v in BACKENDS, f"one of {BACKENDS}"),
+    "speed_percent": (30, lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100,
+                      "an integer 1..100 [% of the arm's top joint speed], either backend"),
+    "gripper_effort": (1000, lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 5000,
+                       "an integer 0..5000 [0.001 N*m], either backend"),
     "piper_ros.joint_ctrl_topic": ("/{arm}/joint_ctrl_single", _name, "a topic name, {arm} replaced"),
     "piper_ros.joint_states_topic": ("/{arm}/joint_states_single", _name, "a topic name, {arm} replaced"),
     "piper_ros.enable_topic": ("/{arm}/enable_flag", _name, "a topic name, {arm} replaced"),
@@ -57,8 +64,6 @@ PARAMETERS = {
     "preflight.min_state_rate_hz": (25.0, _positive, "a rate > 0 [Hz]: the lowest joint_states_single rate that passes"),
     "piper_sdk.can_ports": (["can_left", "can_right"], _names, "two CAN interfaces, parallel to arm_order"),
     "piper_sdk.bustype": ("socketcan", _name, "a python-can interface: socketcan on the robot, virtual in tests"),
-    "piper_sdk.speed_percent": (30, lambda v: isinstance(v, int) and 1 <= v <= 100, "an integer 1..100 [%]"),
-    "piper_sdk.gripper_effort": (1000, lambda v: isinstance(v, int) and 0 <= v <= 5000, "0..5000 [0.001 N*m]"),
     "piper_sdk.enable_timeout": (2.0, _positive, "a time > 0 [s]"),
     "piper_sdk.simulate": (False, lambda v: isinstance(v, bool),
                            "true: a simulated Piper answers on each port (bustype virtual; tests and dry runs)"),
@@ -70,6 +75,10 @@ class PiperRosBackend:
 
     def __init__(self, node: "AgilexBridge", arms: list[str], v: dict):
         self.node = node
+        # piper_ros (humble) reads the speed from velocity[6] [%] and the gripper effort from effort[6] [N*m,
+        # clamped to 0.5..3] of a 7-value joint_ctrl_single; without them it moves at 30 % with 1 N*m.
+        self.velocity = [0.0] * 6 + [float(v["speed_percent"])]
+        self.effort = [0.0] * 6 + [v["gripper_effort"] / 1000.0]
         self.ctrl = {a: node.create_publisher(JointState, v["piper_ros.joint_ctrl_topic"].format(arm=a), COMMAND_QOS)
                      for a in arms}
         self.enable_pubs = {a: node.create_publisher(Bool, v["piper_ros.enable_topic"].format(arm=a), COMMAND_QOS)
@@ -92,7 +101,8 @@ class PiperRosBackend:
         return True, "enable_flag sent to piper_ros (its drivers' enable bits are not published: not confirmed)"
 
     def send(self, arm: str, joints, gripper_m: float, estopped: bool) -> None:
-        msg = JointState(name=JOINT_NAMES + ["joint7"], position=[float(v) for v in joints] + [float(gripper_m)])
+        msg = JointState(name=JOINT_NAMES + ["joint7"], position=[float(v) for v in joints] + [float(gripper_m)],
+                         velocity=self.velocity, effort=self.effort)
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.ctrl[arm].publish(msg)
 
@@ -121,8 +131,8 @@ class PiperSdkBackend:
         self.sims = {a: SimulatedPiper(p, joints_rad=(0.0, 1.2, -1.2, 0.0, 0.9, 0.0))
                      for a, p in ports.items()} if v["piper_sdk.simulate"] else {}
         try:
-            self.arms = {a: PiperSdkArm(p, bustype=v["piper_sdk.bustype"], speed_percent=v["piper_sdk.speed_percent"],
-                                        gripper_effort=v["piper_sdk.gripper_effort"]) for a, p in ports.items()}
+            self.arms = {a: PiperSdkArm(p, bustype=v["piper_sdk.bustype"], speed_percent=v["speed_percent"],
+                                        gripper_effort=v["gripper_effort"]) for a, p in ports.items()}
         except (ImportError, ConnectionError) as exc:
             raise ParameterError(f"backend piper_sdk on {list(ports.values())} ({v['piper_sdk.bustype']}): {exc}") from None
 

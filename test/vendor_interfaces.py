@@ -35,6 +35,18 @@ PIPER_ROS_HUMBLE_PARAMETERS = ("can_port", "auto_enable", "girpper_exist", "rviz
 PIPER_ROS_JOINT_STATE_NAMES = [f"joint{i}" for i in range(7)]
 PIPER_ROS_FEEDBACK_RATE_HZ = 200
 
+
+def piper_ros_humble_speed_and_effort(velocity, effort) -> tuple[int, int]:
+    """What piper_ctrl_single_node (humble branch, joint_callback) makes of a joint_ctrl_single's velocity and
+    effort: (MotionCtrl_2 speed [%], GripperCtrl effort [0.001 N*m]). Transcribed from upstream: the speed is
+    round(velocity[6]) clamped to 0..100 when velocity has 7 values not all zero, else 30; the effort is effort[6]
+    clamped to 0.5..3, times 1000, when effort has 7 values, else 1000."""
+    speed = 30
+    if len(velocity) == 7 and not all(v == 0 for v in velocity):
+        speed = min(max(round(velocity[6]), 0), 100)
+    grip = round(min(max(effort[6], 0.5), 3) * 1000) if len(effort) == 7 else 1000
+    return speed, grip
+
 # piper_sdk 0.6 (agilexrobotics/piper_sdk), piper_sdk/interface/piper_interface_v2.py: EnablePiper() returns the
 #   six driver_enable_status bits read BEFORE it sends EnableArm(7); GetArmEnableStatus() reads them from the
 #   low-speed feedback (GetArmLowSpdInfoMsgs().motor_1..motor_6.foc_status.driver_enable_status).

@@ -19,6 +19,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from hybridvla_core.runtime.kinematics import load_arm  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
 from rosnodes import ROOT, Process, Spinner, wait_for  # noqa: E402
+from vendor_interfaces import piper_ros_humble_speed_and_effort  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 ARMS = ("left", "right")
@@ -65,7 +66,7 @@ def test_piper_sdk_backend_moves_simulated_arms_only_through_the_guards(tmp_path
     spinner.start()
     bridge = Process("hybridvla_ros.agilex_bridge_node", ROOT / "config/agilex.yaml", "backend:=piper_sdk",
                      "piper_sdk.bustype:=virtual", "piper_sdk.simulate:=true",
-                     "piper_sdk.can_ports:=[vcan_dds_left, vcan_dds_right]", "piper_sdk.speed_percent:=100",
+                     "piper_sdk.can_ports:=[vcan_dds_left, vcan_dds_right]", "speed_percent:=100",
                      log=tmp_path / "bridge.log")
     try:
         assert wait_for(lambda: all(client.states[a] for a in ARMS), timeout=30), bridge.output()
@@ -111,6 +112,7 @@ class FakePiperRos(Node):
         self.q = {a: HOME.copy() for a in ARMS}
         self.gripper = {a: 0.0 for a in ARMS}
         self.commands = {a: [] for a in ARMS}
+        self.speeds = {a: [] for a in ARMS}  # (speed %, effort 0.001 N*m) as piper_ros humble reads each command
         self.enable_flags = {a: [] for a in ARMS}
         self.pubs = {a: self.create_publisher(JointState, f"/{a}/joint_states_single", COMMAND_QOS) for a in ARMS}
         for a in ARMS:
@@ -122,6 +124,7 @@ class FakePiperRos(Node):
     def on_ctrl(self, arm, msg):
         with self.lock:
             self.commands[arm].append(list(msg.position))
+            self.speeds[arm].append(piper_ros_humble_speed_and_effort(list(msg.velocity), list(msg.effort)))
             self.q[arm] = np.array(msg.position[:6])
             self.gripper[arm] = msg.position[6]
 
@@ -137,7 +140,9 @@ def test_piper_ros_backend_sends_guarded_joints_and_clamps(tmp_path):
     client = spinner.add(Client(spinner.context))
     robot = spinner.add(FakePiperRos(spinner.context))
     spinner.start()
-    bridge = Process("hybridvla_ros.agilex_bridge_node", ROOT / "config/agilex.yaml", log=tmp_path / "bridge.log")
+    # Not piper_ros' own defaults (30 %, 1 N*m), so that a command without them would show.
+    bridge = Process("hybridvla_ros.agilex_bridge_node", ROOT / "config/agilex.yaml", "speed_percent:=55",
+                     "gripper_effort:=2000", log=tmp_path / "bridge.log")
     try:
         assert wait_for(lambda: all(client.states[a] for a in ARMS), timeout=30), bridge.output()
         wait_for(lambda: False, timeout=0.3)
@@ -162,6 +167,10 @@ def test_piper_ros_backend_sends_guarded_joints_and_clamps(tmp_path):
         lowest = min(CHAIN.fk(q[:6])[0][2] for q in sent)
         assert lowest >= 0.01 - 6e-4  # never below the box floor (IK tolerance 0.5 mm)
         assert np.all(np.abs(np.diff(sent[:, :6], axis=0)) <= 0.5 + 1e-9)  # max_joint_step
+        # piper_ros applies the configured speed and gripper effort to every command, both arms.
+        with robot.lock:
+            applied = {a: set(robot.speeds[a]) for a in ARMS}
+        assert applied == {"left": {(55, 2000)}, "right": {(55, 2000)}}, applied
     finally:
         bridge.stop()
         spinner.close()
