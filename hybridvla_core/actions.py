@@ -256,7 +256,8 @@ class NormStats:
         fields = {}
         for key in ("mean", "std", "max", "min", "q01", "q99"):
             fields[key] = np.asarray(data.get(key, np.zeros_like(q01)), dtype=np.float64)
-        fields["mask"] = np.asarray(data.get("mask", default_mask(q01.shape[0])), dtype=bool)
+        # No mask: every dim normalised, as the reference reads such a file (np.ones_like(q01, dtype=bool)).
+        fields["mask"] = np.asarray(data.get("mask", np.ones(q01.shape[0], dtype=bool)), dtype=bool)
         if data.get("angle_centre") is not None:  # absent in reference files: no wrap
             fields["angle_centre"] = np.array([np.nan if v is None else v for v in data["angle_centre"]],
                                               dtype=np.float64)

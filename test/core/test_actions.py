@@ -96,6 +96,23 @@ def test_normalisation_round_trip_and_mask(tmp_path):
         select_statistics({"lab": stats}, "other")
 
 
+def test_statistics_without_a_mask_normalise_every_dim_as_the_reference_does():
+    """PKU-HMI-Lab/Hybrid-VLA models/vlas/hybridvla.py: mask = stats.get("mask", np.ones_like(q01, dtype=bool)),
+    then 2 * (x - q01) / (q99 - q01 + 1e-8) - 1 clipped to [-1, 1] on masked dims; unnormalize: 0.5 * (a + 1) *
+    (q99 - q01) + q01. Values below worked by hand."""
+    entry = {"q01": [0.0] * 6 + [0.0], "q99": [2.0] * 6 + [0.08]}
+    stats = NormStats.from_dict(entry)
+    state = np.array([0.5, 1.0, 1.5, 2.0, 3.0, -1.0, 0.02])
+    expected = np.array([-0.5, 0.0, 0.5, 1.0, 1.0, -1.0, -0.5])  # the gripper too: 2 * 0.02 / 0.08 - 1
+    np.testing.assert_allclose(stats.normalize(state), expected, atol=1e-6)
+    # A binarised gripper of 1 (open) comes back as q99 of the gripper, 0 as its midpoint.
+    np.testing.assert_allclose(stats.unnormalize(np.array([0.0] * 6 + [1.0]))[6], 0.08)
+    np.testing.assert_allclose(stats.unnormalize(np.array([0.0] * 6 + [0.0]))[6], 0.04)
+    # With the mask a reference statistics file carries (gripper False), the gripper passes through.
+    masked = NormStats.from_dict({**entry, "mask": [True] * 6 + [False]})
+    assert masked.normalize(state)[6] == pytest.approx(0.02)
+
+
 def test_normalisation_clips_outliers():
     stats = NormStats.from_samples(np.linspace(-1, 1, 101)[:, None].repeat(7, 1))
     out = stats.normalize(np.array([5.0, 5.0, 5.0, 1.5, 1.5, 1.5, 5.0]))
