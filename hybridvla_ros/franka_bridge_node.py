@@ -18,8 +18,9 @@
   services ~/enable (std_srvs/SetBool), ~/hold, ~/estop, ~/clear_estop (std_srvs/Trigger). Starts disabled.
   ~/enable true first runs the bring-up checks (hybridvla_core.robots.preflight, the same as `hybridvla preflight`):
   current_pose in frame_id, both state topics at >= preflight.min_state_rate_hz, a subscriber (the controller)
-  on output_topic and no second publisher there (crisp drops targets then), the gripper's grasp and move action
-  servers; the first failures are the refusal's one line.
+  on output_topic and no second publisher there (crisp drops targets then), controller.name active in
+  controller.manager's ~/list_controllers (asked every 0.5 s; enabled, a controller no longer active makes the
+  bridge hold), the gripper's grasp and move action servers; the first failures are the refusal's one line.
 """
 from __future__ import annotations
 
@@ -34,11 +35,13 @@ from sensor_msgs.msg import JointState
 from hybridvla_core.robots.arm_bridge import FrankaGripperCommander, GripperGoal, guard_config, guard_parameter_spec
 from hybridvla_core.runtime.guards import Command, GuardPipeline, GuardResult
 from hybridvla_core.runtime.kinematics import ARMS
-from hybridvla_core.robots.preflight import Check, frame_refusal, judge_action_server, judge_output, judge_rate, summary
+from hybridvla_core.robots.preflight import (Check, frame_refusal, judge_action_server, judge_controller, judge_output,
+                                             judge_rate, summary)
 from hybridvla_ros import graph
 from hybridvla_ros.bridge_common import ControlServices, LatestSample, arm_state_msg, event_msg, now_s, target_from_msg
 from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterError, arrays_to_pose,
                                   bridge_executor, declare_parameters, pose_to_arrays, run_node)
+from hybridvla_ros.controllers import ControllerStates
 
 OUTPUT_TYPES = ("pose_stamped", "joint_state")
 OUTPUT_TYPE_NAMES = {"pose_stamped": "geometry_msgs/msg/PoseStamped", "joint_state": "sensor_msgs/msg/JointState"}
@@ -73,6 +76,10 @@ PARAMETERS = {
     "gripper.epsilon_outer": (0.08, _positive, "a tolerance > 0 [m]"),
     "preflight.min_state_rate_hz": (25.0, _positive, "a rate > 0 [Hz]: ~/enable refuses slower current_pose / "
                                     "joint_states"),
+    "controller.name": ("cartesian_impedance_controller", lambda v: isinstance(v, str),
+                        "the ros2_control controller that takes output_topic (crisp: cartesian_impedance_controller; "
+                        "joint_impedance_controller for output_type joint_state), or '' for one outside ros2_control"),
+    "controller.manager": ("/controller_manager", _name, "the controller_manager node (its ~/list_controllers)"),
 }
 STATE_WINDOW_S = 2.0   # s over which the state topics' rates are measured for ~/enable
 
@@ -128,6 +135,9 @@ class FrankaBridge(Node):
             self.move_client = ActionClient(self, Move, f"{ns}/move")
             self.gripper = FrankaGripperCommander(values["gripper.max_width"], values["gripper.close_below"])
 
+        # crisp subscribes target_pose when configured, not when activated: only the controller_manager says
+        # whether the controller acts on what the bridge sends.
+        self.controllers = ControllerStates(self, values["controller.manager"]) if values["controller.name"] else None
         ControlServices(self, {self.arm: self.pipeline}, self.publish_events, on_enable=self.on_enable,
                         precheck=self.precheck)
         self.create_timer(1.0 / values["rate_hz"], self.on_timer)
@@ -196,10 +206,13 @@ class FrankaBridge(Node):
         ours = graph.endpoint(self.get_fully_qualified_name(), OUTPUT_TYPE_NAMES[v["output_type"]], COMMAND_QOS)
         checks += judge_output(v["output_topic"], ours.type, graph.subscribers(self, v["output_topic"]), ours,
                                graph.publishers(self, v["output_topic"], exclude_self=True),
-                               consumer="the Cartesian controller (crisp: cartesian_impedance_controller, active)",
-                               fix_absent="activate the controller (`ros2 control switch_controllers --activate "
-                                          "cartesian_impedance_controller`) or set output_topic to its input",
+                               consumer="the Cartesian controller (crisp: cartesian_impedance_controller)",
+                               fix_absent="load the controller (the crisp launch spawns it) or set output_topic to "
+                                          "its input",
                                single_publisher=True)
+        if self.controllers is not None:
+            checks.append(judge_controller(v["controller.name"], self.controllers.states(), self.controllers.service,
+                                           "controller.name"))
         if self.gripper is not None:
             servers = graph.action_servers(self)
             ns = v["gripper.action_ns"].rstrip("/")
@@ -232,6 +245,7 @@ class FrankaBridge(Node):
 
     def on_timer(self) -> None:
         self.absorb()
+        self.hold_unless_controller_active()
         result = self.pipeline.tick(now_s(self))
         self.publish_events(self.arm, result)
         if result.command is not None:
@@ -240,6 +254,17 @@ class FrankaBridge(Node):
                               self.v["gripper.max_width"])
         if state is not None:
             self.state_pub.publish(state)
+
+    def hold_unless_controller_active(self) -> None:
+        """Enabled, and the controller_manager says the controller is no longer active (switched off, or franka_ros2
+        deactivated it after an error): hold. No answer is not taken as news (a busy manager)."""
+        if self.controllers is None or not self.pipeline.enabled:
+            return
+        states, name = self.controllers.states(), self.v["controller.name"]
+        if states is not None and states.get(name) != "active":
+            state = states.get(name, "not loaded")
+            self.publish_events(self.arm, self.pipeline.disable(
+                now_s(self), f"controller {name} is {state} (activate it, then ~/enable true)"))
 
     def publish_command(self, c: Command) -> None:
         if self.v["output_type"] == "pose_stamped":

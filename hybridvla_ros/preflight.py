@@ -131,10 +131,21 @@ def fr3_checks(node, listener: Listener, v: dict, cameras: list[str], min_camera
     checks += judge_output(v["output_topic"], out_type, graph.subscribers(node, v["output_topic"]),
                            Endpoint(bridge, out_type, command.reliable),
                            [p for p in graph.publishers(node, v["output_topic"]) if p.node != bridge],
-                           consumer="the Cartesian controller (crisp: cartesian_impedance_controller, active)",
-                           fix_absent="activate the controller (`ros2 control switch_controllers --activate "
-                                      "cartesian_impedance_controller`) or set output_topic to its input",
+                           consumer="the Cartesian controller (crisp: cartesian_impedance_controller)",
+                           fix_absent="load the controller (the crisp launch spawns it) or set output_topic to its "
+                                      "input",
                            single_publisher=True)
+    if v["controller.name"]:
+        from hybridvla_core.robots.preflight import judge_controller
+
+        from hybridvla_ros.common import ParameterError
+
+        service = f"{v['controller.manager'].rstrip('/')}/list_controllers"
+        try:
+            checks.append(judge_controller(v["controller.name"], _controller_states(node, service), service,
+                                           f"controller.name ({config})"))
+        except ParameterError as exc:  # controller_manager_msgs missing
+            checks.append(Check(f"controller {v['controller.name']}", False, str(exc)))
     if v["gripper.enabled"]:
         from hybridvla_core.robots.preflight import judge_action_server
 
@@ -215,6 +226,23 @@ def _vendor_parameters(node, target: str, timeout: float = 3.0) -> dict | None:
     if not future.done():
         return None
     return {n: parameter_value_to_python(value) for n, value in zip(names, future.result().values)}
+
+
+def _controller_states(node, service: str, timeout: float = 3.0) -> dict[str, str] | None:
+    """controller name -> state from a controller_manager's list_controllers; None when it does not answer."""
+    import rclpy
+
+    from hybridvla_ros.controllers import list_controllers_type
+
+    ListControllers = list_controllers_type()
+    client = node.create_client(ListControllers, service)
+    if not client.wait_for_service(timeout_sec=timeout):
+        return None
+    future = client.call_async(ListControllers.Request())
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+    if not future.done() or future.result() is None:
+        return None
+    return {c.name: c.state for c in future.result().controller}
 
 
 def camera_checks(node, listener: Listener, topics: list[str], bases: list[str], min_hz: float) -> list[Check]:

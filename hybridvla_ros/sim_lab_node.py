@@ -1,6 +1,8 @@
 """sim_lab: the simulated lab behind the real robots' ROS interfaces (the logic is hybridvla_core.sim).
 
 FR3 (robot: fr3), as franka_ros2 + crisp_controllers (crisp's FR3 demo configuration) + franka_gripper:
+  node /controller_manager, service ~/list_controllers (controller_manager_msgs): crisp's demo controllers,
+       cartesian_impedance_controller active (CRISP_FR3_CONTROLLER_STATES)
   in   target_pose (geometry_msgs/PoseStamped in base_frame; m, xyzw; reliable, depth 1)
   out  current_pose (PoseStamped of fr3_hand_tcp in base_frame, reliable like crisp's pose_broadcaster),
        joint_states (fr3_joint1..7 rad + fingers m), <gripper_ns>/joint_states (fr3_finger_joint1/2, m);
@@ -62,6 +64,14 @@ STATE_QOS = COMMAND_QOS
 # piper_ros humble: JointState names of joint_states_single (position[6] is the gripper width in m), and the
 # parameters its piper_ctrl_single_node declares, as the bridge wants them (not auto-enabled, gripper on).
 PIPER_ROS_JOINT_NAMES = [f"joint{i}" for i in range(7)]
+# The controllers crisp's FR3 demo launch (crisp_controllers_robot_demos/launch/franka.launch.py) spawns, in the
+# states the README's `ros2 control switch_controllers --activate cartesian_impedance_controller --deactivate
+# joint_trajectory_controller` leaves them (spawned --inactive: the other impedance controllers).
+CRISP_FR3_CONTROLLER_STATES = {
+    "joint_state_broadcaster": "active", "pose_broadcaster": "active", "external_torques_broadcaster": "active",
+    "cartesian_impedance_controller": "active", "joint_impedance_controller": "inactive",
+    "joint_trajectory_controller": "inactive", "torque_feedback_controller": "inactive",
+    "gravity_compensation": "inactive"}
 PIPER_ROS_HUMBLE_PARAMETERS = {"can_port": "sim", "auto_enable": False, "girpper_exist": True, "rviz_ctrl_flag": False}
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 GRIPPER_TIMEOUT_S = 5.0   # simulated s before a gripper goal reports where the fingers are
@@ -86,7 +96,7 @@ class SimLabNode(Node):
             raise ParameterError(str(exc)) from None
         cfg = self.cfg
         self.lab = LiveLab(cfg)
-        self.companion_nodes: list[Node] = []  # spun beside this node (run_node): the Piper arms' piper_ros nodes
+        self.companion_nodes: list[Node] = []  # spun beside this node (run_node): piper_ros nodes, controller_manager
         self._gripper_goal = None  # (kind, goal handle, deadline in simulated s) of the running franka_gripper goal
         self._outcomes = {}        # goal id -> its Result, waiting for the executor to report it
         env = self.lab.env
@@ -112,8 +122,14 @@ class SimLabNode(Node):
         if all(env.privileged_offsets(arm) is not None for arm in env.arms):
             self.privileged_pub = self.create_publisher(PoseArray, cfg.topics_privileged, STATE_QOS)
         if cfg.robot == "fr3":
-            # Only the FR3 needs franka_msgs (on a development machine: the test-only stand-in).
+            # Only the FR3 needs franka_msgs and controller_manager_msgs (on a development machine: the test-only
+            # stand-ins).
+            from controller_manager_msgs.srv import ListControllers
             from franka_msgs.action import Grasp, Homing, Move
+
+            manager = Node("controller_manager", context=self.context)
+            manager.create_service(ListControllers, "~/list_controllers", self.on_list_controllers)
+            self.companion_nodes.append(manager)
             self.actions = {"move": Move, "grasp": Grasp, "homing": Homing}
             self.create_subscription(PoseStamped, cfg.topics_target_pose, self.on_target_pose, COMMAND_QOS)
             self.pose_pub = self.create_publisher(PoseStamped, cfg.topics_current_pose, STATE_QOS)
@@ -301,6 +317,14 @@ class SimLabNode(Node):
             self.lab.env.set_joint_target(arm, np.asarray(msg.position[:6], float))
             if len(msg.position) > 6:
                 self.lab.env.set_gripper_width(arm, float(msg.position[6]))
+
+    @staticmethod
+    def on_list_controllers(_request, response):
+        from controller_manager_msgs.msg import ControllerState
+
+        response.controller = [ControllerState(name=name, state=state)
+                               for name, state in CRISP_FR3_CONTROLLER_STATES.items()]
+        return response
 
     def on_parameters(self, parameters) -> SetParametersResult:
         """Only `seed` changes at run time (the next ~/reset starts it); the rest is fixed at start."""

@@ -3,7 +3,7 @@
 #   1. a virtual environment in .venv (HYBRIDVLA_VENV overrides the place);
 #   2. real ROS 2 from PyPI (rclpy, Fast DDS, standard interfaces, colcon), torch==2.13.0 (CPU) and
 #      the project's Python dependencies;
-#   3. hybridvla_msgs (and the test-only franka_msgs stand-in) built with colcon, installed into the venv;
+#   3. hybridvla_msgs (and the test-only stand-ins in test/interfaces) built with colcon, installed into the venv;
 #   4. the project itself, editable.
 # A second run with nothing changed only compares a fingerprint and exits.
 # On a robot PC with ROS 2 installed, follow the README's "On the robot PC" instead.

@@ -27,6 +27,22 @@ FRANKA_GRIPPER_NS_BEFORE_2_0 = "/fr3_gripper"  # arm_id fr3
 FRANKA_GRIPPER_ACTIONS = {"grasp": "franka_msgs/action/Grasp", "move": "franka_msgs/action/Move",
                           "homing": "franka_msgs/action/Homing"}
 
+# crisp_controllers_robot_demos/launch/franka.launch.py: ros2_control_node (node controller_manager, root namespace)
+#   and spawners joint_state_broadcaster, joint_trajectory_controller, pose_broadcaster, external_torques_broadcaster
+#   (active) and cartesian_impedance_controller, joint_impedance_controller, torque_feedback_controller,
+#   gravity_compensation (`--inactive`). crisp_controllers @ 8093548, src/cartesian_controller.cpp: target_pose,
+#   target_joint and target_wrench are subscribed in on_configure, i.e. also while the controller is inactive.
+# ros-controls/ros2_control @ 53b9999, controller_manager_msgs/srv/ListControllers.srv, msg/ControllerState.msg:
+#   <controller_manager>/list_controllers returns ControllerState[] controller; state is one of unconfigured,
+#   inactive, active, finalized.
+CRISP_CONTROLLER_MANAGER = "/controller_manager"
+CRISP_FR3_CONTROLLERS_AS_LAUNCHED = {
+    "joint_state_broadcaster": "active", "joint_trajectory_controller": "active", "pose_broadcaster": "active",
+    "external_torques_broadcaster": "active", "cartesian_impedance_controller": "inactive",
+    "joint_impedance_controller": "inactive", "torque_feedback_controller": "inactive",
+    "gravity_compensation": "inactive"}
+CRISP_CARTESIAN_CONTROLLER = "cartesian_impedance_controller"
+
 # agilexrobotics/Piper_ros, branch ros-humble-no-aloha @ 8e5a686, src/piper/piper/piper_ctrl_single_node.py:
 #   declare_parameter: can_port, auto_enable, girpper_exist (sic), rviz_ctrl_flag (no gripper_val_mutiple);
 #   publishes joint_states_single (depth 10, reliable) with names joint0..joint6 at 200 Hz, position[6] the

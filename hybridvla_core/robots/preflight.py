@@ -169,6 +169,29 @@ def judge_action_server(name: str, expected_type: str, servers: Mapping[str, Seq
                  f"set {parameter} to {similar[0].rsplit('/', 1)[0]}")
 
 
+def judge_controller(name: str, states: Mapping[str, str] | None, service: str, parameter: str) -> Check:
+    """The ros2_control controller that takes the bridge's output, by its state in controller_manager's
+    list_controllers (states: controller name -> "unconfigured" | "inactive" | "active" | "finalized"; None: the
+    service did not answer). A subscriber on the output topic proves nothing: crisp's controllers subscribe
+    when configured, and the crisp demos spawn them --inactive, so targets reach a controller that ignores them."""
+    label = f"controller {name}"
+    if states is None:
+        return Check(label, False, f"{service} does not answer",
+                     f"start ros2_control's controller_manager (franka_ros2 / the crisp launch), or set {parameter} "
+                     f"to '' if the controller is not a ros2_control controller (then its state is not checked)")
+    state = states.get(name)
+    if state is None:
+        loaded = ", ".join(f"{n} ({s})" for n, s in sorted(states.items())) or "none"
+        return Check(label, False, f"not loaded in the controller_manager (loaded: {loaded})",
+                     f"spawn it (`ros2 run controller_manager spawner {name}`) or set {parameter} to the controller "
+                     f"that takes the bridge's output topic")
+    if state != "active":
+        return Check(label, False, f"is {state}, not active: it would not act on the targets",
+                     f"`ros2 control switch_controllers --activate {name}` (deactivate the controller that holds "
+                     f"the arm's command interfaces, e.g. --deactivate joint_trajectory_controller)")
+    return Check(label, True, "active")
+
+
 def tf_path(parent: str, child: str, edges: Mapping[str, str]) -> list[str] | None:
     """Frames from `child` up to `parent` through `edges` (child frame -> its parent frame, as /tf and
     /tf_static carry them), or None when `child` does not lead to `parent`. Either frame may be the root:

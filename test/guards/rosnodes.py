@@ -23,6 +23,19 @@ def wait_for(predicate, timeout: float = 20.0, period: float = 0.02):
     return None
 
 
+def serve_list_controllers(node, states: dict[str, str], manager: str = "/controller_manager"):
+    """ros2_control's <manager>/list_controllers (controller_manager_msgs) served by `node`: it answers `states`
+    (controller name -> state) as they are at each call, so a test switches a controller by changing the dict."""
+    from controller_manager_msgs.msg import ControllerState
+    from controller_manager_msgs.srv import ListControllers
+
+    def answer(_request, response):
+        response.controller = [ControllerState(name=name, state=state) for name, state in list(states.items())]
+        return response
+
+    return node.create_service(ListControllers, f"{manager}/list_controllers", answer)
+
+
 class Spinner:
     """rclpy in this test process: one context, a MultiThreadedExecutor in a thread."""
 
@@ -64,13 +77,14 @@ class Spinner:
         window, or too few of it to count as the configured rate: on a loaded 2-core machine a process can stall
         that long, and a starting simulated lab does) is retried; any other answer is returned.
         all_served: the test runs every peer the bring-up checks look for (the controller's subscriber, the
-        gripper's action servers), so a refusal naming one of them as absent means the bridge has not yet
-        discovered it (DDS discovery of a node's endpoints can trail its first messages): retried too."""
+        gripper's action servers, the controller_manager), so a refusal naming one of them as absent means the
+        bridge has not yet discovered it or had no answer yet (DDS discovery of a node's endpoints can trail its
+        first messages): retried too."""
         from std_srvs.srv import SetBool
 
         transient = ["no fresh measured state", "no message in the measuring window", "Hz, needs >="]  # rate check
         if all_served:
-            transient += ["no action server", "nobody subscribes"]
+            transient += ["no action server", "nobody subscribes", "list_controllers does not answer"]
         deadline = time.monotonic() + timeout
         while True:
             response = self.call(node, SetBool, service, SetBool.Request(data=True), timeout=timeout)

@@ -3,6 +3,8 @@ config/franka.yaml against a graph this test assembles piece by piece, as a lab 
 for the first time would. Each refusal is one line that names what is wrong and what to change:
   - current_pose stamped fr3_link0 (franka_ros2's own broadcaster) while the bridge expects crisp's `base`;
   - no controller subscribed to /target_pose; a second publisher on it (crisp then drops every target);
+  - the controller subscribed but inactive, as crisp's launch spawns it (and the bridge holds when an enabled
+    controller is switched off);
   - the gripper at /fr3_gripper (franka_ros2 < 2.0) while the bridge looks at /franka_gripper (>= 2.0).
 Expected names come from the vendors' code (test/vendor_interfaces.py)."""
 
@@ -11,6 +13,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("hybridvla_msgs.msg")
+pytest.importorskip("controller_manager_msgs.srv", reason="controller_manager_msgs stand-in not built: run make setup")
 franka_action = pytest.importorskip("franka_msgs.action", reason="franka_msgs stand-in not built: run make setup")
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
@@ -21,9 +24,11 @@ from sensor_msgs.msg import JointState  # noqa: E402
 
 from hybridvla_core.runtime.kinematics import load_arm  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, arrays_to_pose  # noqa: E402
-from rosnodes import ROOT, Process, Spinner, wait_for  # noqa: E402
-from vendor_interfaces import (CRISP_CURRENT_POSE_TOPIC, CRISP_FR3_BASE_FRAME, CRISP_JOINT_STATES_TOPIC,  # noqa: E402
-                               CRISP_TARGET_POSE_TOPIC, FRANKA_GRIPPER_NS_BEFORE_2_0, FRANKA_GRIPPER_NS_FROM_2_0)
+from rosnodes import ROOT, Process, Spinner, serve_list_controllers, wait_for  # noqa: E402
+from vendor_interfaces import (CRISP_CARTESIAN_CONTROLLER, CRISP_CONTROLLER_MANAGER,  # noqa: E402
+                               CRISP_CURRENT_POSE_TOPIC, CRISP_FR3_BASE_FRAME, CRISP_FR3_CONTROLLERS_AS_LAUNCHED,
+                               CRISP_JOINT_STATES_TOPIC, CRISP_TARGET_POSE_TOPIC, FRANKA_GRIPPER_NS_BEFORE_2_0,
+                               FRANKA_GRIPPER_NS_FROM_2_0)
 
 pytestmark = pytest.mark.ros
 READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
@@ -112,7 +117,12 @@ def test_enable_names_each_bring_up_mistake_in_one_line(tmp_path):
         assert f"set gripper.action_ns to {FRANKA_GRIPPER_NS_BEFORE_2_0}" in message, message
 
         # The controller and the franka_ros2 >= 2.0 gripper come up; a second publisher on target_pose is refused.
+        # The controller_manager lists the controllers as crisp's launch leaves them: cartesian_impedance_controller
+        # configured (its target_pose subscriber exists) but inactive.
         controller = spinner.add(Controller(spinner.context))
+        controllers = dict(CRISP_FR3_CONTROLLERS_AS_LAUNCHED)
+        serve_list_controllers(spinner.add(Node("controller_manager", context=spinner.context)), controllers,
+                               CRISP_CONTROLLER_MANAGER)
         spinner.add(Gripper(spinner.context, FRANKA_GRIPPER_NS_FROM_2_0))
         intruder = Node("teleop_script", context=spinner.context)
         intruder_pub = intruder.create_publisher(PoseStamped, CRISP_TARGET_POSE_TOPIC, COMMAND_QOS)
@@ -122,11 +132,25 @@ def test_enable_names_each_bring_up_mistake_in_one_line(tmp_path):
 
         intruder.destroy_publisher(intruder_pub)
         intruder.destroy_node()
+        # A subscriber on target_pose, but the controller is inactive: it would ignore every target.
+        response = wait_for(lambda: (r := enable(spinner, client)) and "is inactive" in r.message and r, timeout=20)
+        assert response and not response.success, bridge.output()
+        message = response.message
+        assert message.startswith(f"not enabled: controller {CRISP_CARTESIAN_CONTROLLER}: is inactive"), message
+        assert f"switch_controllers --activate {CRISP_CARTESIAN_CONTROLLER}" in message and ";" not in message, message
+
+        controllers.update({CRISP_CARTESIAN_CONTROLLER: "active", "joint_trajectory_controller": "inactive"})
         response = wait_for(lambda: (r := enable(spinner, client)) and r.success and r, timeout=20)
         assert response, bridge.output()
         # Enabled: it commands the controller from the measured pose.
         assert wait_for(lambda: controller.targets, timeout=10)
         assert controller.targets[-1].header.frame_id == CRISP_FR3_BASE_FRAME
+        assert wait_for(lambda: states and states[-1].enabled, timeout=10)
+
+        # The controller is switched off while the bridge is enabled: the bridge holds until enabled again.
+        controllers[CRISP_CARTESIAN_CONTROLLER] = "inactive"
+        assert wait_for(lambda: not states[-1].enabled, timeout=10), bridge.output()
+        assert "controller cartesian_impedance_controller is inactive" in bridge.output()
     finally:
         bridge.stop()
         spinner.close()

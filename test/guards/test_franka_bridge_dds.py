@@ -1,5 +1,6 @@
 """franka_bridge over DDS, as its own process started with config/franka.yaml, against a fake FR3 in this
-process (crisp-style /target_pose in, /current_pose BEST_EFFORT + /joint_states out, franka_gripper actions).
+process (crisp-style /target_pose in, /current_pose BEST_EFFORT + /joint_states out, franka_gripper actions,
+the controller_manager's list_controllers with cartesian_impedance_controller active).
 The tests run in file order on one bridge: disabled start, tracking, clamping, watchdog hold, gripper, disable,
 e-stop."""
 import threading
@@ -9,6 +10,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("hybridvla_msgs.msg")
+pytest.importorskip("controller_manager_msgs.srv", reason="controller_manager_msgs stand-in not built: run make setup")
 franka_action = pytest.importorskip("franka_msgs.action", reason="franka_msgs stand-in not built: run make setup")
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
@@ -20,8 +22,9 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from hybridvla_core.runtime.kinematics import load_arm  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
-from rosnodes import ROOT, Process, Spinner, wait_for  # noqa: E402
-from vendor_interfaces import CRISP_FR3_BASE_FRAME  # noqa: E402
+from rosnodes import ROOT, Process, Spinner, serve_list_controllers, wait_for  # noqa: E402
+from vendor_interfaces import (CRISP_CARTESIAN_CONTROLLER, CRISP_CONTROLLER_MANAGER,  # noqa: E402
+                               CRISP_FR3_BASE_FRAME, CRISP_FR3_CONTROLLERS_AS_LAUNCHED)
 
 pytestmark = pytest.mark.ros
 READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
@@ -46,6 +49,9 @@ class FakeFR3(Node):
         self.create_timer(0.02, self.publish)
         ActionServer(self, franka_action.Grasp, "/franka_gripper/grasp", lambda h: self.run_goal("grasp", h))
         ActionServer(self, franka_action.Move, "/franka_gripper/move", lambda h: self.run_goal("move", h))
+        # After `ros2 control switch_controllers --activate cartesian_impedance_controller` (README).
+        self.controllers = {**CRISP_FR3_CONTROLLERS_AS_LAUNCHED, CRISP_CARTESIAN_CONTROLLER: "active"}
+        serve_list_controllers(self, self.controllers, CRISP_CONTROLLER_MANAGER)
 
     def on_target(self, msg):
         assert msg.header.frame_id == CRISP_FR3_BASE_FRAME

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from hybridvla_core.robots.piper_can import judge_piper_ros_parameters, piper_ros_node_parameters
-from hybridvla_core.robots.preflight import (Endpoint, judge_action_server, judge_frame, judge_input, judge_output,
-                                      judge_rate, judge_tf, qos_mismatch, summary, tf_path)
-from vendor_interfaces import (CRISP_CURRENT_POSE_RELIABLE, CRISP_CURRENT_POSE_TOPIC, CRISP_FR3_BASE_FRAME,
+from hybridvla_core.robots.preflight import (Endpoint, judge_action_server, judge_controller, judge_frame, judge_input,
+                                             judge_output, judge_rate, judge_tf, qos_mismatch, summary, tf_path)
+from vendor_interfaces import (CRISP_CARTESIAN_CONTROLLER, CRISP_CONTROLLER_MANAGER,
+                               CRISP_CURRENT_POSE_RELIABLE, CRISP_CURRENT_POSE_TOPIC, CRISP_FR3_BASE_FRAME,
+                               CRISP_FR3_CONTROLLERS_AS_LAUNCHED,
                                CRISP_JOINT_STATES_TOPIC, CRISP_TARGET_POSE_TOPIC, FRANKA_GRIPPER_ACTIONS,
                                FRANKA_GRIPPER_NS_BEFORE_2_0, FRANKA_GRIPPER_NS_FROM_2_0, PIPER_ROS_HUMBLE_PARAMETERS)
 
@@ -66,6 +68,20 @@ def test_gripper_server_under_the_older_franka_ros2_namespace_is_suggested():
     assert not check.ok and f"set gripper.action_ns to {FRANKA_GRIPPER_NS_BEFORE_2_0}" in check.fix
     assert judge_action_server(f"{FRANKA_GRIPPER_NS_BEFORE_2_0}/grasp", FRANKA_GRIPPER_ACTIONS["grasp"], servers,
                                "gripper.action_ns").ok
+
+
+def test_the_controller_must_be_active_not_only_subscribed():
+    """crisp's launch spawns cartesian_impedance_controller --inactive: loaded, subscribed, ignoring targets."""
+    service = f"{CRISP_CONTROLLER_MANAGER}/list_controllers"
+    launched = judge_controller(CRISP_CARTESIAN_CONTROLLER, CRISP_FR3_CONTROLLERS_AS_LAUNCHED, service, "controller.name")
+    assert not launched.ok and "is inactive" in launched.detail
+    assert f"switch_controllers --activate {CRISP_CARTESIAN_CONTROLLER}" in launched.fix
+    switched = {**CRISP_FR3_CONTROLLERS_AS_LAUNCHED, CRISP_CARTESIAN_CONTROLLER: "active"}
+    assert judge_controller(CRISP_CARTESIAN_CONTROLLER, switched, service, "controller.name").ok
+    typo = judge_controller("cartesian_impedance_control", switched, service, "controller.name")
+    assert not typo.ok and f"{CRISP_CARTESIAN_CONTROLLER} (active)" in typo.detail and "controller.name" in typo.fix
+    silent = judge_controller(CRISP_CARTESIAN_CONTROLLER, None, service, "controller.name")
+    assert not silent.ok and service in silent.detail and "set controller.name to ''" in silent.fix
 
 
 def test_tf_paths_through_a_common_ancestor():
@@ -133,7 +149,8 @@ def test_every_check_passes_against_the_simulated_lab(robot, params, tmp_path):
 def test_each_misconfiguration_is_named_with_its_fix(monkeypatch):
     """A graph like a first FR3 bring-up gone wrong: current_pose in franka_ros2's fr3_link0 (the bridge expects
     crisp's base), a teleop script publishing targets BEST_EFFORT to the bridge's RELIABLE subscription, no gripper
-    action server, the front camera at 2 Hz; the controller and the wrist camera are right."""
+    action server, the front camera at 2 Hz, cartesian_impedance_controller subscribed but inactive (as crisp's launch
+    spawns it); the wrist camera is right."""
     # A DDS domain of its own: a node of an earlier test still leaving the graph (its gripper servers) must not
     # be part of this one.
     monkeypatch.setenv("ROS_DOMAIN_ID", str((int(os.environ.get("ROS_DOMAIN_ID", "0")) + 37) % 100 + 1))
@@ -144,10 +161,12 @@ def test_each_misconfiguration_is_named_with_its_fix(monkeypatch):
     from sensor_msgs.msg import Image, JointState
 
     from hybridvla_ros.common import COMMAND_QOS, SENSOR_QOS
-    from rosnodes import Spinner
+    from rosnodes import Spinner, serve_list_controllers
 
+    pytest.importorskip("controller_manager_msgs.srv", reason="controller_manager_msgs stand-in not built: make setup")
     spinner = Spinner()
     node = spinner.add(rclpy.node.Node("misconfigured_lab", context=spinner.context))
+    serve_list_controllers(node, dict(CRISP_FR3_CONTROLLERS_AS_LAUNCHED), CRISP_CONTROLLER_MANAGER)
     pose_pub = node.create_publisher(PoseStamped, CRISP_CURRENT_POSE_TOPIC, COMMAND_QOS)
     joint_pub = node.create_publisher(JointState, CRISP_JOINT_STATES_TOPIC, COMMAND_QOS)
     node.create_subscription(PoseStamped, CRISP_TARGET_POSE_TOPIC, lambda m: None, COMMAND_QOS)
@@ -180,7 +199,7 @@ def test_each_misconfiguration_is_named_with_its_fix(monkeypatch):
     names = {line.split(":")[0].removeprefix("FAIL").strip() for line in fails}
     # (A starved test process can also fail a rate check of the good streams on a loaded machine: not asserted.)
     assert {f"frame {CRISP_CURRENT_POSE_TOPIC}", "QoS /hybridvla/fr3/target", f"action {FRANKA_GRIPPER_NS_FROM_2_0}/grasp",
-            f"action {FRANKA_GRIPPER_NS_FROM_2_0}/move"} <= names, out
+            f"action {FRANKA_GRIPPER_NS_FROM_2_0}/move", f"controller {CRISP_CARTESIAN_CONTROLLER}"} <= names, out
     assert not names & {f"subscriber {CRISP_TARGET_POSE_TOPIC}", f"type {CRISP_CURRENT_POSE_TOPIC}"}, out
     frame_line = next(line for line in fails if line.startswith(f"FAIL  frame {CRISP_CURRENT_POSE_TOPIC}"))
     assert "'fr3_link0'" in frame_line and f"'{CRISP_FR3_BASE_FRAME}'" in frame_line and "fix: set parameter frame_id" in frame_line
