@@ -51,6 +51,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
+from hybridvla_core.robots.piper_can import PIPER_ROS_JOINT_STATE_NAMES
 from hybridvla_core.sim.config import config_from_parameters, parameter_spec
 from hybridvla_core.sim.record import camera_frame
 from hybridvla_core.sim.runner import LiveLab
@@ -61,9 +62,6 @@ from hybridvla_ros.images import numpy_to_image
 # Drivers publish their state reliable, depth 1 (a best-effort subscriber still receives it): crisp's
 # pose_broadcaster (SystemDefaultsQoS), joint_state_publisher, piper_ros (depth 10).
 STATE_QOS = COMMAND_QOS
-# piper_ros humble: JointState names of joint_states_single (position[6] is the gripper width in m), and the
-# parameters its piper_ctrl_single_node declares, as the bridge wants them (not auto-enabled, gripper on).
-PIPER_ROS_JOINT_NAMES = [f"joint{i}" for i in range(7)]
 # The controllers crisp's FR3 demo launch (crisp_controllers_robot_demos/launch/franka.launch.py) spawns, in the
 # states the README's `ros2 control switch_controllers --activate cartesian_impedance_controller --deactivate
 # joint_trajectory_controller` leaves them (spawned --inactive: the other impedance controllers).
@@ -72,6 +70,8 @@ CRISP_FR3_CONTROLLER_STATES = {
     "cartesian_impedance_controller": "active", "joint_impedance_controller": "inactive",
     "joint_trajectory_controller": "inactive", "torque_feedback_controller": "inactive",
     "gravity_compensation": "inactive"}
+# piper_ros humble: the parameters its piper_ctrl_single_node declares, as the bridge wants them (not
+# auto-enabled, gripper on).
 PIPER_ROS_HUMBLE_PARAMETERS = {"can_port": "sim", "auto_enable": False, "girpper_exist": True, "rviz_ctrl_flag": False}
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 GRIPPER_TIMEOUT_S = 5.0   # simulated s before a gripper goal reports where the fingers are
@@ -214,7 +214,7 @@ class SimLabNode(Node):
                 self.joint_pub.publish(self._joints(stamp, r.joint_names + r.finger_names, np.concatenate([r.q, r.fingers])))
                 self.finger_pub.publish(self._joints(stamp, r.finger_names, r.fingers))
             else:
-                self.piper_pubs[arm].publish(self._joints(stamp, PIPER_ROS_JOINT_NAMES,
+                self.piper_pubs[arm].publish(self._joints(stamp, PIPER_ROS_JOINT_STATE_NAMES,
                                                           np.concatenate([r.q, [r.gripper_width]])))
             if arm in self.arm_state_pubs:
                 m = ArmState(arm=arm, pose=arrays_to_pose(r.position, r.quaternion), gripper=r.gripper,

@@ -27,6 +27,8 @@ import numpy as np
 from hybridvla_core.actions import ARM_DIM
 
 GRIPPER_MAX_M = 0.07          # m, the SDK's gripper stroke range 0..0.07
+# piper_ros humble's joint_states_single names: joint0..joint5 [rad] and joint6 = the gripper opening [m].
+PIPER_ROS_JOINT_STATE_NAMES = [f"joint{i}" for i in range(7)]
 MAX_JOINT_SPEED = 3.0         # rad/s, Piper joints
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from hybridvla_core.recording import bags
 from hybridvla_core.recording.bags import EpisodeWriter, msg
+from hybridvla_core.robots.piper_can import PIPER_ROS_JOINT_STATE_NAMES
 from hybridvla_core.sim.config import SimConfig
 from hybridvla_core.sim.env import SimEnv
 from hybridvla_core.sim.experts import ExpertCommand
@@ -29,11 +30,11 @@ def camera_frame(camera: str) -> str:
 
 def joint_state_message(env: SimEnv, arm: str, t_ns: int):
     """The arm's JointState as its driver publishes it: FR3 /joint_states = 7 joints + 2 fingers [rad, m];
-    Piper joint_states_single = joint1..joint6 [rad] + joint7 = gripper width [m]."""
+    Piper joint_states_single as piper_ros (humble) names it: joint0..joint5 [rad] + joint6 = gripper width [m]."""
     r = env.read(arm)
     if env.robot == "fr3":
         return msg.joint_state(t_ns, r.joint_names + r.finger_names, np.concatenate([r.q, r.fingers]))
-    return msg.joint_state(t_ns, [f"joint{i}" for i in range(1, 8)], np.concatenate([r.q, [r.gripper_width]]))
+    return msg.joint_state(t_ns, PIPER_ROS_JOINT_STATE_NAMES, np.concatenate([r.q, [r.gripper_width]]))
 
 
 def privileged_message(t_ns: int, frame_id: str, offsets: np.ndarray):

@@ -160,6 +160,22 @@ def test_recorded_bags_carry_message_definitions_and_consistent_stamps(recorded)
                 assert m.source == 3 and m.header.frame_id == "fr3_link0"
 
 
+def test_offline_piper_joint_states_are_named_as_piper_ros_names_them():
+    """Bags recorded without ROS carry the names piper_ros (humble) publishes, as the live simulated lab does."""
+    from hybridvla_core.sim.env import SimEnv
+    from hybridvla_core.sim.record import joint_state_message
+    from vendor_interfaces import PIPER_ROS_JOINT_STATE_NAMES
+
+    env = SimEnv("agilex", "lift_ball", image_width=64, image_height=48)
+    try:
+        env.reset(0)
+        m = joint_state_message(env, "left", 0)
+        assert list(m.name) == PIPER_ROS_JOINT_STATE_NAMES and len(m.position) == 7
+        assert m.position[6] == env.read("left").gripper_width
+    finally:
+        env.close()
+
+
 def test_message_definitions_are_found_in_an_install_tree(tmp_path, monkeypatch):
     """Outside the source tree the .msg files come from <prefix>/share/hybridvla_msgs/msg; a folder named
     like the package that holds only generated Python (no .msg) is skipped."""
