@@ -23,6 +23,9 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from hybridvla_core.errors import UserError
+from hybridvla_core.files import read_json
+
 ARM_DIM = 7
 GRIPPER_INDEX_IN_ARM = 6
 EULER_ORDER = "xyz"  # scipy lowercase = extrinsic, as in the reference's RLBench script
@@ -317,7 +320,10 @@ def save_dataset_statistics(path: str | Path, statistics: Mapping[str, DatasetSt
 
 
 def load_dataset_statistics(path: str | Path) -> dict[str, DatasetStatistics]:
-    data = json.loads(Path(path).read_text())
+    if not Path(path).is_file():
+        raise UserError(f"{path}: missing: a checkpoint needs the dataset_statistics.json its training wrote (copy it "
+                        f"from the training run's output directory)")
+    data = read_json(path)
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path}: expected a non-empty JSON object keyed by dataset name")
     return {key: DatasetStatistics.from_dict(value) for key, value in data.items()}

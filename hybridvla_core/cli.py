@@ -59,9 +59,32 @@ def subcommand_parser(name: str):
     return module, parser
 
 
+def _file_errors() -> tuple[type[BaseException], ...]:
+    """A user's mistake: errors.UserError; an OS error on a path the user gave (missing, a file where a directory
+    is expected, not writable: its message names the path); a file that does not parse as YAML or JSON."""
+    import json
+
+    import yaml
+
+    return UserError, OSError, yaml.YAMLError, json.JSONDecodeError
+
+
+USER_FILE_ERRORS = _file_errors()
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a YAML error spans several: problem, then where)."""
+    import json
+
+    text = " ".join(str(error).split())
+    if isinstance(error, json.JSONDecodeError):
+        text = f"not valid JSON: {text}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`hybridvla [--debug] COMMAND ...`: a user's mistake (errors.UserError, a missing file) ends in one line and
-    exit status 2; --debug shows its traceback instead. Any other exception is a bug and keeps its traceback."""
+    """`hybridvla [--debug] COMMAND ...`: a user's mistake (USER_FILE_ERRORS) ends in one line and exit status 2;
+    --debug shows its traceback instead. Any other exception is a bug and keeps its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
@@ -72,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         args = sub.parse_args(argv[1:])
         try:
             return int(module.run(args) or 0)
-        except (UserError, FileNotFoundError) as error:
+        except USER_FILE_ERRORS as error:
             if debug:
                 raise
-            print(f"hybridvla {argv[0]}: {error} (--debug shows where)", file=sys.stderr)
+            print(f"hybridvla {argv[0]}: {one_line(error)} (--debug shows where)", file=sys.stderr)
             return 2
     parser.parse_args(argv)  # prints help / an error naming the unknown command
     return 2

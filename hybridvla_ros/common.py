@@ -133,12 +133,25 @@ def bridge_executor() -> Executor:
     return bridge_executor_class()()
 
 
+def ros_arguments_refusal(exc: Exception) -> str:
+    """rcl's refusal of the ROS arguments in one line, without its C source locations ("at /project/src/...")."""
+    text = re.sub(r",? at /\S+:\d+", "", " ".join(str(exc).split())).removeprefix("failed to initialize rcl: ")
+    if "params file" in text:
+        return f"{text}: give an existing, valid YAML parameter file (node name: ros__parameters: ...)"
+    return f"{text}: write a parameter as -p name:=value"
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None,
              executor_factory: Callable[[], Executor] | None = None) -> int:
     """Entry point body shared by every node: init, spin, and on a bad parameter exit with one line.
 
     executor_factory (e.g. lambda: MultiThreadedExecutor(4)) is called after rclpy.init, which executors need."""
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RCLError as exc:  # the ROS arguments: a params file that is missing or not YAML, `-p name` without :=
+        print(f"[{getattr(factory, '__name__', 'node')}] error: {ros_arguments_refusal(exc)}", file=sys.stderr,
+              flush=True)
+        return 2
     node = None
     try:
         node = factory()

@@ -24,17 +24,15 @@
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from hybridvla_msgs.msg import ArmState, ArmTarget, GuardEvent
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from hybridvla_core.robots.arm_bridge import FrankaGripperCommander, GripperGoal, guard_config, guard_parameter_spec
+from hybridvla_core.robots.arm_bridge import (FRANKA_BRIDGE_PARAMETERS, FrankaGripperCommander, GripperGoal, guard_config,
+                                             guard_parameter_spec)
 from hybridvla_core.runtime.guards import Command, GuardPipeline, GuardResult
-from hybridvla_core.runtime.kinematics import ARMS
 from hybridvla_core.robots.preflight import (Check, frame_refusal, judge_action_server, judge_controller, judge_output,
                                              judge_rate, summary)
 from hybridvla_ros import graph
@@ -43,44 +41,8 @@ from hybridvla_ros.common import (COMMAND_QOS, EVENT_QOS, SENSOR_QOS, ParameterE
                                   bridge_executor, declare_parameters, pose_to_arrays, run_node)
 from hybridvla_ros.controllers import ControllerStates
 
-OUTPUT_TYPES = ("pose_stamped", "joint_state")
 OUTPUT_TYPE_NAMES = {"pose_stamped": "geometry_msgs/msg/PoseStamped", "joint_state": "sensor_msgs/msg/JointState"}
-_name = lambda v: isinstance(v, str) and v != ""  # noqa: E731
-_positive = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0  # noqa: E731
-
-PARAMETERS = {
-    "arm": ("fr3", _name, "the arm's name in ArmTarget/ArmState/GuardEvent"),
-    "model": ("fr3", lambda v: v in ARMS, f"one of {sorted(ARMS)} (kinematics.ARMS)"),
-    "frame_id": ("base", _name, "the arm's base frame: the controller's base_frame (crisp's FR3 demo: base)"),
-    "joint_names": ([f"fr3_joint{i}" for i in range(1, 8)], lambda v: isinstance(v, list) and len(v) == 7, "7 joint names"),
-    "finger_joint_names": (["fr3_finger_joint1", "fr3_finger_joint2"], lambda v: isinstance(v, list) and len(v) == 2,
-                           "2 finger joint names (their sum is the gripper width)"),
-    "target_topic": ("/hybridvla/fr3/target", _name, "a topic name"),
-    "output_topic": ("target_pose", _name, "a topic name"),
-    "output_type": ("pose_stamped", lambda v: v in OUTPUT_TYPES, f"one of {OUTPUT_TYPES}"),
-    "current_pose_topic": ("current_pose", _name, "a topic name"),
-    "measured_pose": ("current_pose", lambda v: v in ("current_pose", "fk"),
-                      "current_pose (the robot's TCP pose) or fk (from joint_states through urdf)"),
-    "joint_states_topic": ("joint_states", _name, "a topic name"),
-    "arm_state_topic": ("/hybridvla/fr3/arm_state", _name, "a topic name"),
-    "guard_events_topic": ("/hybridvla/guard_events", _name, "a topic name"),
-    "rate_hz": (50.0, _positive, "a rate > 0 [Hz]"),
-    "gripper.enabled": (True, lambda v: isinstance(v, bool), "true or false"),
-    "gripper.action_ns": ("/franka_gripper", _name, "the franka_gripper node's name: /franka_gripper (franka_ros2 "
-                          ">= 2.0), /<arm_id>_gripper e.g. /fr3_gripper (before 2.0)"),
-    "gripper.max_width": (0.08, lambda v: _positive(v) and v <= 0.08, "0 < width <= 0.08 [m]"),
-    "gripper.close_below": (0.5, lambda v: _positive(v) and v < 1, "0 < threshold < 1"),
-    "gripper.speed": (0.1, _positive, "a speed > 0 [m/s]"),
-    "gripper.force": (20.0, _positive, "a force > 0 [N]"),
-    "gripper.epsilon_inner": (0.005, _positive, "a tolerance > 0 [m]"),
-    "gripper.epsilon_outer": (0.08, _positive, "a tolerance > 0 [m]"),
-    "preflight.min_state_rate_hz": (25.0, _positive, "a rate > 0 [Hz]: ~/enable refuses slower current_pose / "
-                                    "joint_states"),
-    "controller.name": ("cartesian_impedance_controller", lambda v: isinstance(v, str),
-                        "the ros2_control controller that takes output_topic (crisp: cartesian_impedance_controller; "
-                        "joint_impedance_controller for output_type joint_state), or '' for one outside ros2_control"),
-    "controller.manager": ("/controller_manager", _name, "the controller_manager node (its ~/list_controllers)"),
-}
+PARAMETERS = FRANKA_BRIDGE_PARAMETERS  # hybridvla_core.robots.arm_bridge: `hybridvla eval sim` reads the same file
 STATE_WINDOW_S = 2.0   # s over which the state topics' rates are measured for ~/enable
 
 

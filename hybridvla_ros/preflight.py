@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from hybridvla_core import options
+from hybridvla_core.errors import UserError
+from hybridvla_core.files import read_yaml
 from hybridvla_core.robots.preflight import Check, Endpoint, failures, judge_frame, judge_input, judge_output, judge_rate, judge_tf
 from hybridvla_core.resources import resource_path
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="folder with the parameter files (default: the installed config/); the same as config:= "
                              "of the launch files")
-    parser.add_argument("--window", type=float, default=2.0, help="seconds to listen for rates and frames (default 2)")
+    parser.add_argument("--window", type=options.positive_float, default=2.0, help="seconds to listen for rates and frames (default 2)")
     parser.add_argument("--max-image-age", type=float, default=None,
                         help="s, the policy's max_image_age_s (default: the policy file's; the sim launch files use "
                              "0.25): cameras must publish at least 1/this often")
@@ -46,8 +47,10 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def node_parameters(path: Path, node: str, spec: dict) -> dict:
     """A node's parameters from a ROS 2 parameter file over the node's declared defaults."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    section = doc.get(node) or doc.get(f"/{node}") or {}
+    doc = read_yaml(path) or {}
+    section = (doc.get(node) or doc.get(f"/{node}") or {}) if isinstance(doc, dict) else {}
+    if not isinstance(section, dict) or not isinstance(section.get("ros__parameters", {}), dict):
+        raise UserError(f"{path}: expected '{node}: ros__parameters: {{...}}' (a ROS 2 parameter file)")
     values = {name: default for name, (default, _check, _expected) in spec.items()}
     values.update(_flat(section.get("ros__parameters", {})))
     return values

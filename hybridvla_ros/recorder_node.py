@@ -46,7 +46,8 @@ PARAMETERS = {
     "min_free_gb": (2.0, lambda v: isinstance(v, float) and v >= 0, "GB >= 0"),
     "max_queue_mb": (1024.0, lambda v: isinstance(v, float) and v > 0, "MB > 0 held in memory before refusing"),
     "max_episode_s": (0.0, lambda v: isinstance(v, float) and v >= 0, "seconds, 0 = no limit"),
-    "keys": ("auto", lambda v: v in ("auto", "off"), "auto (terminal keys when stdin is a tty) or off"),
+    # A boolean, so that the natural `keys:=off` works: ROS reads a bare off / on as false / true.
+    "keys": (True, lambda v: isinstance(v, bool), "true (terminal keys when stdin is a tty) or false / off"),
     "status_period_s": (1.0, lambda v: isinstance(v, float) and v > 0, "seconds > 0"),
     "compression": (bags.DEFAULT_COMPRESSION,
                     lambda v: isinstance(v, str) and (v in bags.COMPRESSIONS or v in bags.COMPRESSION_ALIASES),
@@ -87,7 +88,7 @@ class Recorder(Node):
         self._quit = False
         self.keys = None
         ok, why = terminal_keys.keys_available()
-        if p["keys"] == "auto" and ok:
+        if p["keys"] and ok:
             self.keys = terminal_keys.KeyReader(self._on_key)
             self.get_logger().info(terminal_keys.KEY_HELP)
         else:

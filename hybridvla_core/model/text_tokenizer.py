@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hybridvla_core.errors import UserError
 from hybridvla_core.model.action_tokenizer import NUM_BINS
 
 BOD, EOD, PAD = "<BOD>", "<EOD>", "<PAD>"
@@ -123,7 +124,13 @@ def load_tokenizer(path: str | None):
         return build_byte_tokenizer()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:  # missing or partial files: transformers explains over several lines
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(f"tokenizer {path}: does not load ({first}): it needs tokenizer.json (or the model's "
+                        f"tokenizer files) beside tokenizer_config.json in a local directory; copy them from where "
+                        f"the checkpoint was trained") from None
 
 
 def add_hybrid_tokens(tokenizer, layout: TokenLayout) -> dict:

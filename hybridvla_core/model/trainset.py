@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hybridvla_core.files import read_json
 from hybridvla_core.actions import (ActionConvention, DatasetStatistics, load_dataset_statistics, num_arms,
                                     save_dataset_statistics, select_statistics)
 from hybridvla_core.model.vision import images_to_pixels
@@ -147,8 +148,8 @@ def read_index(directory: str | Path) -> dict:
     path = Path(directory) / INDEX_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: not a training set (no {INDEX_FILE})")
-    index = json.loads(path.read_text())
-    if index.get("format") != FORMAT or index.get("version") != VERSION:
+    index = read_json(path)
+    if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("version") != VERSION:
         raise ValueError(f"{path}: expected format {FORMAT} version {VERSION}")
     index.setdefault("labels", "per_step")  # sets written before "labels" existed
     return index

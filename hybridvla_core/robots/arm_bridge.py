@@ -1,15 +1,19 @@
-"""What the arm bridge nodes decide without ROS: their guard parameters and the Franka gripper commands.
+"""What the arm bridge nodes decide without ROS: their parameters (guards; franka_bridge's) and the Franka gripper
+commands.
 
 Guard parameters of one arm live under a prefix (franka_bridge: "guards.", agilex_bridge: "guards.<arm>.") and
 map one to one onto GuardConfig fields; units as in GuardConfig (m, rad, s; gripper dimensionless 0..1).
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from hybridvla_core.errors import UserError
 from hybridvla_core.runtime.guards import UPPER_LIMITS, GuardConfig
+from hybridvla_core.runtime.kinematics import ARMS
 
 
 def _finite_number(v) -> bool:
@@ -39,6 +43,72 @@ GUARD_PARAMETERS: dict[str, tuple[Any, Any, str]] = {
                        "0..1 (0 = off): targets whose policy confidence is lower are refused, the arm holds"),
     "ik_iterations": (20, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
 }
+
+
+def _name(v) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _positive(v) -> bool:
+    return _finite_number(v) and v > 0
+
+
+OUTPUT_TYPES = ("pose_stamped", "joint_state")
+
+# franka_bridge's parameters besides its guards (hybridvla_ros/franka_bridge_node.py declares them; `hybridvla eval
+# sim --bridge-config` checks a parameter file against them): name -> (default, check, what a valid value is).
+FRANKA_BRIDGE_PARAMETERS: dict[str, tuple[Any, Any, str]] = {
+    "arm": ("fr3", _name, "the arm's name in ArmTarget/ArmState/GuardEvent"),
+    "model": ("fr3", lambda v: v in ARMS, f"one of {sorted(ARMS)} (kinematics.ARMS)"),
+    "frame_id": ("base", _name, "the arm's base frame: the controller's base_frame (crisp's FR3 demo: base)"),
+    "joint_names": ([f"fr3_joint{i}" for i in range(1, 8)], lambda v: isinstance(v, list) and len(v) == 7, "7 joint names"),
+    "finger_joint_names": (["fr3_finger_joint1", "fr3_finger_joint2"], lambda v: isinstance(v, list) and len(v) == 2,
+                           "2 finger joint names (their sum is the gripper width)"),
+    "target_topic": ("/hybridvla/fr3/target", _name, "a topic name"),
+    "output_topic": ("target_pose", _name, "a topic name"),
+    "output_type": ("pose_stamped", lambda v: v in OUTPUT_TYPES, f"one of {OUTPUT_TYPES}"),
+    "current_pose_topic": ("current_pose", _name, "a topic name"),
+    "measured_pose": ("current_pose", lambda v: v in ("current_pose", "fk"),
+                      "current_pose (the robot's TCP pose) or fk (from joint_states through urdf)"),
+    "joint_states_topic": ("joint_states", _name, "a topic name"),
+    "arm_state_topic": ("/hybridvla/fr3/arm_state", _name, "a topic name"),
+    "guard_events_topic": ("/hybridvla/guard_events", _name, "a topic name"),
+    "rate_hz": (50.0, _positive, "a rate > 0 [Hz]"),
+    "gripper.enabled": (True, lambda v: isinstance(v, bool), "true or false"),
+    "gripper.action_ns": ("/franka_gripper", _name, "the franka_gripper node's name: /franka_gripper (franka_ros2 "
+                          ">= 2.0), /<arm_id>_gripper e.g. /fr3_gripper (before 2.0)"),
+    "gripper.max_width": (0.08, lambda v: _positive(v) and v <= 0.08, "0 < width <= 0.08 [m]"),
+    "gripper.close_below": (0.5, lambda v: _positive(v) and v < 1, "0 < threshold < 1"),
+    "gripper.speed": (0.1, _positive, "a speed > 0 [m/s]"),
+    "gripper.force": (20.0, _positive, "a force > 0 [N]"),
+    "gripper.epsilon_inner": (0.005, _positive, "a tolerance > 0 [m]"),
+    "gripper.epsilon_outer": (0.08, _positive, "a tolerance > 0 [m]"),
+    "preflight.min_state_rate_hz": (25.0, _positive, "a rate > 0 [Hz]: ~/enable refuses slower current_pose / "
+                                    "joint_states"),
+    "controller.name": ("cartesian_impedance_controller", lambda v: isinstance(v, str),
+                        "the ros2_control controller that takes output_topic (crisp: cartesian_impedance_controller; "
+                        "joint_impedance_controller for output_type joint_state), or '' for one outside ros2_control"),
+    "controller.manager": ("/controller_manager", _name, "the controller_manager node (its ~/list_controllers)"),
+}
+
+
+# Parameters rclpy declares on every node (a parameter file may set them).
+ROS_NODE_PARAMETERS = ("use_sim_time", "start_type_description_service")
+
+
+def check_parameters(values: dict[str, Any], spec: dict[str, tuple[Any, Any, str]], where: str) -> None:
+    """Parameter values read from a file, judged as the node that declares `spec` would judge them at start: a
+    name it does not have (a typo: the default would run instead), or a value its check refuses. UserError."""
+    for name, value in values.items():
+        if name in ROS_NODE_PARAMETERS or name.startswith("qos_overrides."):
+            continue
+        if name not in spec:
+            near = difflib.get_close_matches(name, list(spec), n=1)
+            raise UserError(f"{where}: unknown parameter '{name}'"
+                            + (f" (did you mean '{near[0]}'?)" if near else "") + "; the node would refuse it")
+        _default, check, expected = spec[name]
+        if check is not None and not check(value):
+            raise UserError(f"{where}: parameter '{name}' = {value!r} is invalid: expected {expected}")
 
 
 def guard_parameter_spec(prefix: str, overrides: dict[str, Any] | None = None) -> dict[str, tuple[Any, Any, str]]:

@@ -30,6 +30,7 @@ import numpy as np
 
 from tqdm import tqdm
 
+from hybridvla_core import options
 from hybridvla_core.sim import episodes
 from hybridvla_core.sim.config import ROBOT_TASKS, fr3_pick_place_config, load_config
 
@@ -42,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=tasks,
                    help="the task, which also picks the robot: "
                         + ", ".join(f"{t} ({robot})" for robot, ts in ROBOT_TASKS.items() for t in ts))
-    p.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode; the others follow (default 0)")
+    p.add_argument("--episodes", type=options.positive_int, default=10, help="number of episodes (default 10)")
+    p.add_argument("--seed", type=options.seed, default=0, help="seed of the first episode; the others follow (default 0)")
     p.add_argument("--record", type=Path, metavar="DIR", help="write one rosbag2 MCAP bag per episode into DIR")
     p.add_argument("--realtime", action="store_true", help="pace simulation time to wall time")
     p.add_argument("--config", type=Path, help="sim parameter file (default: config/sim_franka.yaml or "
@@ -54,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "(the training data of scripts/train_demo_policy.sh)")
     r.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output directory: bags in DIR/partI, the seeds used in DIR/seeds.json")
-    r.add_argument("--per-variant", type=int, default=100, help="episodes per instruction variant (default 100)")
-    r.add_argument("--start", type=int, default=episodes.TRAIN_SEED_START,
+    r.add_argument("--per-variant", type=options.positive_int, default=100, help="episodes per instruction variant (default 100)")
+    r.add_argument("--start", type=options.seed, default=episodes.TRAIN_SEED_START,
                    help=f"first seed considered (default {episodes.TRAIN_SEED_START}); the seeds must stay below the "
                         f"demo's held-out seeds ({episodes.HELD_OUT_SEED_START})")
     r.add_argument("--part", default="0/1", metavar="I/N",
@@ -66,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q = sub.add_parser("probe-targets", help="does an FR3 checkpoint aim at the block or copy where its arm is? "
                                              "(the arm held beside the block, one prediction each)")
     q.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json, model.safetensors, ...)")
-    q.add_argument("--episodes", type=int, default=20, help="layouts (default 20)")
-    q.add_argument("--seed", type=int, default=50000,
+    q.add_argument("--episodes", type=options.positive_int, default=20, help="layouts (default 20)")
+    q.add_argument("--seed", type=options.seed, default=50000,
                    help="first seed searched for layouts of the trained instruction variants, skipping the "
                         "checkpoint's training_seeds.json (default 50000: neither trained on nor held out)")
     q.add_argument("--height", type=float, default=0.10, help="TCP height above the block [m] (default 0.10)")

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from hybridvla_core.files import read_yaml
 from hybridvla_core.resources import resource_path
 
 ROBOT_TASKS = {"fr3": ("pick_place",), "agilex": ("lift_ball",)}
@@ -178,7 +177,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _read_parameters(path: Path) -> dict[str, Any]:
     """The flattened ros__parameters of a ROS 2 parameter file (node section 'sim_lab' or '/**')."""
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = read_yaml(path) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a ROS 2 parameter file (sim_lab: ros__parameters: ...)")
     section = next((doc[k] for k in ("sim_lab", "/sim_lab", "/**") if k in doc), None)
     if section is None or "ros__parameters" not in section:
         raise ValueError(f"{path}: no 'sim_lab: ros__parameters:' section")

@@ -8,11 +8,13 @@ held-out seeds start there and skip every seed a checkpoint lists in its trainin
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from hybridvla_core.errors import UserError
+from hybridvla_core.files import read_json
 
 BLOCKS = ("red", "blue")
 BOWLS = ("green", "yellow")
@@ -67,7 +69,12 @@ def held_out_seeds(episodes: int, start: int = HELD_OUT_SEED_START, training_see
 def training_seeds(checkpoint: str | Path) -> list[int]:
     """The seeds a checkpoint was trained on (its training_seeds.json; none listed = [])."""
     path = Path(checkpoint) / TRAINING_SEEDS_FILE
-    return json.loads(path.read_text())["seeds"] if path.is_file() else []
+    if not path.is_file():
+        return []
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("seeds"), list):
+        raise UserError(f"{path}: expected {{\"seeds\": [...]}}: fix the file or delete it (then no seed is skipped)")
+    return data["seeds"]
 
 
 def untrained_seeds(checkpoint: str | Path, episodes: int, start: int = HELD_OUT_SEED_START) -> list[int]:

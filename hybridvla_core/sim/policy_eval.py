@@ -15,10 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from hybridvla_core.actions import ArmPose, state_from_poses, to_absolute_targets
-from hybridvla_core.robots.arm_bridge import GUARD_PARAMETERS, FrankaGripperCommander, guard_config
+from hybridvla_core.errors import UserError
+from hybridvla_core.files import read_yaml
+from hybridvla_core.robots.arm_bridge import (FRANKA_BRIDGE_PARAMETERS, GUARD_PARAMETERS, FrankaGripperCommander,
+                                             check_parameters, guard_config, guard_parameter_spec)
 from hybridvla_core.runtime.guards import GuardPipeline, Target
 from hybridvla_core.resources import resource_path
 from hybridvla_core.sim.config import SimConfig
@@ -29,9 +31,13 @@ ARM = "fr3"
 
 
 def franka_bridge_parameters(path: str | Path | None = None) -> dict:
-    """The flattened ros__parameters of franka_bridge in a parameter file (default config/franka.yaml)."""
+    """The flattened ros__parameters of franka_bridge in a parameter file (default config/franka.yaml), checked as
+    the node checks them at start (a name it lacks, a bad value, a bad guard combination: UserError / ValueError),
+    so that the guards evaluated here are the ones the robot would run."""
     path = Path(path) if path is not None else resource_path("config", "franka.yaml")
-    doc = yaml.safe_load(Path(path).read_text()) or {}
+    doc = read_yaml(path) or {}
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a ROS 2 parameter file (franka_bridge: ros__parameters: ...)")
     section = next((doc[k] for k in ("franka_bridge", "/franka_bridge") if k in doc), None)
     if section is None or "ros__parameters" not in section:
         raise ValueError(f"{path}: no 'franka_bridge: ros__parameters:' section")
@@ -44,6 +50,12 @@ def franka_bridge_parameters(path: str | Path | None = None) -> dict:
             else:
                 flat[prefix + key] = value
     walk(section["ros__parameters"], "")
+    check_parameters(flat, {**FRANKA_BRIDGE_PARAMETERS, **guard_parameter_spec("guards.")}, str(path))
+    values = {f"guards.{name}": flat.get(f"guards.{name}", default) for name, (default, _, _) in GUARD_PARAMETERS.items()}
+    try:
+        guard_config(ARM, flat.get("model", "fr3"), values, "guards.")  # combinations (e.g. the box's corners)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
     return flat
 
 

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from hybridvla_core import options
 
 PRESETS = ("cpu", "7b", "2.7b")
 FULL_SIZE = {"7b": "llama-2", "2.7b": "phi-2"}  # preset -> the reference-shaped tokenizer it is built with
@@ -176,16 +177,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-weights", action="store_true",
                         help="build the 7b / 2.7b preset with random weights (nothing is downloaded; the figures are "
                              "speed and memory, not behaviour)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--device", type=options.device, default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"],
                         help="weights and activations (default: bfloat16 on CUDA, float32 on CPU)")
     parser.add_argument("--estimate-memory", action="store_true",
                         help="print the preset's weight and KV-cache memory from a meta-device build, time nothing")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median; default 5)")
-    parser.add_argument("--ddim-steps", type=int, default=4, help="DDIM steps of the diffusion branch (default 4)")
+    parser.add_argument("--repeats", type=options.positive_int, default=5, help="timed runs per figure (median; default 5)")
+    parser.add_argument("--ddim-steps", type=options.positive_int, default=4, help="DDIM steps of the diffusion branch (default 4)")
     parser.add_argument("--action-dim", type=int, default=7, choices=[7, 14],
                         help="7: one arm, 14: two arms (default 7)")
-    parser.add_argument("--chunk", type=int, default=1, help="action chunk length T (default 1)")
+    parser.add_argument("--chunk", type=options.positive_int, default=1, help="action chunk length T (default 1)")
 
 
 def _print_memory(estimate: dict) -> None:

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from hybridvla_core import options
 from hybridvla_core.modes import MODES
 from hybridvla_core.resources import resource_path
 from hybridvla_core.sim import episodes as demo_episodes
@@ -38,18 +39,27 @@ REPO_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 FR3_CHECKPOINT = "sim_fr3_pick_place"
 
 
+def domain_id(text: str) -> int:
+    """A ROS_DOMAIN_ID Fast DDS can open on Linux: 0..232 (its ports overflow above 232)."""
+    value = options.seed(text)
+    if value > 232:
+        raise argparse.ArgumentTypeError(f"expected a ROS domain id 0..232, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     start = demo_episodes.HELD_OUT_SEED_START
-    parser.add_argument("--episodes", type=int, default=10, help="episodes per mode (default 10)")
-    parser.add_argument("--seed", type=int, default=start,
+    parser.add_argument("--episodes", type=options.positive_int, default=10, help="episodes per mode (default 10)")
+    parser.add_argument("--seed", type=options.seed, default=start,
                         help=f"first seed searched for held-out episodes of the trained instruction variants, "
                              f"skipping the checkpoint's training_seeds.json (default {start})")
     parser.add_argument("--mode", default="all", choices=(*MODES, "all"),
                         help="the policy's mode, or each mode in turn (all; default)")
     parser.add_argument("--checkpoint", type=Path, help=f"checkpoint directory (default checkpoints/{FR3_CHECKPOINT})")
-    parser.add_argument("--time-limit", type=float, default=25.0, help="simulated seconds per episode (default 25)")
+    parser.add_argument("--time-limit", type=options.positive_float, default=25.0, help="simulated seconds per episode (default 25)")
     parser.add_argument("--output", type=Path, help="report directory (default outputs/demo-<time>)")
-    parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID or a random one)")
+    parser.add_argument("--domain-id", type=domain_id,
+                        help="ROS_DOMAIN_ID, 0..232 (default: $ROS_DOMAIN_ID or a random one in 101..215)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 def ros_environment(domain_id: int | None) -> None:
     """DDS on loopback in a domain of its own; set before rclpy loads, inherited by every node."""
-    os.environ.setdefault("ROS_DOMAIN_ID", str(domain_id if domain_id is not None else random.randint(101, 215)))
+    if domain_id is not None:  # the option wins over an inherited $ROS_DOMAIN_ID
+        os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 215)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
     os.environ.setdefault("MUJOCO_GL", "egl")

@@ -65,6 +65,14 @@ def test_video_backend_without_loop_ends_and_rejects_bad_sources(image_folder, t
     (tmp_path / "empty").mkdir()
     with pytest.raises(CameraConfigError, match="no images"):
         VideoBackend(str(tmp_path / "empty"), 30.0).open()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "frame_000.png").write_bytes(b"not a png")
+    with pytest.raises(CameraConfigError, match="frame_000.png: not a readable image"):
+        VideoBackend(str(tmp_path / "broken"), 30.0).open()
+    (tmp_path / "garbage.mp4").write_bytes(b"\x00" * 4096)
+    with pytest.raises(CameraConfigError, match="garbage.mp4: cannot read video") as info:
+        VideoBackend(str(tmp_path / "garbage.mp4"), 30.0).open()
+    assert "\n" not in str(info.value)
     with pytest.raises(CameraConfigError, match="needs a path"):
         make_backend("video")
     with pytest.raises(CameraConfigError, match="unknown camera backend 'kinect'"):

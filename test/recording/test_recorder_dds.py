@@ -23,7 +23,7 @@ from mcap_ros2.decoder import DecoderFactory  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from hybridvla_core.recording import bags, recorder, recovery# noqa: E402
+from hybridvla_core.recording import bags, recorder, recovery  # noqa: E402
 
 HELPERS = Path(__file__).parent / "helpers"
 CAMERAS = ["/camera/front/color/image_raw", "/camera/wrist/color/image_raw"]
@@ -215,3 +215,27 @@ def test_sigkill_mid_episode_keeps_earlier_episodes(ros, tmp_path):
     assert all(m.message.height == 240 for m in bags.read_messages(recovered, [CAMERAS[0]]))
     assert 0 < count == sum(in_bag.values()) <= sum(second.values()) + 1
     assert in_bag[CAMERAS[0]] > 0
+
+
+@pytest.mark.parametrize("value, starts", [("off", True), ("false", True), ("auto", False)])
+def test_keys_off_as_written_on_the_command_line_starts_the_recorder(value, starts, tmp_path):
+    """ROS reads a bare `off` as the boolean false: `keys:=off`, the natural spelling, once refused to start."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridvla_ros.recorder_node", "--ros-args", "-p", f"output_dir:={tmp_path}",
+         "-p", "min_free_gb:=0.0", "-p", f"topics:=[{TARGET}]", "-p", f"keys:={value}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            lines.append(proc.stdout.readline())
+            if "terminal keys off" in lines[-1]:
+                break
+        text = "".join(lines) + (proc.stdout.read() if proc.poll() is not None else "")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    if starts:
+        assert "terminal keys off" in text and "error" not in text, text
+    else:
+        assert proc.returncode == 2 and "'keys'" in text and "false / off" in text, text

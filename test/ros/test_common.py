@@ -60,3 +60,24 @@ def test_run_node_treats_a_shutdown_racing_the_wait_as_a_normal_stop(capsys):
     assert run_node(lambda: rclpy.create_node("hvtest_race"), args=[], executor_factory=ShutdownBeforeWait) == 0
     assert "Traceback" not in capsys.readouterr().err
     assert not rclpy.ok()
+
+
+@pytest.mark.parametrize("ros_args, named", [
+    (["--params-file", "/nonexistent/policy.yaml"], "/nonexistent/policy.yaml"),
+    (["--params-file", "BAD_YAML"], "BAD_YAML"),
+    (["-p", "checkpoint"], "-p name:=value")])
+def test_run_node_refuses_bad_ros_arguments_in_one_line(ros_args, named, tmp_path, capsys):
+    """rcl refuses these in rclpy.init, before any node exists: one line and exit 2, never a traceback."""
+    from hybridvla_ros.common import run_node
+
+    if "BAD_YAML" in ros_args:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("policy:\n  ros__parameters:\n    image_topics: [/a, /b\n")
+        ros_args, named = [a.replace("BAD_YAML", str(bad)) for a in ros_args], str(bad)
+    built = []
+    assert run_node(lambda: built.append(1), args=["node", "--ros-args", *ros_args]) == 2
+    err = capsys.readouterr().err
+    assert not built and "Traceback" not in err
+    ours = [line for line in err.splitlines() if line.startswith("[") and "error:" in line]
+    assert len(ours) == 1 and named in ours[0], err
+    assert not rclpy.ok()

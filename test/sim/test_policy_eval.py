@@ -201,3 +201,24 @@ def test_probe_targets_cli_prints_each_direction_and_refuses_a_bad_offset():
     other = subprocess.run(command + ["--config", str(CHECKPOINT.parents[1] / "config" / "sim_agilex.yaml")],
                            capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and "runs the FR3 pick_place scene" in other.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("mistake, line, named", [
+    ("guards:\n      max_translaton_step: 0.01", "max_translation_step", "guards.max_translaton_step"),
+    ("rate_hz: -50.0", "", "rate_hz"),
+    ("output_type: twist", "", "output_type"),
+    ("guards:\n      workspace_min: [0.9, 0.6, 0.9]", "", "guards.workspace_max")])
+def test_a_bridge_config_the_node_would_refuse_is_refused_by_eval_sim_too(mistake, line, named, tmp_path):
+    """`eval sim --bridge-config` evaluates the guards a robot would run: a file franka_bridge refuses at start (the
+    real node process, the expected side) is refused here in one line naming the parameter, not run with defaults."""
+    pytest.importorskip("rclpy")
+    bad = tmp_path / "franka.yaml"
+    bad.write_text(f"franka_bridge:\n  ros__parameters:\n    {mistake}\n")
+    node = subprocess.run([sys.executable, "-m", "hybridvla_ros.franka_bridge_node", "--ros-args", "--params-file",
+                           str(bad), "-p", "gripper.enabled:=false"], capture_output=True, text=True, timeout=60)
+    assert node.returncode == 2 and named in node.stderr, node.stderr
+    with pytest.raises(ValueError) as refused:
+        franka_bridge_parameters(bad)
+    message = str(refused.value)
+    assert "\n" not in message and str(bad) in message and named in message and line in message, message
+    assert franka_bridge_parameters(CHECKPOINT.parents[1] / "config" / "franka.yaml")["guards.max_translation_step"] > 0

@@ -46,7 +46,14 @@ class VideoBackend:
                 raise CameraConfigError(f"{self.path}: no images ({', '.join(IMAGE_SUFFIXES)})")
             from PIL import Image
 
-            return [_to_rgb(np.asarray(Image.open(p).convert("RGB")), str(p)) for p in files]
+            frames = []
+            for p in files:
+                try:
+                    frames.append(_to_rgb(np.asarray(Image.open(p).convert("RGB")), str(p)))
+                except OSError as exc:  # PIL.UnidentifiedImageError, a truncated file
+                    raise CameraConfigError(f"{p}: not a readable image ({exc.__class__.__name__}): replace or "
+                                            f"remove it") from None
+            return frames
         if not self.path.is_file():
             raise CameraConfigError(f"{self.path}: no such video file or image folder")
         import imageio.v3 as iio
@@ -54,7 +61,8 @@ class VideoBackend:
         try:
             frames = [_to_rgb(frame, str(self.path)) for frame in iio.imiter(self.path)]
         except (OSError, ValueError, RuntimeError) as exc:  # imageio reports unreadable files with these
-            raise CameraConfigError(f"{self.path}: cannot read video ({exc})") from exc
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise CameraConfigError(f"{self.path}: cannot read video ({first})") from None
         if not frames:
             raise CameraConfigError(f"{self.path}: the video has no frames")
         return frames
