@@ -24,10 +24,13 @@ Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
+import tempfile
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,10 +45,12 @@ from hybridvla_core.model.ensemble import GRIPPER_RULES
 from hybridvla_core.model.text_tokenizer import encode_prompt
 from hybridvla_core.model.trainset import TrainsetDataset, read_index
 from hybridvla_core.actions import ActionConvention
+from hybridvla_core.errors import UserError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_STATE = "trainer_state.pt"
 LR_SCHEDULES = ("constant", "cosine")
+SECTIONS = ("model", "init_from", "data", "train")  # the config's top-level keys
 
 
 @dataclass
@@ -83,15 +88,32 @@ class TrainConfig:
     state_noise_dims: list = None
 
     def __post_init__(self) -> None:
+        # Types first: YAML gives a string for a mistyped number ("many", "1e4"), which the range checks would
+        # meet as a TypeError.
+        for name in ("max_steps", "batch_size", "save_every", "seed", "num_workers", "stop_after"):
+            value = getattr(self, name)
+            if (value is not None or name != "stop_after") and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UserError(f"train.{name} must be an integer, got {value!r}")
+        for name in ("bf16", "freeze_vision", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("output_dir", "lr_schedule"):
+            if not isinstance(getattr(self, name), str):
+                raise UserError(f"train.{name} must be a string, got {getattr(self, name)!r}")
+        dims = self.state_noise_dims
+        if dims is not None and (not isinstance(dims, (list, tuple))
+                                 or any(isinstance(d, bool) or not isinstance(d, int) for d in dims)):
+            raise UserError(f"train.state_noise_dims must be a list of state dims (integers, e.g. [0, 1, 5]), "
+                            f"got {dims!r}")
         if self.max_steps < 1 or self.batch_size < 1:
             raise ValueError("train.max_steps and train.batch_size must be >= 1")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip", "diffusion_loss_weight",
-                     "privileged_loss_weight"):
+                     "privileged_loss_weight", "state_noise"):
             value = getattr(self, name)  # NaN compares false everywhere: name it before the range checks do
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"train.{name} must be a finite number, got {value!r}")
+                raise UserError(f"train.{name} must be a finite number, got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.min_learning_rate <= self.learning_rate:
@@ -178,6 +200,10 @@ def _resized_vision(vision: VisionConfig, image_size) -> VisionConfig:
 
 
 def _model_config(spec: dict, index: dict) -> ModelConfig:
+    views = spec.get("views")
+    if views is not None and not isinstance(views, (list, tuple)):  # a string would be read as one view per letter
+        raise UserError(f"model.views must be a list of views (names or {{name: ..., crop: ...}}), "
+                        f"e.g. [front, wrist], got {views!r}")
     data = dict(spec)
     data.update(action_dim=index["action_dim"], convention=index["convention"], unnorm_key=index["unnorm_key"])
     data.setdefault("views", index["views"])
@@ -200,8 +226,48 @@ def _check_fine_tune_overrides(model: dict) -> None:
                          f"trained with its own); only {sorted(FINE_TUNE_OVERRIDES)} and vision.image_size can")
 
 
+def checked_spec(spec) -> dict:
+    """The config's shape, checked before anything runs: a mapping of the known sections, each of its type. Returns
+    a shallow copy in which an empty `model:` or `train:` section (None) is {}."""
+    if not isinstance(spec, Mapping):
+        raise UserError(f"training config must be a mapping of sections {list(SECTIONS)}, got a {type(spec).__name__}")
+    unknown = [key for key in spec if key not in SECTIONS]
+    if unknown:  # a misspelt section would otherwise be ignored and train with the defaults
+        close = difflib.get_close_matches(str(unknown[0]), SECTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"training config: unknown top-level key {unknown[0]!r}{hint}; known: {list(SECTIONS)}")
+    spec = {**spec, **{section: {} for section in ("model", "train") if section in spec and spec[section] is None}}
+    for section in ("model", "data", "train"):
+        value = spec.get(section, {})
+        if not isinstance(value, Mapping):
+            example = f" (e.g. data: {{path: {value}}})" if section == "data" else " of key: value lines"
+            raise UserError(f"training config: '{section}' must be a mapping{example}, got {value!r}")
+    if "data" in spec:
+        unknown = sorted(set(spec["data"]) - {"path"})
+        if unknown:
+            raise UserError(f"training config: unknown key(s) {unknown} in 'data'; known: ['path']")
+        if not isinstance(spec["data"].get("path"), (str, os.PathLike)):
+            raise UserError(f"training config: data.path must be the training-set directory, got "
+                            f"{spec['data'].get('path')!r}")
+    if spec.get("init_from") is not None and not isinstance(spec["init_from"], (str, os.PathLike)):
+        raise UserError(f"training config: init_from must be a checkpoint directory, got {spec['init_from']!r}")
+    return spec
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    """Made and written to now, so that an unusable output_dir fails before training, not at the first save."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise UserError(f"train.output_dir {output_dir} cannot be created or written ({error.strerror or error}): "
+                        "choose a writable directory (train.output_dir or --output-dir)") from None
+
+
 def train(spec: dict) -> dict:
     """Run training from a parsed config; returns {"checkpoint": final directory, "history": [loss dicts]}."""
+    spec = checked_spec(spec)
     for section in ("data", "train"):
         if section not in spec:
             raise ValueError(f"training config lacks the '{section}' section")
@@ -209,6 +275,7 @@ def train(spec: dict) -> dict:
     index = read_index(spec["data"]["path"])
     rank, world, device = _distributed()
     output_dir = Path(settings.output_dir)
+    _check_output_dir(output_dir)  # before the model is built or loaded (minutes for a large one)
 
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
     resume_dir = _latest_step_dir(output_dir)

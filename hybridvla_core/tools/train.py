@@ -19,23 +19,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "schedule still runs to max_steps and the same command without it resumes")
 
 
-def run(args: argparse.Namespace) -> int:
-    import yaml
+def _read_spec(path: Path) -> dict:
+    """The config file parsed and its shape checked (hybridvla_core.model.training.checked_spec), the file named in
+    any error."""
+    from hybridvla_core.errors import UserError
+    from hybridvla_core.files import read_yaml
+    from hybridvla_core.model.training import checked_spec
 
+    try:
+        spec = read_yaml(path)
+    except UnicodeDecodeError:
+        raise UserError(f"config {path}: not a text file (not UTF-8): give the training YAML") from None
+    try:
+        return checked_spec({} if spec is None else spec)
+    except UserError as error:
+        raise UserError(f"config {path}: {error}") from None
+
+
+def run(args: argparse.Namespace) -> int:
     from hybridvla_core.model.training import train
 
     if not args.config.is_file():
         print(f"hybridvla train: config {args.config} not found", file=sys.stderr)
         return 2
-    spec = yaml.safe_load(args.config.read_text()) or {}
-    spec.setdefault("train", {})
-    if args.max_steps is not None:
-        spec["train"]["max_steps"] = args.max_steps
-    if args.output_dir is not None:
-        spec["train"]["output_dir"] = args.output_dir
-    if args.stop_after is not None:
-        spec["train"]["stop_after"] = args.stop_after
     try:
+        spec = _read_spec(args.config)
+        spec["train"] = dict(spec.get("train", {}))  # the options below override its values
+        if args.max_steps is not None:
+            spec["train"]["max_steps"] = args.max_steps
+        if args.output_dir is not None:
+            spec["train"]["output_dir"] = args.output_dir
+        if args.stop_after is not None:
+            spec["train"]["stop_after"] = args.stop_after
         result = train(spec)
     except (ValueError, FileNotFoundError) as error:
         print(f"hybridvla train: {error}", file=sys.stderr)
