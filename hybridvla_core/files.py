@@ -31,3 +31,22 @@ def read_json(path: str | Path) -> Any:
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): fix the "
                         f"file or restore it") from None
+
+
+def check_output_file(path: str | Path, option: str) -> None:
+    """Before long work: `path` can be written as a file (its parent directory exists or can be made, the path is
+    not a directory), else UserError naming the option."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory: give a file name")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is a file, not a directory: choose another path")
+
+
+def check_output_dir(path: str | Path, option: str) -> None:
+    """Before long work: `path` is a directory or can be made one, else UserError naming the option."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is a file, not a directory: choose another path")

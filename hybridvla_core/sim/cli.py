@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hybridvla_core import options
+from hybridvla_core.files import check_output_dir, check_output_file
 from hybridvla_core.sim import episodes
 from hybridvla_core.sim.config import ROBOT_TASKS, fr3_pick_place_config, load_config
 
@@ -99,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if cfg.robot != robot:
         print(f"error: {args.config} configures robot {cfg.robot}, task {args.task} needs {robot}", file=sys.stderr)
         return 2
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.record is not None:
+        check_output_dir(args.record, "--record")
     if args.record is not None and args.record.exists() and any(args.record.iterdir()):
         print(f"error: --record directory {args.record} is not empty", file=sys.stderr)
         return 2

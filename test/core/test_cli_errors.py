@@ -106,3 +106,18 @@ def test_the_demo_domain_id_option_wins_over_the_environment(monkeypatch):
     monkeypatch.setenv("ROS_DOMAIN_ID", "7")
     ros_environment(None)
     assert os.environ["ROS_DOMAIN_ID"] == "7"
+
+
+@pytest.mark.parametrize("option", ["--json", "--record"])
+def test_run_experts_checks_its_outputs_before_recording(option, tmp_path, capsys):
+    """--json under a regular file used to fail after every bag was written."""
+    regular = tmp_path / "afile.txt"
+    regular.write_text("x")
+    paths = {"--json": tmp_path / "results.json", "--record": tmp_path / "bags"}
+    paths[option] = regular / "out"
+    argv = ["sim", "run-experts", "--task", "pick_place", "--episodes", "1", "--json", str(paths["--json"]),
+            "--record", str(paths["--record"])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0] and "is a file, not a directory" in err[0], err
+    assert not (tmp_path / "bags").exists() and not (tmp_path / "results.json").exists()
