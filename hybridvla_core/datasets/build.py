@@ -27,7 +27,10 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from hybridvla_core.actions import ActionConvention
-from hybridvla_core.datasets.extract import GOOD_OUTCOMES, BagError, Episode, TopicLayout, extract_episode, find_bags
+from hybridvla_core.datasets.extract import (GOOD_OUTCOMES, BagError, Episode, TopicLayout, extract_episode, find_bags,
+                                             rate_problem)
+from hybridvla_core.errors import UserError
+from hybridvla_core.files import check_output_dir
 
 
 @dataclass
@@ -54,8 +57,17 @@ class BuildOptions:
     shard_size: int = 256          # samples per shard file (also the most samples buffered in memory per split)
 
     def __post_init__(self) -> None:
-        if self.rate_hz <= 0 or self.chunk < 1 or not 0 <= self.val_fraction < 1:
-            raise ValueError("need rate > 0, chunk >= 1 and 0 <= val_fraction < 1")
+        problem = rate_problem(self.rate_hz)
+        if problem is not None:
+            raise UserError(f"--rate {problem}")
+        if self.chunk < 1:
+            raise UserError(f"--chunk must be >= 1 (actions per sample), got {self.chunk}")
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"--val-fraction must be >= 0 and < 1, got {self.val_fraction:g}")
+        for option, value in (("--max-age-s", self.max_age_s), ("--idle-m", self.idle_m),
+                              ("--idle-rad", self.idle_rad)):
+            if not value >= 0:  # also refuses NaN
+                raise UserError(f"{option} must be >= 0, got {value:g}")
         if self.image_size is not None:
             from hybridvla_core.model.config import image_hw
             height, width = image_hw(self.image_size, "--image-size")
@@ -156,8 +168,9 @@ def build_dataset(bag_paths, out: str | Path, options: BuildOptions, log=print, 
     episode plus one shard per split. The train/val split is decided before any bag is read (split_bags: from
     the sorted bag paths; a bag left out still consumes its slot). Episodes are numbered in the order used."""
     out = Path(out)
+    check_output_dir(out, "-o")
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"output directory {out} is not empty")
+        raise UserError(f"output directory {out} is not empty")
     paths = find_bags(bag_paths)
     if not paths:
         raise ValueError("no bags found in " + ", ".join(map(str, bag_paths)))

@@ -15,8 +15,11 @@ the model's region of interest first (views[].crop in the model config), so smal
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from hybridvla_core.errors import UserError
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -108,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "recover":
         return _recover(args.episodes)
     if args.action == "resize":
+        _image_hw(args.image_size)
+        for directory in args.trainsets:  # every set checked before any is rewritten
+            check_shards(directory, checked_index(directory))
         for directory in args.trainsets:
             print(f"{directory}: {resize_images(directory, args.image_size)} samples at {args.image_size} px")
         return 0
@@ -144,33 +150,103 @@ def resize_images(directory: Path, image_size) -> int:
     """Resize a training set's images in place to image_size (S or [h, w]) with the model's own resize
     (hybridvla_core.model.vision.resize_frames, that of images_to_pixels rounded to uint8), so that training
     reads small frames instead of resizing full frames every step; the policy resizes live frames the same way.
-    `hybridvla dataset build --image-size` does the same at build time. Returns the number of samples."""
+    `hybridvla dataset build --image-size` does the same at build time. Each file is replaced whole (a new file
+    renamed over it), so a merged set's hard links never carry the resize into the sets it was merged from.
+    Every shard file is checked first. Returns the number of samples."""
     import numpy as np
 
-    from hybridvla_core.model.config import image_hw
-    from hybridvla_core.model.trainset import read_index
     from hybridvla_core.model.vision import resize_frames
 
-    index, count = read_index(directory), 0
+    size = _image_hw(image_size)
+    index, count = checked_index(directory), 0
+    check_shards(directory, index)
     for shard in index["shards"]:
         for view in index["views"]:
             path = Path(directory) / shard["dir"] / f"image_{view}.npy"
             frames = np.load(path, mmap_mode="r")
-            if frames.shape[1:3] == image_hw(image_size):
+            if frames.shape[1:3] == size:
                 continue
             resized = resize_frames(frames, image_size, batch=256)
             del frames
-            np.save(path, resized)
+            _save_replacing(path, resized)
         count += shard["samples"]
     return count
+
+
+def _image_hw(image_size) -> tuple[int, int]:
+    from hybridvla_core.model.config import image_hw
+
+    try:
+        return image_hw(image_size, "--image-size")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _save_replacing(path: Path, array) -> None:
+    """np.save to a new file beside `path`, renamed over it: a new inode, so a hard-linked copy of the file (dataset
+    merge links shards) keeps its contents, and an interrupted write never leaves a half-written .npy."""
+    import numpy as np
+
+    partial = path.with_name(path.name + ".partial")  # not *.npy: never taken for a shard file
+    try:
+        with open(partial, "wb") as file:
+            np.save(file, array)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def checked_index(directory: Path) -> dict:
+    """A training set's index.json (model.trainset.read_index), a damaged one named in one line."""
+    from hybridvla_core.model.trainset import INDEX_FILE, read_index
+
+    path = Path(directory) / INDEX_FILE
+    try:
+        index = read_index(directory)
+        [(str(shard["dir"]), int(shard["samples"])) for shard in index["shards"]]  # the fields used here
+        [str(view) for view in index["views"]]
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a text file ({exc}); rebuild the set") from None
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a training-set index ({type(exc).__name__}: {exc}); rebuild the set") from None
+    return index
+
+
+def check_shards(directory: Path, index: dict) -> None:
+    """Open every .npy of every shard memory-mapped (cheap) and check it has the rows index.json promises, so a
+    truncated or missing file is named before anything is linked or rewritten."""
+    import numpy as np
+
+    for shard in index["shards"]:
+        folder = Path(directory) / shard["dir"]
+        names = {"state", "action", "instruction", "episode", *(f"image_{v}" for v in index["views"])}
+        names |= {p.stem for p in folder.glob("*.npy")}  # what merge links, privileged.npy included
+        for name in sorted(names):
+            path = folder / f"{name}.npy"
+            try:
+                rows = np.load(path, mmap_mode="r", allow_pickle=False).shape[:1]
+            except (OSError, ValueError, EOFError) as exc:
+                raise UserError(f"{path}: cannot be read ({exc}); the set is damaged: build or copy it again") \
+                    from None
+            if rows != (shard["samples"],):
+                raise UserError(f"{path}: {rows[0] if rows else 0} rows, index.json says {shard['samples']}; the set "
+                                f"is damaged: build or copy it again")
 
 
 def _merge(inputs: list[Path], out: Path, link: bool, statistics_from: Path | None = None) -> int:
     """Training sets merge into `out`; builds merge split by split (train statistics recomputed, or taken from
     `statistics_from`; val normalised with the train split's, as the builder does)."""
+    from hybridvla_core.files import check_output_dir
     from hybridvla_core.model.trainset import INDEX_FILE, merge_trainsets
 
     try:
+        check_output_dir(out, "-o")
+        # every shard file is checked before any is linked: a damaged file would pass into the merged set
+        for directory in inputs + [d / split for d in inputs for split in ("train", "val")]:
+            if (directory / INDEX_FILE).is_file():
+                check_shards(directory, checked_index(directory))
         if all((d / INDEX_FILE).is_file() for d in inputs):
             index = merge_trainsets(inputs, out, link, statistics_from=statistics_from)
             print(f"{index['num_episodes']} episodes, {index['num_samples']} samples -> {out}")

@@ -137,10 +137,21 @@ def _arm_order(arms: list[str]) -> list[str]:
     return ["left", "right"] if set(arms) == {"left", "right"} else sorted(arms)
 
 
+def rate_problem(rate_hz) -> str | None:
+    """Why `rate_hz` [Hz] cannot be a resampling rate (it must give a step period of at least 1 ns), or None."""
+    if not 0 < rate_hz <= 1e9:  # also refuses NaN
+        return f"must be > 0 and at most 1e9 steps per second, got {rate_hz:g}"
+    return None
+
+
 def extract_episode(path: str | Path, *, rate_hz: float = 10.0, layout: TopicLayout = TopicLayout(),
                     arms: list[str] | None = None, views: list[str] | None = None, max_age_s: float = 0.5,
                     instruction: str | None = None) -> Episode:
-    """Read and resample one bag. Raises BagError with one line when the bag cannot be used."""
+    """Read and resample one bag. Raises BagError with one line when the bag cannot be used, ValueError for a
+    rate that gives no positive step period."""
+    problem = rate_problem(rate_hz)
+    if problem is not None:  # a period <= 0 would never advance the resampling loop
+        raise ValueError(f"rate_hz {problem}")
     path = Path(path)
     problem = bags.bag_problem(path)
     if problem is not None:

@@ -15,7 +15,9 @@ per step (seeded, bags in the order given). Per checkpoint (and mode, with --mod
   - latency of Policy.predict [ms]: mean, p50, p90, p99, max, and the mean of every stage.
 Writes OUT/summary.json (and --json FILE, the same), OUT/summary.txt (the table also printed),
 OUT/steps_<label>.npz (every step's prediction, recorded action, confidence, source and latency), and PNG
-plots. A bag or checkpoint that cannot be used gets one line and is left out; the others are still evaluated.
+plots. A bag or checkpoint that cannot be used gets one line and is left out; the others are still evaluated
+(a checkpoint left out is named again at the end, and the exit status is 1). Options and output paths are
+checked before any bag is read.
 
     hybridvla eval sim CHECKPOINT [--episodes 20] [--seed 100000] [--mode hybrid|...|all] [--time-limit 25]
 
@@ -35,8 +37,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hybridvla_core import options
 from hybridvla_core.actions import gripper_indices
-from hybridvla_core.datasets.extract import BagError, Episode, TopicLayout, extract_episode, find_bags
+from hybridvla_core.datasets.extract import BagError, Episode, TopicLayout, extract_episode, find_bags, rate_problem
+from hybridvla_core.errors import UserError
+from hybridvla_core.files import check_output_dir, check_output_file
 from hybridvla_core.modes import GRIPPER_RULES, MODES, PRESETS
 
 SOURCES = ("average", "diffusion", "autoregressive")  # ActionResult.source; "average" = ensemble fused
@@ -60,7 +65,7 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ensemble-gripper", choices=GRIPPER_RULES, default=None,
                    help="the gripper of a step that averages both branches: their binarised average (a "
                         "disagreement closes) or the autoregressive branch's (default: the checkpoint's)")
-    g.add_argument("--device", default="cpu", help="where the policy runs: cpu or cuda[:N] (default cpu)")
+    g.add_argument("--device", type=options.device, default="cpu", help="where the policy runs: cpu or cuda[:N] (default cpu)")
     g.add_argument("--json", type=Path, metavar="FILE",
                    help="also write the results as JSON (bags: the summary; sim: every episode per mode)")
 
@@ -86,8 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--compare", type=Path, metavar="CHECKPOINT2", help="a second checkpoint, reported side by side")
     b.add_argument("-o", "--output", type=Path, default=Path("eval_bags"), help="output directory (eval_bags)")
     b.add_argument("--rate", type=float, default=10.0, help="steps per second [Hz] (default 10)")
-    b.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (0)")
-    b.add_argument("--max-steps", type=int, default=0, help="at most this many steps per bag (0 = all)")
+    b.add_argument("--seed", type=options.seed, default=0, help="seed of the diffusion noise (0)")
+    b.add_argument("--max-steps", type=int, default=None, help="at most this many steps per bag (default: all)")
     b.add_argument("--instruction", help="instruction for bags that carry none")
     TopicLayout.add_arguments(b)
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -99,11 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    "on the demo's held-out seeds, without ROS")
     s.add_argument("checkpoint", type=Path, metavar="CHECKPOINT",
                    help="checkpoint directory (config.json, model.safetensors, ...)")
-    s.add_argument("--episodes", type=int, default=20, help="episodes per mode (default 20)")
-    s.add_argument("--seed", type=int, default=None,
+    s.add_argument("--episodes", type=options.positive_int, default=20, help="episodes per mode (default 20)")
+    s.add_argument("--seed", type=options.seed, default=None,
                    help="first seed searched for episodes of the trained instruction variants, taken in turn, "
                         "skipping the checkpoint's training_seeds.json (default 100000: the demo's held-out seeds)")
-    s.add_argument("--time-limit", type=float, default=25.0, help="simulation seconds per episode (default 25)")
+    s.add_argument("--time-limit", type=options.positive_float, default=25.0, help="simulation seconds per episode (default 25)")
     s.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
     s.add_argument("--bridge-config", type=Path, help="franka_bridge parameter file with the guards "
                                                       "(default config/franka.yaml)")
@@ -115,7 +120,19 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if args.json is not None:  # refused before hours of evaluation, not after
+        check_output_file(args.json, "--json")
     return run_sim(args) if args.target == "sim" else run_bags(args)
+
+
+def check_bags_options(args: argparse.Namespace) -> None:
+    """Refuse an `eval bags` option (numbers, the output directory) in one line, before any bag is read."""
+    problem = rate_problem(args.rate)
+    if problem is not None:
+        raise UserError(f"--rate {problem}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps must be >= 1 (leave it out for every step), got {args.max_steps}")
+    check_output_dir(args.output, "-o")
 
 
 def _label(path: Path, taken: set[str]) -> str:
@@ -307,19 +324,23 @@ def run_bags(args: argparse.Namespace) -> int:
     from hybridvla_core.model.policy import Policy
 
     log = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731 - between progress bars
+    check_bags_options(args)
     layout = TopicLayout.from_arguments(args)
     episodes, left_out = [], []
-    for path in find_bags(args.bags):
+    paths = find_bags(args.bags)
+    for path in paths:
         try:
             episodes.append(extract_episode(path, rate_hz=args.rate, layout=layout, instruction=args.instruction))
         except BagError as exc:
             log(f"skipped {exc}")
             left_out.append({"bag": str(path), "reason": str(exc)})
     if not episodes:
-        log("hybridvla eval bags: no usable bag")
+        where = ", ".join(map(str, args.bags))
+        log(f"hybridvla eval bags: no usable bag in {where} (see the lines above)" if paths else
+            f"hybridvla eval bags: no bag in {where}: give bag directories (holding metadata.yaml, a .mcap or a "
+            f".db3 file) or directories holding them")
         return 1
     bag_names = [str(e.path) for e in episodes]
-    args.output.mkdir(parents=True, exist_ok=True)
     modes = list(MODES) if args.mode == "all" else [args.mode]
     summaries, steps, checkpoints, unusable = {}, {}, {}, []
     for directory in [args.checkpoint] + ([args.compare] if args.compare else []):
@@ -337,7 +358,7 @@ def run_bags(args: argparse.Namespace) -> int:
                 break  # the same in every mode
             mismatches = []
             say = (lambda line: (log(line), mismatches.append(line))) if n == 0 else mismatches.append  # once per bag
-            arrays = evaluate_checkpoint(policy, episodes, args.max_steps, log=say)
+            arrays = evaluate_checkpoint(policy, episodes, args.max_steps or 0, log=say)
             if arrays is None:
                 log(f"skipped checkpoint {directory}: no bag fits it")
                 unusable.append({"path": str(directory), "reason": "no bag fits it"})
@@ -348,10 +369,13 @@ def run_bags(args: argparse.Namespace) -> int:
             checkpoints[label] = {"path": str(directory), "mode": mode, "action_dim": policy.config.action_dim,
                                   "views": policy.config.view_names, "convention": policy.config.convention.to_dict(),
                                   "not_evaluated": mismatches}
-            np.savez(args.output / f"steps_{label}.npz", bag_names=np.asarray(bag_names), **arrays)
-    if not summaries:
-        log("hybridvla eval bags: no checkpoint could be evaluated")
+    refused = ", ".join(u["path"] for u in unusable)
+    if not summaries:  # nothing written, not even the output directory
+        log(f"hybridvla eval bags: no checkpoint could be evaluated: {refused} (see the lines above)")
         return 1
+    args.output.mkdir(parents=True, exist_ok=True)
+    for label, arrays in steps.items():
+        np.savez(args.output / f"steps_{label}.npz", bag_names=np.asarray(bag_names), **arrays)
     text = table(summaries)
     summary = {"checkpoints": checkpoints, "results": summaries, "bags": bag_names, "left_out": left_out,
                "checkpoints_not_evaluated": unusable,
@@ -359,15 +383,19 @@ def run_bags(args: argparse.Namespace) -> int:
                             "preset": args.preset, "theta": args.theta, "ddim_steps": args.ddim_steps,
                             "ensemble_gripper": args.ensemble_gripper, "device": args.device,
                             "layout": layout.__dict__}}
-    (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
-    if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=2))
     (args.output / "summary.txt").write_text(text + "\n")
     if not args.no_plots:
         plots(args.output, summaries, steps)
+    (args.output / "summary.json").write_text(json.dumps(summary, indent=2))  # last: the run is complete
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2))
     print(text)
     print(f"written: {args.output / 'summary.json'}, summary.txt, steps_*.npz" + ("" if args.no_plots else ", *.png")
           + ("" if args.json is None else f", {args.json}"))
+    if unusable:  # a checkpoint named on the command line was not evaluated: not a complete comparison
+        log(f"hybridvla eval bags: not evaluated (see the lines above): {refused}")
+        return 1
     return 0
 
 
@@ -443,5 +471,6 @@ def run_sim(args: argparse.Namespace) -> int:
               f"(of {len(results)}); closest approach median {100 * np.median(closest):.1f} cm")
         print(f"{'':{len(mode)}}  {_first_grasp_summary(results)}")
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -96,6 +96,20 @@ def test_config_with_a_bad_value(good, tmp_path):
     assert "token_layout must be one of ('reference', 'compact'), got 'sideways'" in message
 
 
+@pytest.mark.parametrize("field, value, said", [
+    ("chunk", "one", "chunk must be an integer, got 'one'"), ("theta", True, "theta must be a number, got True"),
+    ("diffusion.ddim_steps", 2.5, "ddim_steps must be an integer, got 2.5")])
+def test_config_with_a_value_of_the_wrong_type(good, tmp_path, field, value, said):
+    """A string where a number belongs (a hand-edited config.json, a training YAML) was a TypeError from a range
+    check; a float step count would have reached range()."""
+    def edit(text):
+        data = json.loads(text)
+        section, _, key = field.rpartition(".")
+        (data[section] if section else data)[key] = value
+        return json.dumps(data)
+    assert said in refused(damaged(good, tmp_path, config_text=edit))
+
+
 @pytest.mark.parametrize("command", [["eval", "sim"], ["sim", "probe-targets"]])
 def test_sim_commands_say_it_in_one_line(good, tmp_path, capsys, command):
     from hybridvla_core.cli import main
@@ -120,7 +134,8 @@ def test_a_checkpoint_from_before_token_layout_keeps_its_layout(good, tmp_path):
 
 def test_eval_bags_reports_the_good_checkpoint_and_names_the_damaged_one(good, tmp_path, capsys):
     """--checkpoint GOOD --compare BAD: GOOD's results are written, BAD is named with its reason (it used to end in a
-    traceback after GOOD was evaluated, and nothing was written)."""
+    traceback after GOOD was evaluated, and nothing was written), and the exit status says not all were evaluated
+    (it was 0)."""
     import sys
     from pathlib import Path
 
@@ -133,9 +148,33 @@ def test_eval_bags_reports_the_good_checkpoint_and_names_the_damaged_one(good, t
     bad = damaged(good, tmp_path, weights_bytes=lambda b: b[: len(b) // 2])
     out = tmp_path / "eval"
     assert main(["eval", "bags", str(good), str(bag), "--compare", str(bad), "--max-steps", "3",
-                 "--no-plots", "-o", str(out)]) == 0
+                 "--no-plots", "-o", str(out)]) == 1
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["results"]) == [good.name] and summary["results"][good.name]["steps"] == 3
     assert [c["path"] for c in summary["checkpoints_not_evaluated"]] == [str(bad)]
     assert "not a readable safetensors file" in summary["checkpoints_not_evaluated"][0]["reason"]
-    assert f"skipped checkpoint {bad}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"skipped checkpoint {bad}" in err and f"not evaluated (see the lines above): {bad}" in err, err
+
+
+@pytest.mark.parametrize("side_file, damage, said", [
+    ("dataset_statistics.json", "truncate", "not valid JSON"), ("dataset_statistics.json", "remove", "missing"),
+    ("training_seeds.json", "truncate", "not valid JSON"), ("tokenizer.json", "remove", "does not load")])
+def test_a_damaged_side_file_of_a_checkpoint_is_named_in_one_line(side_file, damage, said, tmp_path, capsys):
+    """The files beside the weights (statistics, trained seeds, tokenizer) gave parser tracebacks or a bare
+    '[Errno 2]'; a transformers tokenizer error spanned five lines."""
+    from pathlib import Path
+
+    from hybridvla_core.cli import main
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "sim_fr3_pick_place"
+    directory = shutil.copytree(shipped, tmp_path / "ckpt")
+    path = directory / side_file
+    if damage == "remove":
+        path.unlink()
+    else:
+        path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    assert main(["sim", "probe-targets", str(directory), "--episodes", "1"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and said in err[0], err
+    assert str(path if side_file != "tokenizer.json" else directory) in err[0], err

@@ -167,8 +167,9 @@ def test_dataset_from_sim_and_plain_bags_trains_and_evaluates(lab, tmp_path):
     evaluated = run(CLI + ["eval", "bags", str(checkpoint), "--compare", str(tmp_path / "dual"),
                            str(sim_bags[0]), str(root / "truncated"), str(root / "plain"), "--instruction", "put it in the bowl",
                            "--max-steps", "5", "-o", str(tmp_path / "eval")])
-    assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.returncode == 1, evaluated.stderr  # a checkpoint named on the command line was left out
     errs = evaluated.stderr.splitlines()
+    assert errs[-1] == f"hybridvla eval bags: not evaluated (see the lines above): {tmp_path / 'dual'}"
     assert sum("truncated: cannot open bag" in line for line in errs) == 1
     assert sum("expects 14-dim actions" in line for line in errs) == 2  # both usable bags, one line each
     assert any("skipped checkpoint" in line and "dual" in line for line in errs)
