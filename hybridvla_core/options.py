@@ -28,11 +28,13 @@ positive_float = _number(float, 0.0, strict=True)  # durations [s], rates [Hz]
 
 
 def device(text: str) -> str:
-    """A torch device string (cpu, cuda, cuda:1, ...); whether it exists is checked where the model is placed."""
+    """A torch device string (cpu, cuda, cuda:1, ...); a CUDA device only where torch sees one."""
     import torch
 
     try:
-        torch.device(text)
+        kind = torch.device(text).type
     except (RuntimeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: torch sees no CUDA device here (a CPU build, or no driver): use cpu")
     return text

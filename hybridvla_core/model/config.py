@@ -24,7 +24,26 @@ def _from_mapping(cls, data: Mapping, where: str):
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(names)}")
+    for f in dataclasses.fields(cls):  # YAML gives a string for a mistyped number: name it, not a TypeError later
+        if f.name in data and not _of_type(data[f.name], f.type):
+            raise ValueError(f"{where}: {f.name} must be {_TYPE_WORDS[f.type]}, got {data[f.name]!r}")
     return cls(**dict(data))
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "str | None": "a string or null", "int | None": "an integer or null"}
+
+
+def _of_type(value, annotation: str) -> bool:
+    """Whether value fits a simple field annotation (int, float, bool, str, optionally | None); others pass."""
+    if annotation not in _TYPE_WORDS:
+        return True
+    if value is None:
+        return annotation.endswith("| None")
+    base = annotation.removesuffix(" | None")
+    if base in ("int", "float") and isinstance(value, bool):
+        return False
+    return isinstance(value, {"int": int, "float": (int, float), "bool": bool, "str": str}[base])
 
 
 def check_crop(crop, where: str = "crop") -> tuple[float, float, float, float] | None:

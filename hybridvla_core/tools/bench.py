@@ -206,12 +206,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"hybridvla bench: --preset {args.preset} builds the full-size model: add --random-weights (nothing is "
               f"downloaded), or --estimate-memory to size it without building it", file=sys.stderr)
         return 2
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            print(f"hybridvla bench: --device {args.device}: no CUDA device here", file=sys.stderr)
-            return 2
     results = run_bench(args.preset, args.repeats, args.ddim_steps, args.action_dim, args.chunk, args.device,
                         dtype=args.dtype)
     if args.json:

@@ -68,7 +68,7 @@ def test_a_misspelt_top_level_section_is_named_with_its_closest_match(trainset, 
 
 @pytest.mark.parametrize("edit,expected", [
     # (a change to a valid config, the message it gets)
-    (lambda s: s["train"].update(max_steps="many"), r"train\.max_steps must be an integer, got 'many'"),
+    (lambda s: s["train"].update(max_steps="many"), r"train(\.|: )max_steps must be an integer, got 'many'"),
     (lambda s: s.update(data="/some/set"),
      r"'data' must be a mapping \(e\.g\. data: \{path: /some/set\}\), got '/some/set'"),
     (lambda s: s.update(train=5), r"'train' must be a mapping .*got 5$"),
