@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nreport: {out} (summary.json, {', '.join(p.name for p in plots)}, "
               f"{', '.join(f'episode_{m}.gif' for m in modes)}, bags/)")
         return 0
+    except RuntimeError:  # a service that never appeared: a node that stopped says why in its own line
+        procs.check()
+        raise
     except KeyboardInterrupt:
         interrupted = True
         print("\nhybridvla demo: interrupted; stopping the nodes", file=sys.stderr)

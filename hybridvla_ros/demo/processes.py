@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hybridvla_core.errors import UserError
+
 
 def ros_environment(domain_id: int | None) -> None:
     """DDS on loopback in a domain of its own; set before rclpy loads, inherited by every node."""
@@ -39,9 +41,15 @@ class Processes:
         self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def check(self) -> None:
+        """A node that stopped ends the demo with its own last line: a node refuses a bad parameter in one line
+        (exit 2), which is the user's mistake to show (UserError), not the demo's."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+                log = self.log_dir / f"{name}.log"
+                lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+                last = lines[-1].strip() if lines else "no output"
+                error = UserError if proc.returncode == 2 else RuntimeError
+                raise error(f"{name} stopped (exit {proc.returncode}): {last} (log: {log})")
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)

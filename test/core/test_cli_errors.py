@@ -123,3 +123,21 @@ def test_run_experts_checks_its_outputs_before_recording(option, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and option in err[0] and "is a file, not a directory" in err[0], err
     assert not (tmp_path / "bags").exists() and not (tmp_path / "results.json").exists()
+
+
+def test_a_demo_node_that_refuses_its_parameters_ends_the_demo_with_its_own_line(tmp_path):
+    """The demo waited 30 s for the recorder's service, then ended in a RuntimeError traceback; the recorder had
+    said what was wrong in one line of its log."""
+    pytest.importorskip("rclpy")
+    from hybridvla_core.errors import UserError
+    from hybridvla_ros.demo.processes import Processes
+
+    procs = Processes(tmp_path)
+    procs.start("recorder", "hybridvla_ros.recorder_node", [],
+                {"output_dir": str(tmp_path / "bags"), "topics": ["/a"], "keys": "auto"})
+    procs.procs["recorder"].wait(timeout=60)
+    with pytest.raises(UserError) as stopped:
+        procs.check()
+    message = str(stopped.value)
+    assert message.startswith("recorder stopped (exit 2): [Recorder] error: parameter 'keys'"), message
+    assert "\n" not in message and str(tmp_path / "recorder.log") in message
