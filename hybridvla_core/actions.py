@@ -333,8 +333,9 @@ def select_statistics(statistics: Mapping[str, DatasetStatistics], unnorm_key: s
     """The entry named unnorm_key; with None, the only entry."""
     if unnorm_key is None:
         if len(statistics) != 1:
-            raise ValueError(f"several statistics entries {sorted(statistics)}: choose one with unnorm_key")
+            raise UserError(f"several statistics entries {sorted(statistics)}: choose one with unnorm_key")
         return next(iter(statistics.values()))
     if unnorm_key not in statistics:
-        raise ValueError(f"unnorm_key {unnorm_key!r} not in dataset statistics {sorted(statistics)}")
+        raise UserError(f"unnorm_key {unnorm_key!r} not in dataset statistics {sorted(statistics)}: set the "
+                        f"checkpoint's unnorm_key (config.json) to the entry its training used")
     return statistics[unnorm_key]

@@ -159,7 +159,8 @@ def test_eval_bags_reports_the_good_checkpoint_and_names_the_damaged_one(good, t
 
 @pytest.mark.parametrize("side_file, damage, said", [
     ("dataset_statistics.json", "truncate", "not valid JSON"), ("dataset_statistics.json", "remove", "missing"),
-    ("training_seeds.json", "truncate", "not valid JSON"), ("tokenizer.json", "remove", "does not load")])
+    ("training_seeds.json", "truncate", "not valid JSON"), ("tokenizer.json", "remove", "does not load"),
+    ("dataset_statistics.json", "rename the entry", "not in dataset statistics ['other_key']")])
 def test_a_damaged_side_file_of_a_checkpoint_is_named_in_one_line(side_file, damage, said, tmp_path, capsys):
     """The files beside the weights (statistics, trained seeds, tokenizer) gave parser tracebacks or a bare
     '[Errno 2]'; a transformers tokenizer error spanned five lines."""
@@ -172,9 +173,12 @@ def test_a_damaged_side_file_of_a_checkpoint_is_named_in_one_line(side_file, dam
     path = directory / side_file
     if damage == "remove":
         path.unlink()
-    else:
+    elif damage == "truncate":
         path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    else:  # statistics under a key the checkpoint's unnorm_key does not name
+        path.write_text(json.dumps({"other_key": next(iter(json.loads(path.read_text()).values()))}))
     assert main(["sim", "probe-targets", str(directory), "--episodes", "1"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and said in err[0], err
-    assert str(path if side_file != "tokenizer.json" else directory) in err[0], err
+    named = directory if side_file == "tokenizer.json" else path if damage != "rename the entry" else "unnorm_key"
+    assert str(named) in err[0], err
