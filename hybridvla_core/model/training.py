@@ -19,7 +19,8 @@ Privileged labels (issue 30): a model with privileged_dim > 0 also learns its pr
 with NaN, e.g. a real teleop recording, is masked out). A training set without any label trains the head on
 nothing: one warning, not an error. train.privileged_loss_weight set for a model without the head is an error.
 Checkpoints: <output_dir>/checkpoints/step-XXXXXXXX/ (a checkpoint directory + trainer_state.pt) and
-<output_dir>/final/ at the end (not when stopped early by train.stop_after). A run restarted with the same output_dir resumes from the newest step.
+<output_dir>/final/ at the end (not when stopped early by train.stop_after), each written whole into a hidden
+temporary directory and renamed into place. A run restarted with the same output_dir resumes from the newest step.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import difflib
 import math
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -403,7 +405,7 @@ def train(spec: dict) -> dict:
     if rank == 0:
         _save_step(model, optimizer, statistics, last, step)
         if final != last:
-            save_checkpoint(model, final, statistics)
+            _saved_whole(final, lambda tmp: save_checkpoint(model, tmp, statistics))
     if world > 1:
         dist.barrier()
     return {"checkpoint": final, "history": history, "model": model}
@@ -438,5 +440,23 @@ def _add_privileged_head(model, privileged_dim) -> None:
 
 
 def _save_step(model, optimizer, statistics, directory: Path, step: int) -> None:
-    save_checkpoint(model, directory, statistics)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step}, directory / TRAINER_STATE)
+    def write(tmp: Path) -> None:
+        save_checkpoint(model, tmp, statistics)
+        torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / TRAINER_STATE)
+    _saved_whole(directory, write)
+
+
+def _saved_whole(directory: Path, write) -> None:
+    """write(a hidden temporary sibling), then swap it in for `directory`: a run killed mid-save (out of memory,
+    preempted) leaves only the .partial directory, which resume and loading never read, not a step or final
+    directory that looks complete."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+    try:
+        write(tmp)
+        if directory.exists():  # the same step saved again (a resumed run stopped where it started), or final/
+            shutil.rmtree(directory)
+        os.rename(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -3,6 +3,8 @@ the action convention and unnorm_key become the new set's; a given model.diffusi
 the checkpoint's, and so does model.vision.image_size for a keypoint tower.
 train.state_noise: only the named state dims get it.
 train.lr_schedule: the rate each step really used."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -237,3 +239,28 @@ def test_a_nan_or_zero_rate_is_named_itself(field, value):
     """(a NaN learning rate used to be reported as 'min_learning_rate ... got 0.0')"""
     with pytest.raises(ValueError, match=rf"train\.{field} must be"):
         TrainConfig(max_steps=4, **{field: value})
+
+
+def test_a_run_killed_while_saving_leaves_no_step_that_looks_complete(tmp_path, monkeypatch):
+    """torch.save of the trainer state dies half-way (out of memory, preemption): no step-XXXXXXXX directory may
+    appear with a half-written trainer_state.pt, which resume would pick and fail on; the next run resumes from
+    the last whole step."""
+    _write_set(tmp_path / "set", ActionConvention(), "lab", 0)
+    spec = _spec(tmp_path / "set", tmp_path / "run", model=_tiny_model_spec())
+    spec["train"].update(max_steps=4, save_every=2)
+    real_save = torch.save
+
+    def dies_half_way(obj, path, *args, **kwargs):
+        if str(path).endswith("trainer_state.pt") and "step-00000004" in str(path):
+            Path(path).write_bytes(b"PK\x03\x04 half")
+            raise MemoryError("killed while saving")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(MemoryError):
+        train(spec)
+    steps = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in steps.iterdir()) == ["step-00000002"]  # no partial left behind either
+    monkeypatch.setattr(torch, "save", real_save)
+    assert train(spec)["checkpoint"] == tmp_path / "run" / "final"  # resumed from step 2
+    assert (steps / "step-00000004" / "trainer_state.pt").is_file()
