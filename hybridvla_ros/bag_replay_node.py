@@ -50,6 +50,9 @@ class BagReplay(Node):
         wanted = self.p["topics"] or list(summary)
         self.topics = [t for t in wanted if t in summary and t not in excluded]
         absent = [t for t in wanted if t not in summary]
+        if not self.topics:  # nothing would be replayed: a typo in topics, or everything excluded
+            raise ParameterError(f"parameter 'topics': none of {wanted} is in {self.p['bag']} and not excluded; "
+                                 f"the bag has {sorted(summary)}")
         if absent:
             self.get_logger().warn(f"not in the bag, not replayed: {', '.join(absent)}")
         qos = QoSProfile(depth=self.p["queue_depth"], history=HistoryPolicy.KEEP_LAST,

@@ -68,3 +68,14 @@ def test_replay_publishes_recorded_bytes_at_recorded_pace(tmp_path):
     recorded_span = (recorded[STATE][-1][0] - recorded[STATE][0][0]) / 1e9
     assert got[STATE][-1][0] - got[STATE][0][0] >= 0.9 * recorded_span  # paced, not a burst
     assert "replayed 172 messages of 2 topics" in output
+
+
+def test_topics_none_of_which_is_in_the_bag_stop_the_node_in_one_line(tmp_path):
+    """A typo in topics replayed nothing and exited 0, as if the bag had been replayed."""
+    write_bag(tmp_path / "bag")
+    done = subprocess.run([sys.executable, "-m", "hybridvla_ros.bag_replay_node", "--ros-args",
+                           "-p", f"bag:={tmp_path / 'bag'}", "-p", "topics:=[/camera/frnot/color/image_raw]"],
+                          capture_output=True, text=True, timeout=60)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, lines
+    assert "/camera/frnot/color/image_raw" in lines[0] and IMAGE in lines[0], lines
