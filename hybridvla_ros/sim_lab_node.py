@@ -12,8 +12,9 @@ FR3 (robot: fr3), as franka_ros2 + crisp_controllers (crisp's FR3 demo configura
        or ~/reset aborts the running one; a goal gives up after 5 simulated s)
 AgileX (robot: agilex), as piper_ros (humble branch) per arm (left, right):
   node /<arm>/piper_ctrl_single_node (parameters can_port, auto_enable false, girpper_exist true, rviz_ctrl_flag false)
-  in   /<arm>/joint_ctrl_single (sensor_msgs/JointState: position[0:6] rad, position[6] gripper width m), taken
-       only after /<arm>/enable_flag (std_msgs/Bool) true
+  in   /<arm>/joint_ctrl_single (sensor_msgs/JointState: position[0:6] rad, position[6] gripper width m,
+       velocity[6] speed % of the joints' top speed, 30 % without it, as piper_ros), taken only after
+       /<arm>/enable_flag (std_msgs/Bool) true
   out  /<arm>/joint_states_single (names joint0..joint6 as piper_ros: 6 joints rad + gripper width m; reliable)
        /tf_static: world -> <arm>_base_link (urdf/dual_piper.urdf) and -> the fixed cameras' optical frames;
        /tf: world -> the wrist cameras' optical frames, at the camera rate
@@ -51,7 +52,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from hybridvla_core.robots.piper_can import PIPER_ROS_JOINT_STATE_NAMES
+from hybridvla_core.robots.piper_can import PIPER_ROS_JOINT_STATE_NAMES, piper_ros_speed_percent
 from hybridvla_core.sim.config import config_from_parameters, parameter_spec
 from hybridvla_core.sim.record import camera_frame
 from hybridvla_core.sim.runner import LiveLab
@@ -314,7 +315,9 @@ class SimLabNode(Node):
                                    throttle_duration_sec=5.0)
             return
         with self.lab.lock:
-            self.lab.env.set_joint_target(arm, np.asarray(msg.position[:6], float))
+            # As piper_ros: the speed % from velocity[6] (30 % without one); 0 % is taken as the least, 1 %.
+            speed = max(piper_ros_speed_percent(list(msg.velocity)), 1) / 100.0
+            self.lab.env.set_joint_target(arm, np.asarray(msg.position[:6], float), speed)
             if len(msg.position) > 6:
                 self.lab.env.set_gripper_width(arm, float(msg.position[6]))
 

@@ -29,6 +29,15 @@ from hybridvla_core.actions import ARM_DIM
 GRIPPER_MAX_M = 0.07          # m, the SDK's gripper stroke range 0..0.07
 # piper_ros humble's joint_states_single names: joint0..joint5 [rad] and joint6 = the gripper opening [m].
 PIPER_ROS_JOINT_STATE_NAMES = [f"joint{i}" for i in range(7)]
+PIPER_ROS_DEFAULT_SPEED_PERCENT = 30  # piper_ros (humble) moves at this when joint_ctrl_single carries no speed
+
+
+def piper_ros_speed_percent(velocity) -> int:
+    """The MotionCtrl_2 speed [%] piper_ros (humble, joint_callback) applies for a joint_ctrl_single's velocity
+    field: round(velocity[6]) clamped to 0..100 when there are 7 values not all zero, else 30."""
+    if len(velocity) == 7 and any(v != 0 for v in velocity):
+        return min(max(round(velocity[6]), 0), 100)
+    return PIPER_ROS_DEFAULT_SPEED_PERCENT
 MAX_JOINT_SPEED = 3.0         # rad/s, Piper joints
 
 

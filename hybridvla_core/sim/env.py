@@ -74,6 +74,7 @@ class ArmController:
         self.model.actuator_forcerange[self.gripper_act] = self.default_forcerange
         self.q_cmd = q.copy()
         self.joint_target: np.ndarray | None = None
+        self.joint_speed_fraction = 1.0
         p, quat = self.chain.fk(self.q_cmd)
         self.sp_p, self.sp_R = p, Rotation.from_quat(quat)
         self.target_p, self.target_R = p.copy(), self.sp_R
@@ -108,12 +109,16 @@ class ArmController:
             self.joint_target = None
         self.target_p, self.target_R = position, Rotation.from_quat(quaternion)
 
-    def set_joint_target(self, q) -> None:
-        """Absolute joint target (rad), clamped to the limits and followed at the joints' speed limits."""
+    def set_joint_target(self, q, speed_fraction: float = 1.0) -> None:
+        """Absolute joint target (rad), clamped to the limits and followed at speed_fraction (0 < f <= 1) of the
+        joints' speed limits (a Piper's MotionCtrl_2 speed %)."""
         q = np.asarray(q, dtype=float)
         if q.shape != (self.chain.dof,) or not np.all(np.isfinite(q)):
             raise ValueError(f"joint target needs {self.chain.dof} finite values")
+        if not 0 < speed_fraction <= 1:
+            raise ValueError(f"speed_fraction must be in (0, 1], got {speed_fraction}")
         self.joint_target = np.clip(q, self.chain.lower, self.chain.upper)
+        self.joint_speed_fraction = float(speed_fraction)
 
     def set_gripper_width(self, width: float, speed: float | None = None, force: float | None = None) -> None:
         """Move the fingers to `width` m (0..gripper_max) at `speed` m/s, pushing with at most `force` N."""
@@ -130,7 +135,8 @@ class ArmController:
     def update(self, data: mujoco.MjData, dt: float) -> None:
         """One controller period: move the setpoints toward the targets, solve IK, write the servos."""
         if self.joint_target is not None:
-            step = np.clip(self.joint_target - self.q_cmd, -self.chain.max_velocity * dt, self.chain.max_velocity * dt)
+            limit = self.joint_speed_fraction * self.chain.max_velocity * dt
+            step = np.clip(self.joint_target - self.q_cmd, -limit, limit)
             self.q_cmd = self.q_cmd + step
         else:
             dp = self.target_p - self.sp_p
@@ -267,8 +273,8 @@ class SimEnv:
     def set_target(self, arm: str, position, quaternion) -> None:
         self.arms[arm].set_target(position, quaternion)
 
-    def set_joint_target(self, arm: str, q) -> None:
-        self.arms[arm].set_joint_target(q)
+    def set_joint_target(self, arm: str, q, speed_fraction: float = 1.0) -> None:
+        self.arms[arm].set_joint_target(q, speed_fraction)
 
     def set_gripper(self, arm: str, opening: float) -> None:
         """Gripper command 0 (closed) .. 1 (open), as in ArmTarget.gripper, with the default speed and force."""

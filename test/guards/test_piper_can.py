@@ -190,3 +190,13 @@ def test_enable_times_out_leaves_every_driver_disabled_and_names_the_motor(sim_k
     finally:
         arm.close()
         sim.close()
+
+
+@pytest.mark.parametrize("velocity", [[], [0.0] * 7, [0.0] * 6 + [55.0], [0.0] * 6 + [140.0], [1.0] * 6 + [-3.0],
+                                      [0.0] * 6 + [30.4], [5.0] * 6, [0.0] * 8 + [50.0]])
+def test_the_simulated_piper_ros_takes_the_speed_as_piper_ros_does(velocity):
+    """hybridvla_core's reading (the simulated lab uses it) against the transcription of piper_ros' own code."""
+    from hybridvla_core.robots.piper_can import piper_ros_speed_percent
+    from vendor_interfaces import piper_ros_humble_speed_and_effort
+
+    assert piper_ros_speed_percent(velocity) == piper_ros_humble_speed_and_effort(velocity, [])[0]

@@ -21,6 +21,7 @@ from rclpy.action import ActionClient  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.time import Time  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
@@ -30,7 +31,8 @@ from hybridvla_core.resources import resource_path  # noqa: E402
 from hybridvla_core.sim.env import SimEnv  # noqa: E402
 from hybridvla_core.sim.experts import TOP_DOWN  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, SENSOR_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
-from vendor_interfaces import CRISP_FR3_BASE_FRAME, PIPER_ROS_JOINT_STATE_NAMES  # noqa: E402
+from vendor_interfaces import (CRISP_FR3_BASE_FRAME, PIPER_ROS_JOINT_STATE_NAMES,  # noqa: E402
+                               piper_ros_humble_speed_and_effort)
 
 pytestmark = pytest.mark.ros
 SEED = 3
@@ -331,6 +333,17 @@ def test_agilex_node_speaks_piper_ros_per_arm():
         ctrl.publish(JointState(position=goal))
         wait(lambda: np.abs(np.array(states["left"].position) - goal).max() < 0.01, "the left arm at its target")
         np.testing.assert_allclose(states["right"].position, right_before, atol=0.01)
+
+        # As piper_ros: the speed is velocity[6] [% of 3 rad/s], 30 % without it (test/vendor_interfaces.py).
+        def seconds_to_swing(target, velocity):  # simulated seconds for joint 1 to reach target
+            ctrl.publish(JointState(position=[target, *goal[1:]], velocity=velocity))
+            start = Time.from_msg(states["left"].header.stamp).nanoseconds
+            wait(lambda: abs(states["left"].position[0] - target) < 0.02, f"joint 1 at {target}")
+            return (Time.from_msg(states["left"].header.stamp).nanoseconds - start) / 1e9
+        slow = seconds_to_swing(-0.9, [])
+        fast = seconds_to_swing(0.3, [0.0] * 6 + [100.0])
+        assert piper_ros_humble_speed_and_effort([], [])[0] == 30
+        assert slow > 1.2 / (0.3 * 3.0) and fast < slow / 2, (slow, fast)  # 1.2 rad at <= 0.9 rad/s, then 3
     finally:
         executor.shutdown()
         node.destroy_node()
