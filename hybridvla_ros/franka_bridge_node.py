@@ -30,8 +30,8 @@ from hybridvla_msgs.msg import ArmState, ArmTarget, GuardEvent
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from hybridvla_core.robots.arm_bridge import (FRANKA_BRIDGE_PARAMETERS, FrankaGripperCommander, GripperGoal, guard_config,
-                                             guard_parameter_spec)
+from hybridvla_core.robots.arm_bridge import (FRANKA_BRIDGE_PARAMETERS, FrankaGripperCommander, GripperGoal,
+                                             guard_config, guard_parameter_spec)
 from hybridvla_core.runtime.guards import Command, GuardPipeline, GuardResult
 from hybridvla_core.robots.preflight import (Check, frame_refusal, judge_action_server, judge_controller, judge_output,
                                              judge_rate, summary)

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="folder with the parameter files (default: the installed config/); the same as config:= "
                              "of the launch files")
-    parser.add_argument("--window", type=options.positive_float, default=2.0, help="seconds to listen for rates and frames (default 2)")
+    parser.add_argument("--window", type=options.positive_float, default=2.0,
+                        help="seconds to listen for rates and frames (default 2)")
     parser.add_argument("--max-image-age", type=float, default=None,
                         help="s, the policy's max_image_age_s (default: the policy file's; the sim launch files use "
                              "0.25): cameras must publish at least 1/this often")

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the task, which also picks the robot: "
                         + ", ".join(f"{t} ({robot})" for robot, ts in ROBOT_TASKS.items() for t in ts))
     p.add_argument("--episodes", type=options.positive_int, default=10, help="number of episodes (default 10)")
-    p.add_argument("--seed", type=options.seed, default=0, help="seed of the first episode; the others follow (default 0)")
+    p.add_argument("--seed", type=options.seed, default=0,
+                   help="seed of the first episode; the others follow (default 0)")
     p.add_argument("--record", type=Path, metavar="DIR", help="write one rosbag2 MCAP bag per episode into DIR")
     p.add_argument("--realtime", action="store_true", help="pace simulation time to wall time")
     p.add_argument("--config", type=Path, help="sim parameter file (default: config/sim_franka.yaml or "
@@ -56,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "(the training data of scripts/train_demo_policy.sh)")
     r.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output directory: bags in DIR/partI, the seeds used in DIR/seeds.json")
-    r.add_argument("--per-variant", type=options.positive_int, default=100, help="episodes per instruction variant (default 100)")
+    r.add_argument("--per-variant", type=options.positive_int, default=100,
+                   help="episodes per instruction variant (default 100)")
     r.add_argument("--start", type=options.seed, default=episodes.TRAIN_SEED_START,
                    help=f"first seed considered (default {episodes.TRAIN_SEED_START}); the seeds must stay below the "
                         f"demo's held-out seeds ({episodes.HELD_OUT_SEED_START})")

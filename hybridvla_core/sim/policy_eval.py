@@ -51,7 +51,8 @@ def franka_bridge_parameters(path: str | Path | None = None) -> dict:
                 flat[prefix + key] = value
     walk(section["ros__parameters"], "")
     check_parameters(flat, {**FRANKA_BRIDGE_PARAMETERS, **guard_parameter_spec("guards.")}, str(path))
-    values = {f"guards.{name}": flat.get(f"guards.{name}", default) for name, (default, _, _) in GUARD_PARAMETERS.items()}
+    values = {f"guards.{name}": flat.get(f"guards.{name}", default)
+              for name, (default, _, _) in GUARD_PARAMETERS.items()}
     try:
         guard_config(ARM, flat.get("model", "fr3"), values, "guards.")  # combinations (e.g. the box's corners)
     except ValueError as exc:

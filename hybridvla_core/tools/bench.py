@@ -182,8 +182,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights and activations (default: bfloat16 on CUDA, float32 on CPU)")
     parser.add_argument("--estimate-memory", action="store_true",
                         help="print the preset's weight and KV-cache memory from a meta-device build, time nothing")
-    parser.add_argument("--repeats", type=options.positive_int, default=5, help="timed runs per figure (median; default 5)")
-    parser.add_argument("--ddim-steps", type=options.positive_int, default=4, help="DDIM steps of the diffusion branch (default 4)")
+    parser.add_argument("--repeats", type=options.positive_int, default=5,
+                        help="timed runs per figure (median; default 5)")
+    parser.add_argument("--ddim-steps", type=options.positive_int, default=4,
+                        help="DDIM steps of the diffusion branch (default 4)")
     parser.add_argument("--action-dim", type=int, default=7, choices=[7, 14],
                         help="7: one arm, 14: two arms (default 7)")
     parser.add_argument("--chunk", type=options.positive_int, default=1, help="action chunk length T (default 1)")

@@ -65,7 +65,8 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ensemble-gripper", choices=GRIPPER_RULES, default=None,
                    help="the gripper of a step that averages both branches: their binarised average (a "
                         "disagreement closes) or the autoregressive branch's (default: the checkpoint's)")
-    g.add_argument("--device", type=options.device, default="cpu", help="where the policy runs: cpu or cuda[:N] (default cpu)")
+    g.add_argument("--device", type=options.device, default="cpu",
+                   help="where the policy runs: cpu or cuda[:N] (default cpu)")
     g.add_argument("--json", type=Path, metavar="FILE",
                    help="also write the results as JSON (bags: the summary; sim: every episode per mode)")
 
@@ -108,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=options.seed, default=None,
                    help="first seed searched for episodes of the trained instruction variants, taken in turn, "
                         "skipping the checkpoint's training_seeds.json (default 100000: the demo's held-out seeds)")
-    s.add_argument("--time-limit", type=options.positive_float, default=25.0, help="simulation seconds per episode (default 25)")
+    s.add_argument("--time-limit", type=options.positive_float, default=25.0,
+                   help="simulation seconds per episode (default 25)")
     s.add_argument("--config", type=Path, help="sim parameter file (default config/sim_franka.yaml)")
     s.add_argument("--bridge-config", type=Path, help="franka_bridge parameter file with the guards "
                                                       "(default config/franka.yaml)")

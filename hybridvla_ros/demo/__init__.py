@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="all", choices=(*MODES, "all"),
                         help="the policy's mode, or each mode in turn (all; default)")
     parser.add_argument("--checkpoint", type=Path, help=f"checkpoint directory (default checkpoints/{FR3_CHECKPOINT})")
-    parser.add_argument("--time-limit", type=options.positive_float, default=25.0, help="simulated seconds per episode (default 25)")
+    parser.add_argument("--time-limit", type=options.positive_float, default=25.0,
+                        help="simulated seconds per episode (default 25)")
     parser.add_argument("--output", type=Path, help="report directory (default outputs/demo-<time>)")
     parser.add_argument("--domain-id", type=domain_id,
                         help="ROS_DOMAIN_ID, 0..232 (default: $ROS_DOMAIN_ID or a random one in 101..215)")

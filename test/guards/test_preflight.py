@@ -73,7 +73,8 @@ def test_gripper_server_under_the_older_franka_ros2_namespace_is_suggested():
 def test_the_controller_must_be_active_not_only_subscribed():
     """crisp's launch spawns cartesian_impedance_controller --inactive: loaded, subscribed, ignoring targets."""
     service = f"{CRISP_CONTROLLER_MANAGER}/list_controllers"
-    launched = judge_controller(CRISP_CARTESIAN_CONTROLLER, CRISP_FR3_CONTROLLERS_AS_LAUNCHED, service, "controller.name")
+    launched = judge_controller(CRISP_CARTESIAN_CONTROLLER, CRISP_FR3_CONTROLLERS_AS_LAUNCHED, service,
+                                "controller.name")
     assert not launched.ok and "is inactive" in launched.detail
     assert f"switch_controllers --activate {CRISP_CARTESIAN_CONTROLLER}" in launched.fix
     switched = {**CRISP_FR3_CONTROLLERS_AS_LAUNCHED, CRISP_CARTESIAN_CONTROLLER: "active"}
