@@ -41,6 +41,9 @@ def launch_description(*, cameras: str, policy: str, robot: list[tuple[str, str]
         instruction = LaunchConfiguration("instruction").perform(context)
         preset = LaunchConfiguration("preset").perform(context)
         use_cameras = LaunchConfiguration("use_our_cameras").perform(context).lower() in ("true", "1", "yes")
+        if sim and use_cameras:  # sim_lab publishes the views on the very topics camera_node would: mixed frames
+            raise ValueError("use_our_cameras:=true in simulation: sim_lab already renders the views on "
+                             "/camera/<view>/color/image_raw; leave use_our_cameras false")
         common = {"use_sim_time": sim}
         actions = []
         if use_cameras:

@@ -97,7 +97,10 @@ class SimLabNode(Node):
             raise ParameterError(str(exc)) from None
         cfg = self.cfg
         self.lab = LiveLab(cfg)
-        self.companion_nodes: list[Node] = []  # spun beside this node (run_node): piper_ros nodes, controller_manager
+        # Spun beside this node (run_node): piper_ros nodes, controller_manager. They ignore the process's ROS
+        # arguments: ros2 launch names this node with `-r __node:=sim_lab`, which would rename every node of the
+        # process (rcl applies a rule without a node prefix to all of them).
+        self.companion_nodes: list[Node] = []
         self._gripper_goal = None  # (kind, goal handle, deadline in simulated s) of the running franka_gripper goal
         self._outcomes = {}        # goal id -> its Result, waiting for the executor to report it
         env = self.lab.env
@@ -128,7 +131,7 @@ class SimLabNode(Node):
             from controller_manager_msgs.srv import ListControllers
             from franka_msgs.action import Grasp, Homing, Move
 
-            manager = Node("controller_manager", context=self.context)
+            manager = Node("controller_manager", context=self.context, use_global_arguments=False)
             manager.create_service(ListControllers, "~/list_controllers", self.on_list_controllers)
             self.companion_nodes.append(manager)
             self.actions = {"move": Move, "grasp": Grasp, "homing": Homing}
@@ -147,7 +150,8 @@ class SimLabNode(Node):
                 # parameters (humble branch) and topics here, so that the bridge and `hybridvla preflight` find
                 # what they find on the robot. As piper_ros, joint_ctrl_single moves the arm only once enable_flag
                 # true arrived.
-                vendor = Node("piper_ctrl_single_node", namespace=f"/{arm}", context=self.context)
+                vendor = Node("piper_ctrl_single_node", namespace=f"/{arm}", context=self.context,
+                              use_global_arguments=False)
                 for name, value in PIPER_ROS_HUMBLE_PARAMETERS.items():
                     vendor.declare_parameter(name, value)
                 vendor.create_subscription(JointState, cfg.arm_topic(cfg.topics_joint_ctrl, arm),

@@ -9,7 +9,8 @@
 Under launch the recorder has no terminal: control it with
   ros2 service call /recorder/episode hybridvla_msgs/srv/EpisodeControl "{command: 0, instruction: ''}"
 or start it with recorder:=false and run `ros2 run hybridvla_ros recorder --ros-args --params-file
-config/record_<robot>.yaml` in its own terminal for single-key control (likewise teleop device:=keyboard).
+config/record_<robot>.yaml` in its own terminal for single-key control. A keyboard teleop (record_sim_franka.yaml)
+is not launched: it needs a terminal, so it runs in one of its own (launch says how).
 The bridge starts disabled: ros2 service call /<bridge>/enable std_srvs/srv/SetBool "{data: true}".
 """
 from __future__ import annotations
@@ -35,12 +36,24 @@ def node_names(path: Path) -> list[str]:
     return [k for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v and "*" not in k]
 
 
+def keyboard_teleop(path: Path) -> bool:
+    """Whether the file's teleop reads the keyboard: it needs a terminal, which a launched process lacks (launch
+    gives it a pipe for stdin), so it runs in its own terminal instead."""
+    import yaml
+
+    block = (yaml.safe_load(Path(path).read_text()) or {}).get("teleop") or {}
+    return (block.get("ros__parameters") or {}).get("device") == "keyboard"
+
+
 def plan(robot: str, config: Path, *, use_our_cameras: bool, teleop: bool, recorder: bool,
          instruction: str = "", output_dir: str = "") -> list[tuple[str, str, list]]:
     """(executable, node name, parameters) of every node to start; parameters = files and override dicts."""
     if robot not in ROBOTS:
         raise ValueError(f"robot:={robot} is not one of {', '.join(ROBOTS)}")
     cameras, robot_side, record, sim = ROBOTS[robot]
+    if sim and use_our_cameras:  # sim_lab publishes the views on the very topics camera_node would: mixed frames
+        raise ValueError(f"use_our_cameras:=true with robot:={robot}: sim_lab already renders the views on "
+                         f"/camera/<view>/color/image_raw; leave use_our_cameras at its default")
     common = {"use_sim_time": sim}
     nodes = []
     if use_our_cameras:
@@ -48,7 +61,7 @@ def plan(robot: str, config: Path, *, use_our_cameras: bool, teleop: bool, recor
     for executable, params in robot_side:
         nodes += [(executable, name, [str(config / params), common]) for name in node_names(config / params)]
     names = node_names(config / record)
-    if teleop and "teleop" in names:
+    if teleop and "teleop" in names and not keyboard_teleop(config / record):
         nodes.append(("teleop", "teleop", [str(config / record), common]))
     if recorder:
         overrides = dict(common)
@@ -63,7 +76,7 @@ def plan(robot: str, config: Path, *, use_our_cameras: bool, teleop: bool, recor
 def generate_launch_description():
     from ament_index_python.packages import get_package_share_directory
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
@@ -78,8 +91,13 @@ def generate_launch_description():
                      use_our_cameras=use_cameras, teleop=truth(context, "teleop"), recorder=truth(context, "recorder"),
                      instruction=LaunchConfiguration("instruction").perform(context),
                      output_dir=LaunchConfiguration("output_dir").perform(context))
-        return [Node(package="hybridvla_ros", executable=executable, name=name, output="screen", parameters=params)
-                for executable, name, params in steps]
+        actions = [Node(package="hybridvla_ros", executable=executable, name=name, output="screen",
+                        parameters=params) for executable, name, params in steps]
+        record = Path(LaunchConfiguration("config").perform(context)).expanduser() / ROBOTS[robot][2]
+        if truth(context, "teleop") and keyboard_teleop(record):
+            actions.append(LogInfo(msg=f"keyboard teleop needs a terminal: run `ros2 run hybridvla_ros teleop "
+                                       f"--ros-args --params-file {record}` in a terminal of its own"))
+        return actions
 
     default_config = str(Path(get_package_share_directory("hybridvla_ros")) / "config")
     return LaunchDescription([

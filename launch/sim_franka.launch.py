@@ -2,7 +2,7 @@
 franka_bridge as on the robot, and the policy, all on simulation time.
 
   ros2 launch hybridvla_ros sim_franka.launch.py checkpoint:=/path/to/ckpt instruction:="put the red block in the blue bowl"
-      [config:=/path/to/config] [use_our_cameras:=true]   # true: also our camera nodes (cameras_franka.yaml)
+      [config:=/path/to/config]   # the views come from sim_lab (use_our_cameras:=true is refused)
 """
 from hybridvla_ros.launching import launch_description
 

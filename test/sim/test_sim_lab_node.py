@@ -31,12 +31,15 @@ from hybridvla_core.resources import resource_path  # noqa: E402
 from hybridvla_core.sim.env import SimEnv  # noqa: E402
 from hybridvla_core.sim.experts import TOP_DOWN  # noqa: E402
 from hybridvla_ros.common import COMMAND_QOS, SENSOR_QOS, arrays_to_pose, pose_to_arrays  # noqa: E402
-from vendor_interfaces import (CRISP_FR3_BASE_FRAME, PIPER_ROS_JOINT_STATE_NAMES,  # noqa: E402
+from vendor_interfaces import (CRISP_CARTESIAN_CONTROLLER, CRISP_CONTROLLER_MANAGER,  # noqa: E402
+                               CRISP_FR3_BASE_FRAME, CRISP_FR3_CONTROLLERS_AS_LAUNCHED, PIPER_ROS_JOINT_STATE_NAMES,
                                piper_ros_humble_speed_and_effort)
 
 pytestmark = pytest.mark.ros
 SEED = 3
-NODE = [sys.executable, "-m", "hybridvla_ros.sim_lab_node", "--ros-args",
+# `-r __node:=sim_lab` as ros2 launch adds for Node(name="sim_lab") (launch_ros actions/node.py): a rule without a
+# node prefix renames every node of the process that reads the process's arguments.
+NODE = [sys.executable, "-m", "hybridvla_ros.sim_lab_node", "--ros-args", "-r", "__node:=sim_lab",
         "--params-file", str(resource_path("config", "sim_franka.yaml"))]
 
 
@@ -98,6 +101,24 @@ def run_action(node, client, goal, timeout=30):
     result = future.result().get_result_async()
     spin_until(node, result.done, timeout, "the action result")
     return result.result().result
+
+
+def test_the_controller_manager_answers_under_its_own_name_when_launched(lab):
+    """franka_bridge asks /controller_manager/list_controllers; launched, the simulated lab's companion node was
+    renamed /sim_lab, and no bridge could be enabled."""
+    from controller_manager_msgs.srv import ListControllers
+
+    node = lab[0]
+    spin_until(node, lambda: ("controller_manager", "/") in node.get_node_names_and_namespaces(), 20,
+               "the node /controller_manager")
+    client = node.create_client(ListControllers, f"{CRISP_CONTROLLER_MANAGER}/list_controllers")
+    spin_until(node, client.service_is_ready, 20, "list_controllers")
+    future = client.call_async(ListControllers.Request())
+    spin_until(node, future.done, 20, "the controller states")
+    states = {c.name: c.state for c in future.result().controller}
+    assert states[CRISP_CARTESIAN_CONTROLLER] == "active"
+    assert set(states) == set(CRISP_FR3_CONTROLLERS_AS_LAUNCHED)  # crisp's controllers, after the README's switch
+    node.destroy_client(client)
 
 
 def test_target_pose_moves_the_tcp_to_within_1cm(lab):
@@ -289,7 +310,7 @@ def test_agilex_node_speaks_piper_ros_per_arm():
     """The dual-arm lab: /left/joint_ctrl_single moves the left arm and its gripper (read back on
     /left/joint_states_single); the right arm holds; three cameras are published. Started as the launch files
     start it (use_sim_time:=true), it keeps wall time itself, and it stops cleanly on SIGTERM."""
-    cmd = [sys.executable, "-m", "hybridvla_ros.sim_lab_node", "--ros-args", "--params-file",
+    cmd = [sys.executable, "-m", "hybridvla_ros.sim_lab_node", "--ros-args", "-r", "__node:=sim_lab", "--params-file",
            str(resource_path("config", "sim_agilex.yaml")), "-p", "camera_width:=64", "-p", "camera_height:=48",
            "-p", "use_sim_time:=true"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
@@ -319,6 +340,8 @@ def test_agilex_node_speaks_piper_ros_per_arm():
     try:
         wait(lambda: len(states) == 2 and len(images) == 3, "joint_states_single of both arms and three cameras")
         assert list(states["left"].name) == PIPER_ROS_JOINT_STATE_NAMES  # as piper_ros (humble) names them
+        names = node.get_node_names_and_namespaces()  # as launched (-r __node:=sim_lab): not renamed with it
+        assert ("piper_ctrl_single_node", "/left") in names and ("piper_ctrl_single_node", "/right") in names, names
         right_before = np.array(states["right"].position)
         goal = [0.3, 1.0, -1.0, 0.2, 0.5, -0.4, 0.05]  # 6 joints rad + gripper width m
         left_before = np.array(states["left"].position)
