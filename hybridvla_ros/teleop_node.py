@@ -39,7 +39,7 @@ PARAMETERS = {
     "max_angular_speed": (0.5, _pos, "rad/s > 0 at full deflection"),
     "deadband": (0.1, lambda v: isinstance(v, float) and 0 <= v < 1, "0..1 of the SpaceMouse range"),
     "axis_signs": ([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], lambda v: len(v) == 6 and all(abs(x) == 1 for x in v),
-                   "six values +-1: device x, y, z, roll, pitch, yaw -> base frame"),
+                   "six values +-1: device x (right), y (away), z (up), roll, pitch, yaw -> base frame axes"),
     "max_lead_m": (0.05, _pos, "m the target may lead the measured position"),
     "max_lead_rad": (0.3, _pos, "rad the target may lead the measured orientation"),
     "spacemouse_device": ("", lambda v: isinstance(v, str), "device name for pyspacemouse, empty = first found"),

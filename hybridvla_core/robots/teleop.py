@@ -123,9 +123,21 @@ class LeaderArm:
         return position, quaternion, float(np.clip(positions[dof] / self.gripper_max_width, 0.0, 1.0))
 
 
+def legacy_to_z_up(axes) -> np.ndarray:
+    """pyspacemouse's LEGACY axes (its only convention before 2.x, and 2.x's default) -> HID_Z_UP: x right, y away
+    from the user, z up, each rotation right-handed about its own axis. LEGACY has the same translations but roll
+    = -HID Ry, pitch = -HID Rx and yaw = +HID Rz (roll and pitch swapped, yaw clockwise): turning the cap about x
+    would have turned the arm about y."""
+    x, y, z, roll, pitch, yaw = np.asarray(axes, float)
+    return np.array([x, y, z, -pitch, roll, -yaw])
+
+
+READS_PER_TICK = 64  # at most this many queued HID reports taken per read() (each read takes one)
+
+
 class SpaceMouse:
-    """pyspacemouse behind a small interface: read() -> (axes (6,) in -1..1, buttons list of 0/1).
-    Works with pyspacemouse 1.x (module-level read) and 2.x (device objects)."""
+    """pyspacemouse behind a small interface: read() -> (axes (6,) in -1..1, buttons list of 0/1), axes in the
+    HID_Z_UP convention (legacy_to_z_up). Works with pyspacemouse 1.x (module-level read) and 2.x (device objects)."""
 
     def __init__(self, device: str = ""):
         try:
@@ -133,8 +145,13 @@ class SpaceMouse:
         except ImportError:
             raise RuntimeError("SpaceMouse teleop needs pyspacemouse: pip install pyspacemouse "
                                "(and the hidapi system library, e.g. apt install libhidapi-hidraw0)") from None
+        convention = getattr(pyspacemouse, "AxisConvention", None)
+        self._legacy = convention is None  # 1.x: LEGACY only, converted here
         try:
-            handle = pyspacemouse.open(device=device or None)
+            if self._legacy:
+                handle = pyspacemouse.open(device=device or None)
+            else:
+                handle = pyspacemouse.open(device=device or None, axis_convention=convention.HID_Z_UP)
         except Exception as exc:  # noqa: BLE001 - HID backends raise their own types
             raise RuntimeError(f"no SpaceMouse could be opened ({type(exc).__name__}: {exc}); "
                                f"check the USB connection and the udev rule for hidraw") from None
@@ -144,8 +161,17 @@ class SpaceMouse:
         self._close = handle.close if hasattr(handle, "close") else pyspacemouse.close
 
     def read(self):
+        """The newest state: every report queued since the last call is taken. One read takes one HID report, and
+        the device sends translation and rotation as separate reports every ~8 ms: one read per 20 ms control
+        tick fell behind, and the arm kept moving for about a second after the cap was released."""
         state = self._read()
-        return np.array([float(getattr(state, a)) for a in AXES]), list(state.buttons)
+        for _ in range(READS_PER_TICK):
+            stamp = state.t
+            state = self._read()
+            if state.t == stamp:  # no new report
+                break
+        axes = np.array([float(getattr(state, a)) for a in AXES])
+        return (legacy_to_z_up(axes) if self._legacy else axes), list(state.buttons)
 
     def close(self) -> None:
         self._close()

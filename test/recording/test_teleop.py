@@ -105,3 +105,43 @@ def test_leader_arms_become_per_arm_targets_over_dds():
         np.testing.assert_allclose([p.x, p.y, p.z], p_ref, atol=1e-9)
         assert target.header.frame_id == f"{arm}_base_link" and target.source == ArmTarget.SOURCE_TELEOP
     assert got["left"].gripper == pytest.approx(1.0) and got["right"].gripper == 0.0
+
+
+def test_spacemouse_axes_follow_pyspacemouse_hid_z_up_whatever_its_version():
+    """pyspacemouse's own remap tables (config_helpers._HID_TO_CONVENTION) are the expected side: LEGACY (1.x's only
+    convention, 2.x's default) swaps roll and pitch and reverses yaw; converted, it equals HID_Z_UP."""
+    config_helpers = pytest.importorskip("pyspacemouse.config_helpers")
+    from pyspacemouse.types import AxisConvention
+
+    tables = config_helpers._HID_TO_CONVENTION
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        hid = dict(zip(teleop.AXES, rng.uniform(-1, 1, 6)))
+
+        def seen(convention):
+            return np.array([sign * hid[source] for source, sign in (tables[convention][a] for a in teleop.AXES)])
+        np.testing.assert_allclose(teleop.legacy_to_z_up(seen(AxisConvention.LEGACY)), seen(AxisConvention.HID_Z_UP))
+
+
+def test_spacemouse_opens_in_hid_z_up_and_takes_every_queued_report(monkeypatch):
+    """pyspacemouse 2.x: opened with axis_convention HID_Z_UP; one read() takes one HID report, so a read per tick
+    must take all that queued meanwhile (the arm kept moving after release)."""
+    pyspacemouse = pytest.importorskip("pyspacemouse")
+    from types import SimpleNamespace
+
+    queued = [SimpleNamespace(t=float(i), x=0.1 * i, y=0.0, z=0.0, roll=0.0, pitch=0.0, yaw=0.0, buttons=[0, 0])
+              for i in range(1, 6)]
+    last = []
+
+    def read():  # as SpaceMouseDevice.read: the state after at most one report, unchanged when none is queued
+        if queued:
+            last[:] = [queued.pop(0)]
+        return last[0]
+
+    opened = {}
+    monkeypatch.setattr(pyspacemouse, "open", lambda **kw: opened.update(kw) or SimpleNamespace(read=read,
+                                                                                                 close=lambda: None))
+    mouse = teleop.SpaceMouse()
+    assert opened["axis_convention"] == pyspacemouse.AxisConvention.HID_Z_UP
+    axes, _ = mouse.read()
+    assert axes[0] == pytest.approx(0.5) and not queued  # the newest of five queued reports
