@@ -133,9 +133,10 @@ def test_every_check_passes_against_the_simulated_lab(robot, params, tmp_path):
         # The sim launch files' policy image age (sim_*.launch.py POLICY_OVERRIDES): cameras render at 15 Hz.
         code, out = preflight(robot, "--max-image-age", "0.25", "--window", "3")
         fails = [line for line in out.splitlines() if line.startswith("FAIL")]
-        if code != 0 and fails and all(line.startswith("FAIL  rate ") for line in fails):
-            # Rates are measured, and a starved 2-core machine (sim_lab rendering, the suite's other processes)
-            # can miss a window: one longer look. Any other failure is a real one.
+        if code != 0 and fails and all(line.startswith(("FAIL  rate ", "FAIL  TF ")) for line in fails):
+            # Rates and the wrist cameras' moving /tf are measured, and a starved 2-core machine (sim_lab rendering,
+            # the suite's other processes) can miss a window (CI once saw every camera at 15 Hz but no /tf message
+            # yet): one longer look. Any other failure is a real one.
             code, out = preflight(robot, "--max-image-age", "0.25", "--window", "6")
         assert code == 0, out
         assert "FAIL" not in out and f"preflight {robot}:" in out
