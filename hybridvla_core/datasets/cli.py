@@ -183,19 +183,18 @@ def _image_hw(image_size) -> tuple[int, int]:
 
 
 def _save_replacing(path: Path, array) -> None:
-    """np.save to a new file beside `path`, renamed over it: a new inode, so a hard-linked copy of the file (dataset
-    merge links shards) keeps its contents, and an interrupted write never leaves a half-written .npy."""
+    """np.save written whole beside `path` and renamed over it (files.write_whole): a hard-linked copy of the file
+    (dataset merge links shards) keeps its contents, and an interrupted write never leaves a half-written .npy."""
     import numpy as np
 
-    partial = path.with_name(path.name + ".partial")  # not *.npy: never taken for a shard file
-    try:
-        with open(partial, "wb") as file:
+    from hybridvla_core.files import write_whole
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as file:  # a file object: np.save would add .npy to a bare temporary name
             np.save(file, array)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_whole(path, save, directory=False)
 
 
 def checked_index(directory: Path) -> dict:

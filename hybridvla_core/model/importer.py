@@ -26,17 +26,15 @@ FileNotFoundError; the output appears only when complete (written next to it, th
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from hybridvla_core.actions import load_dataset_statistics
+from hybridvla_core.files import write_whole
 from hybridvla_core.model.checkpoint import build_model, load_checkpoint, load_config, save_checkpoint
 from hybridvla_core.model.config import ModelConfig
 from hybridvla_core.model.ensemble import REFERENCE_THETA
@@ -483,22 +481,7 @@ def export_reference_checkpoint(checkpoint_dir: str | Path, output_path: str | P
 
 
 def _write_atomically(output: Path, write, directory: bool) -> Path:
-    """write(temporary path next to `output`), then rename it into place; on any failure nothing is left."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{output.name}.partial-"
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
-    else:
-        handle, name = tempfile.mkstemp(prefix=prefix, dir=output.parent)
-        os.close(handle)
-        tmp = Path(name)
-    try:
-        write(tmp)
-        _refuse_existing(output, "output", directory)  # appeared meanwhile
-        if directory and output.is_dir():
-            output.rmdir()  # empty (checked): rename needs the name free
-        os.rename(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise
-    return output
+    """write(temporary path next to `output`), then rename it into place; an output that appeared meanwhile is
+    refused; on any failure nothing is left."""
+    return write_whole(output, write, directory=directory,
+                       before_rename=lambda: _refuse_existing(output, "output", directory))

@@ -29,7 +29,6 @@ import difflib
 import math
 import os
 import re
-import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -48,6 +47,7 @@ from hybridvla_core.model.text_tokenizer import encode_prompt
 from hybridvla_core.model.trainset import TrainsetDataset, read_index
 from hybridvla_core.actions import ActionConvention
 from hybridvla_core.errors import UserError
+from hybridvla_core.files import write_whole
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_STATE = "trainer_state.pt"
@@ -405,7 +405,7 @@ def train(spec: dict) -> dict:
     if rank == 0:
         _save_step(model, optimizer, statistics, last, step)
         if final != last:
-            _saved_whole(final, lambda tmp: save_checkpoint(model, tmp, statistics))
+            write_whole(final, lambda tmp: save_checkpoint(model, tmp, statistics), directory=True)
     if world > 1:
         dist.barrier()
     return {"checkpoint": final, "history": history, "model": model}
@@ -443,20 +443,4 @@ def _save_step(model, optimizer, statistics, directory: Path, step: int) -> None
     def write(tmp: Path) -> None:
         save_checkpoint(model, tmp, statistics)
         torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / TRAINER_STATE)
-    _saved_whole(directory, write)
-
-
-def _saved_whole(directory: Path, write) -> None:
-    """write(a hidden temporary sibling), then swap it in for `directory`: a run killed mid-save (out of memory,
-    preempted) leaves only the .partial directory, which resume and loading never read, not a step or final
-    directory that looks complete."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
-    try:
-        write(tmp)
-        if directory.exists():  # the same step saved again (a resumed run stopped where it started), or final/
-            shutil.rmtree(directory)
-        os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_whole(directory, write, directory=True)  # a run killed mid-save leaves no step that looks complete
