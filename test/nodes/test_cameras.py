@@ -52,6 +52,8 @@ def test_video_backend_plays_an_image_folder_at_the_set_rate_and_loops(image_fol
     assert backend.read(0.01) is None  # next frame is 0.1 s away
 
 
+# imageio tries each of its plugins on the garbage file below; two of them warn that they are deprecated.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_video_backend_without_loop_ends_and_rejects_bad_sources(image_folder, tmp_path):
     clock = FakeClock()
     backend = VideoBackend(str(image_folder), fps=100.0, loop=False, clock=clock, sleep=clock.sleep)
