@@ -27,6 +27,15 @@ from hybridvla_ros.common import (COMMAND_QOS, SENSOR_QOS, ParameterError, array
                                   pose_to_arrays, run_node)
 
 _pos = lambda v: isinstance(v, float) and v > 0  # noqa: E731
+
+
+def _axis_map(value) -> bool:
+    try:
+        teleop.parse_axis_map(value)
+    except ValueError:
+        return False
+    return True
+
 PARAMETERS = {
     "device": ("keyboard", lambda v: v in ("spacemouse", "keyboard", "leader"), "spacemouse, keyboard or leader"),
     "arms": (["fr3"], lambda v: isinstance(v, list) and 1 <= len(v) <= 2, "one or two arm names"),
@@ -38,8 +47,9 @@ PARAMETERS = {
     "max_linear_speed": (0.10, _pos, "m/s > 0 at full deflection"),
     "max_angular_speed": (0.5, _pos, "rad/s > 0 at full deflection"),
     "deadband": (0.1, lambda v: isinstance(v, float) and 0 <= v < 1, "0..1 of the SpaceMouse range"),
-    "axis_signs": ([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], lambda v: len(v) == 6 and all(abs(x) == 1 for x in v),
-                   "six values +-1: device x (right), y (away), z (up), roll, pitch, yaw -> base frame axes"),
+    "axis_map": (list(teleop.OPERATOR_BEHIND_THE_ARM), _axis_map,
+                 "for base x, y, z, roll, pitch, yaw the signed SpaceMouse axis each follows (device x right, y away, "
+                 "z up), signed: [+y, -x, +z, +pitch, -roll, +yaw] for an operator behind the arm"),
     "max_lead_m": (0.05, _pos, "m the target may lead the measured position"),
     "max_lead_rad": (0.3, _pos, "rad the target may lead the measured orientation"),
     "spacemouse_device": ("", lambda v: isinstance(v, str), "device name for pyspacemouse, empty = first found"),
@@ -120,7 +130,7 @@ class Teleop(Node):
         if self.mouse is not None:
             axes, buttons = self.mouse.read()
             twist = teleop.spacemouse_twist(axes, self.p["max_linear_speed"], self.p["max_angular_speed"],
-                                            self.p["deadband"], self.p["axis_signs"])
+                                            self.p["deadband"], self.p["axis_map"])
             if buttons[:1] == [1]:
                 self.integrator.gripper = 0.0
             elif buttons[1:2] == [1]:

@@ -67,11 +67,34 @@ class PoseIntegrator:
         return self.position.copy(), self.rotation.as_quat(), self.gripper
 
 
+# For each base axis (x, y, z, roll, pitch, yaw) the device axis it follows, signed. The default is an operator
+# behind the arm looking where its x points: pushing the cap away (device +y) moves +x, to the right (device +x)
+# moves -y; the rotations follow the same turn of the frame (-90 deg about z).
+# Each entry carries its sign: YAML (and so a ROS parameter file) reads a bare y as the boolean true.
+OPERATOR_BEHIND_THE_ARM = ("+y", "-x", "+z", "+pitch", "-roll", "+yaw")
+
+
+def parse_axis_map(axis_map) -> tuple[np.ndarray, np.ndarray]:
+    """A signed permutation of the device axes, six entries such as "-x" (per base axis, translations taken from
+    translations and rotations from rotations) -> (device index per base axis, sign per base axis)."""
+    names = [str(entry) for entry in axis_map]
+    parsed = [(name.lstrip("+-"), -1.0 if name.startswith("-") else 1.0) for name in names]
+    axes = [axis for axis, _ in parsed]
+    if (len(names) != 6 or any(a not in AXES for a in axes) or sorted(axes[:3]) != ["x", "y", "z"]
+            or sorted(axes[3:]) != ["pitch", "roll", "yaw"]):
+        raise ValueError(f"axis_map must give, for base x, y, z, roll, pitch, yaw, a signed device axis: x, y, z "
+                         f"each once, then roll, pitch, yaw each once, each written with its sign (e.g. "
+                         f"{list(OPERATOR_BEHIND_THE_ARM)}; a bare y reads as true), got {names}")
+    return np.array([AXES.index(a) for a in axes]), np.array([sign for _, sign in parsed])
+
+
 def spacemouse_twist(axes, max_linear: float, max_angular: float, deadband: float = 0.1,
-                     signs=(1, 1, 1, 1, 1, 1)) -> Twist:
-    """SpaceMouse axes (x, y, z, roll, pitch, yaw in -1..1) -> twist: deadband removed and the rest rescaled
-    to 0..1, times max_linear [m/s] / max_angular [rad/s]; signs map the device's axes onto the base frame."""
-    a = np.asarray(axes, float) * np.asarray(signs, float)
+                     axis_map=OPERATOR_BEHIND_THE_ARM) -> Twist:
+    """SpaceMouse axes (x, y, z, roll, pitch, yaw in -1..1, HID_Z_UP) -> twist in the base frame: axis_map picks
+    and signs the device axis of each base axis, the deadband is removed and the rest rescaled to 0..1, times
+    max_linear [m/s] / max_angular [rad/s]."""
+    index, signs = parse_axis_map(axis_map)
+    a = np.asarray(axes, float)[index] * signs
     a = np.sign(a) * np.clip((np.abs(a) - deadband) / (1.0 - deadband), 0.0, 1.0)
     return Twist(a[:3] * max_linear, a[3:] * max_angular)
 

@@ -29,9 +29,30 @@ def test_integrator_moves_in_the_base_frame_and_stays_near_the_measured_pose():
 
 
 def test_spacemouse_deadband_scaling_and_signs():
-    t = teleop.spacemouse_twist([0.05, 1.0, -0.55, 0, 0, 1.0], 0.1, 0.5, deadband=0.1, signs=[1, -1, 1, 1, 1, 1])
+    same = ["+x", "-y", "+z", "+roll", "+pitch", "+yaw"]
+    t = teleop.spacemouse_twist([0.05, 1.0, -0.55, 0, 0, 1.0], 0.1, 0.5, deadband=0.1, axis_map=same)
     np.testing.assert_allclose(t.linear, [0.0, -0.1, -0.05])
     np.testing.assert_allclose(t.angular, [0, 0, 0.5])
+
+
+@pytest.mark.parametrize("where, turn_deg, axis_map", [
+    ("behind the arm", -90, teleop.OPERATOR_BEHIND_THE_ARM),
+    ("in front of the arm", 90, ["-y", "+x", "+z", "-pitch", "+roll", "+yaw"])])
+def test_spacemouse_axis_map_is_the_operators_frame_turned_onto_the_base(where, turn_deg, axis_map):
+    """Device x right, y away from the operator, z up. Behind the arm the operator's 'away' is base +x and 'right'
+    base -y (base = device turned -90 deg about z); in front, +90 deg. Linear and angular velocities turn alike:
+    the expected twist is scipy's rotation of the device's, not the map's own arithmetic."""
+    turn = Rotation.from_euler("z", turn_deg, degrees=True)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        device = rng.uniform(-1, 1, 6)
+        t = teleop.spacemouse_twist(device, 1.0, 1.0, deadband=0.0, axis_map=axis_map)
+        np.testing.assert_allclose(t.linear, turn.apply(device[:3]), atol=1e-12, err_msg=where)
+        np.testing.assert_allclose(t.angular, turn.apply(device[3:]), atol=1e-12, err_msg=where)
+    with pytest.raises(ValueError, match="a bare y reads as true"):
+        teleop.parse_axis_map([True, "-x", "+z", "+pitch", "-roll", "+yaw"])  # YAML's reading of a bare y
+    with pytest.raises(ValueError, match="axis_map"):
+        teleop.parse_axis_map(["+x", "+x", "+z", "+roll", "+pitch", "+yaw"])
 
 
 def test_keyboard_key_holds_its_axis_briefly():
