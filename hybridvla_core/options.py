@@ -18,7 +18,6 @@ def _number(kind, low: float, strict: bool):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
-    parse.__name__ = what  # argparse names the type in some messages
     return parse
 
 
